@@ -1,0 +1,40 @@
+# iterable-segment-sync: each target creates .venv and installs what it needs.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: install postgres lint test demo run bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.deps: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q setuptools wheel
+	$(BIN)/pip install -q '.[test]'
+	touch $@
+
+# a normal (non-editable) install of the package, refreshed each time
+install: $(VENV)/.deps
+	$(BIN)/pip install -q --no-deps --force-reinstall --no-build-isolation .
+
+postgres:
+	@bash .ci/ensure-postgres
+
+lint: install
+	$(BIN)/ruff check sync tests bench
+
+test: install postgres lint
+	$(BIN)/python -m pytest
+
+demo: install
+	$(BIN)/python -m sync.sandbox.demo
+
+run: install
+	$(BIN)/python -m sync serve --config config.example.toml
+
+bench: install postgres
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,61 @@
+"""Credential checks for the ingress endpoints; every comparison is constant-time."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+from collections.abc import Iterable
+
+
+def matches_any(value: str, accepted: Iterable[str]) -> bool:
+    """Constant-time comparison against every accepted value (no early exit on a match)."""
+    given = value.encode()
+    found = False
+    for candidate in accepted:
+        if candidate:
+            found |= hmac.compare_digest(given, candidate.encode())
+    return found
+
+
+def basic_username(header: str | None) -> str | None:
+    """The username of an HTTP Basic ``Authorization`` header (Segment puts the write key there)."""
+    if not header or not header[:6].lower() == "basic ":
+        return None
+    try:
+        decoded = base64.b64decode(header[6:].strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return decoded.split(":", 1)[0]
+
+
+def first_element(raw: bytes) -> bytes | None:
+    """The exact bytes of the first element of a JSON array body (what Segment signs for a batch)."""
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError:
+        return None
+    start = len(text) - len(text.lstrip())
+    if not text[start:].startswith("["):
+        return None
+    index = start + 1
+    while index < len(text) and text[index] in " \t\r\n":
+        index += 1
+    try:
+        _, end = json.JSONDecoder().raw_decode(text, index)
+    except (ValueError, RecursionError):
+        return None
+    return text[index:end].encode()
+
+
+def signature_ok(raw: bytes, signature: str | None, secrets: Iterable[str]) -> bool:
+    """Verify Segment's ``X-Signature``: hex HMAC-SHA1 of the body, or of a batch's first element."""
+    if not signature:
+        return False
+    signed = first_element(raw) if raw.lstrip()[:1] == b"[" else raw
+    if signed is None:
+        return False
+    digests = [hmac.new(secret.encode(), signed, hashlib.sha1).hexdigest() for secret in secrets if secret]
+    return matches_any(signature.strip().lower(), digests)

@@ -1,0 +1,181 @@
+"""Commands (SPEC sections 1 and 7). Exit codes: 0 success or clean stop, 1 bad config or failure
+(the message names the cause), 2 usage error."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sync import config as config_module
+from sync import logs
+from sync.config import Config
+from sync.errors import ConfigError, SyncError
+from sync.ledger import Direction, Ledger, Status
+from sync.ledger import migrate as migrations
+from sync.ledger.store import create_engine
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="iterable-sync", description="Two-way Segment <-> Iterable sync daemon")
+    commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("--config", default=os.environ.get("SYNC_CONFIG"),
+                         help="TOML config file (default: $SYNC_CONFIG)")
+        return sub
+
+    serve = command("serve", "run the daemon")
+    serve.add_argument("--log-format", choices=("text", "json"), default="text")
+    serve.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    command("migrate", "apply ledger migrations")
+    command("check-config", "validate a config file")
+    ledger = command("ledger", "inspect and operate the ledger")
+    actions = ledger.add_subparsers(dest="action", required=True, metavar="ACTION")
+    stats = actions.add_parser("stats", help="counts by direction and status")
+    stats.add_argument("--json", action="store_true")
+    listing = actions.add_parser("list", help="rows of one status, with reasons")
+    listing.add_argument("--status", required=True, choices=[s.value for s in Status])
+    listing.add_argument("--direction", choices=[d.value for d in Direction])
+    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--json", action="store_true")
+    retry = actions.add_parser("retry", help="requeue rows as pending")
+    which = retry.add_mutually_exclusive_group(required=True)
+    which.add_argument("--status", choices=[Status.DEAD.value, Status.REJECTED.value, Status.SKIPPED.value])
+    which.add_argument("--id", type=int, nargs="+", dest="ids")
+    retry.add_argument("--direction", choices=[d.value for d in Direction])
+    purge = actions.add_parser("purge", help="delete terminal rows older than a duration")
+    purge.add_argument("--older-than", required=True, type=duration, help="e.g. 30d, 12h, 90m")
+    for sub in (stats, listing, retry, purge):
+        sub.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    return root
+
+
+def duration(text: str) -> timedelta:
+    match = re.fullmatch(r"(\d+)([dhm])", text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number and d, h or m (e.g. 30d)")
+    unit = {"d": "days", "h": "hours", "m": "minutes"}[match.group(2)]
+    return timedelta(**{unit: int(match.group(1))})
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if not args.config:
+        print("error: --config FILE is required (or set SYNC_CONFIG)", file=sys.stderr)
+        return 2
+    try:
+        config = config_module.load(args.config)
+    except ConfigError as exc:
+        print(f"config {args.config} is invalid:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return 1
+    handlers: dict[str, Callable[[Config, argparse.Namespace], Coroutine[Any, Any, int]]] = {
+        "serve": _serve, "migrate": _migrate, "check-config": _check, "ledger": _ledger,
+    }
+    try:
+        return asyncio.run(handlers[args.command](config, args))
+    except SyncError as exc:
+        print(f"error: {_cause_chain(exc)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+
+
+def _cause_chain(exc: BaseException) -> str:
+    parts = [str(exc)]
+    while exc.__cause__ is not None and len(parts) < 4:
+        exc = exc.__cause__
+        text = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        if text not in parts[-1]:
+            parts.append(text)
+    return ": ".join(parts)
+
+
+async def _serve(config: Config, args: argparse.Namespace) -> int:
+    from sync import daemon
+
+    logs.setup(fmt=args.log_format, level=args.log_level, secrets=config_module.secrets(config))
+    return await daemon.serve(config)
+
+
+async def _migrate(config: Config, args: argparse.Namespace) -> int:
+    engine = create_engine(config.ledger.url)
+    try:
+        await migrations.upgrade(engine)
+        print(f"ledger migrated to {migrations.head_revision()}")
+    finally:
+        await engine.dispose()
+    return 0
+
+
+async def _check(config: Config, args: argparse.Namespace) -> int:
+    enabled = [name for name, on in (("outbound", config.outbound.enabled), ("inbound", config.inbound.enabled)) if on]
+    print(f"config {args.config} is valid (directions: {', '.join(enabled) or 'none'})")
+    return 0
+
+
+async def _ledger(config: Config, args: argparse.Namespace) -> int:
+    engine = create_engine(config.ledger.url)
+    try:
+        await migrations.ensure_current(engine)
+        ledger = Ledger(engine)
+        now = datetime.now(UTC)
+        if args.action == "stats":
+            return _print_stats(await ledger.stats(), now, as_json=args.json)
+        if args.action == "list":
+            rows = await ledger.rows(status=Status(args.status), direction=_direction(args), limit=args.limit)
+            return _print_rows(rows, as_json=args.json)
+        if args.action == "retry":
+            status = Status(args.status) if args.status else None
+            count = await ledger.requeue(now, status=status, ids=args.ids or (), direction=_direction(args))
+            print(f"requeued {count} rows as pending")
+            return 0
+        count = await ledger.purge(now - args.older_than)
+        print(f"purged {count} terminal rows older than {args.older_than}")
+        return 0
+    finally:
+        await engine.dispose()
+
+
+def _direction(args: argparse.Namespace) -> Direction | None:
+    return Direction(args.direction) if getattr(args, "direction", None) else None
+
+
+def _print_stats(stats: Any, now: datetime, *, as_json: bool) -> int:
+    table = {d.value: {s.value: stats.counts.get((d.value, s.value), 0) for s in Status} for d in Direction}
+    oldest = {d: round((now - t).total_seconds(), 1) for d, t in stats.oldest_pending.items()}
+    if as_json:
+        print(json.dumps({"counts": table, "oldest_pending_seconds": oldest, "paused": stats.paused}))
+        return 0
+    print(f"{'direction':<10}" + "".join(f"{s.value:>11}" for s in Status) + f"{'oldest pending':>17}")
+    for direction, counts in table.items():
+        age = f"{oldest[direction]:.0f}s" if direction in oldest else "-"
+        print(f"{direction:<10}" + "".join(f"{n:>11}" for n in counts.values()) + f"{age:>17}")
+    for direction, reason in stats.paused.items():
+        print(f"PAUSED {direction}: {reason}")
+    return 0
+
+
+def _print_rows(rows: Sequence[Any], *, as_json: bool) -> int:
+    if as_json:
+        print(json.dumps([{"id": r.id, "direction": r.direction.value, "key": r.key, "kind": r.kind,
+                           "status": r.status.value, "attempts": r.attempts, "reason": r.reason,
+                           "last_error": r.last_error, "received_at": r.received_at.isoformat(),
+                           "payload": r.payload} for r in rows]))
+        return 0
+    print(f"{'id':>8}  {'direction':<9} {'kind':<22} {'attempts':>8}  {'received':<20} reason")
+    for r in rows:
+        reason = (r.reason or r.last_error or "")[:80]
+        print(f"{r.id:>8}  {r.direction.value:<9} {r.kind[:22]:<22} {r.attempts:>8}  "
+              f"{r.received_at:%Y-%m-%d %H:%M:%S}  {reason}")
+    print(f"({len(rows)} rows)")
+    return 0

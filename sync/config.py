@@ -1,0 +1,292 @@
+"""Typed, frozen configuration read from TOML (SPEC section 2).
+
+Every key of the contract exists here with its default. ``${VAR}`` and ``${VAR:-default}`` in
+string values come from the environment. Unknown keys and bad values are collected and reported
+together, each naming its key (``server.port: ...``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from sync.errors import ConfigError
+
+Region = Literal["us", "eu"]
+ProjectType = Literal["email", "userId", "hybrid"]
+EventNames = Literal["segment", "iterable"]
+
+REGION_URLS: Mapping[str, str] = {"us": "https://api.iterable.com", "eu": "https://api.eu.iterable.com"}
+
+DEFAULT_RATE_LIMITS: Mapping[str, float] = {
+    "users/update": 500.0,
+    "users/bulkUpdate": 5.0,
+    "users/updateEmail": 500.0,
+    "events/track": 2000.0,
+    "events/trackBulk": 10.0,
+    "commerce/trackPurchase": 500.0,
+    "commerce/updateCart": 500.0,
+    "export/data.json": 4 / 60,
+}
+
+_frozen = dataclass(frozen=True, slots=True, kw_only=True)
+
+
+@_frozen
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8787
+    max_body_bytes: int = 1_048_576
+
+
+@_frozen
+class LedgerConfig:
+    url: str = "sqlite:///data/ledger.db"
+    retention_days: int = 7
+
+
+@_frozen
+class IterableConfig:
+    api_key: str = ""
+    region: Region = "us"
+    base_url: str = ""
+    project_type: ProjectType = "hybrid"
+    timeout_seconds: float = 30.0
+    rate_limits: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_RATE_LIMITS))
+
+    @property
+    def api_url(self) -> str:
+        return (self.base_url or REGION_URLS[self.region]).rstrip("/")
+
+
+@_frozen
+class SegmentConfig:
+    write_key: str = ""
+    host: str = "https://api.segment.io"
+
+
+@_frozen
+class OutboundConfig:
+    enabled: bool = True
+    write_keys: tuple[str, ...] = ()
+    shared_secrets: tuple[str, ...] = ()
+    merge_nested_objects: bool = False
+
+
+@_frozen
+class InboundConfig:
+    enabled: bool = True
+    auth_header: str = "Authorization"
+    auth_tokens: tuple[str, ...] = ()
+    event_names: EventNames = "segment"
+
+
+@_frozen
+class DeliveryConfig:
+    max_retry_hours: float = 72.0
+
+
+@_frozen
+class ReconcileConfig:
+    enabled: bool = False
+    interval_minutes: int = 15
+    lookback_minutes: int = 60
+    event_types: tuple[str, ...] = (
+        "emailSend",
+        "emailOpen",
+        "emailClick",
+        "emailBounce",
+        "pushSend",
+        "pushOpen",
+    )
+
+
+@_frozen
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    ledger: LedgerConfig = field(default_factory=LedgerConfig)
+    iterable: IterableConfig = field(default_factory=IterableConfig)
+    segment: SegmentConfig = field(default_factory=SegmentConfig)
+    outbound: OutboundConfig = field(default_factory=OutboundConfig)
+    inbound: InboundConfig = field(default_factory=InboundConfig)
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    reconcile: ReconcileConfig = field(default_factory=ReconcileConfig)
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def interpolate(text: str, env: Mapping[str, str]) -> str:
+    """Replace ``${VAR}`` and ``${VAR:-default}``; an unset VAR without default becomes ''."""
+    return _VAR.sub(lambda m: env.get(m.group(1)) or (m.group(2) or ""), text)
+
+
+def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
+    """Read, interpolate and validate a TOML config file."""
+    try:
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError([f"config file not found: {path}"]) from None
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from exc
+    return parse(raw, os.environ if env is None else env)
+
+
+def parse(raw: Mapping[str, Any], env: Mapping[str, str]) -> Config:
+    """Build a ``Config`` from parsed TOML; raise ``ConfigError`` naming every bad key."""
+    problems: list[str] = []
+    config = _build(Config, raw, "", env, problems)
+    if not problems:
+        problems.extend(_cross_checks(config))
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def _build(cls: type, raw: Any, prefix: str, env: Mapping[str, str], problems: list[str]) -> Any:
+    if not isinstance(raw, Mapping):
+        problems.append(f"{prefix.rstrip('.') or 'config'}: expected a table")
+        return cls()
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    nested = {"rate_limits"} if cls is IterableConfig else set()
+    for key, value in raw.items():
+        name = f"{prefix}{key}"
+        if key not in fields:
+            problems.append(f"{name}: unknown key")
+        elif key in nested:
+            values[key] = _rate_limits(value, name, problems)
+        elif dataclasses.is_dataclass(hints[key]):
+            values[key] = _build(hints[key], value, f"{name}.", env, problems)
+        else:
+            values[key] = _coerce(hints[key], value, name, env, problems)
+    return cls(**{k: v for k, v in values.items() if v is not _BAD})
+
+
+_BAD = object()
+
+
+def _coerce(hint: Any, value: Any, name: str, env: Mapping[str, str], problems: list[str]) -> Any:
+    origin = typing.get_origin(hint)
+    if isinstance(value, str):
+        value = interpolate(value, env)
+    if origin is Literal:
+        if value in typing.get_args(hint):
+            return value
+        choices = " | ".join(repr(a) for a in typing.get_args(hint))
+        problems.append(f"{name}: must be one of {choices}, got {value!r}")
+        return _BAD
+    if origin is tuple:
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return tuple(v for v in (interpolate(v, env) for v in value) if v)
+        problems.append(f"{name}: expected a list of strings")
+        return _BAD
+    return _scalar(hint, value, name, problems)
+
+
+def _scalar(hint: Any, value: Any, name: str, problems: list[str]) -> Any:
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in {"true", "false"}:
+            return value.lower() == "true"
+    elif hint is int:
+        number = _number(value, int)
+        if number is not None:
+            return number
+    elif hint is float:
+        number = _number(value, float)
+        if number is not None:
+            return number
+    elif hint is str and isinstance(value, str):
+        return value
+    problems.append(f"{name}: expected {_type_name(hint)}, got {value!r}")
+    return _BAD
+
+
+def _number(value: Any, kind: type) -> Any:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return kind(value) if kind is float or isinstance(value, int) else None
+    if isinstance(value, str):
+        try:
+            return kind(value.strip())
+        except ValueError:
+            return None
+    return None
+
+
+def _type_name(hint: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
+
+
+def _rate_limits(value: Any, name: str, problems: list[str]) -> Any:
+    if not isinstance(value, Mapping):
+        problems.append(f"{name}: expected a table of endpoint = requests per second")
+        return _BAD
+    limits = dict(DEFAULT_RATE_LIMITS)
+    for endpoint, rate in value.items():
+        key = f'{name}."{endpoint}"'
+        if endpoint not in DEFAULT_RATE_LIMITS:
+            problems.append(f"{key}: unknown endpoint (known: {', '.join(DEFAULT_RATE_LIMITS)})")
+        elif isinstance(rate, bool) or not isinstance(rate, int | float) or rate <= 0:
+            problems.append(f"{key}: expected a positive number of requests per second, got {rate!r}")
+        else:
+            limits[endpoint] = float(rate)
+    return limits
+
+
+def _cross_checks(config: Config) -> list[str]:
+    problems: list[str] = []
+    if not 0 < config.server.port < 65536:
+        problems.append(f"server.port: must be 1-65535, got {config.server.port}")
+    if config.server.max_body_bytes < 1024:
+        problems.append("server.max_body_bytes: must be at least 1024")
+    if not config.ledger.url.startswith(("sqlite:", "postgresql:", "postgres:")):
+        problems.append("ledger.url: must start with sqlite:/// or postgresql://")
+    if config.ledger.retention_days < 1:
+        problems.append("ledger.retention_days: must be at least 1")
+    if config.iterable.timeout_seconds <= 0:
+        problems.append("iterable.timeout_seconds: must be positive")
+    if config.delivery.max_retry_hours <= 0:
+        problems.append("delivery.max_retry_hours: must be positive")
+    if config.reconcile.interval_minutes < 1 or config.reconcile.lookback_minutes < 1:
+        problems.append("reconcile.interval_minutes / lookback_minutes: must be at least 1")
+    problems.extend(_credential_checks(config))
+    return problems
+
+
+def _credential_checks(config: Config) -> list[str]:
+    problems: list[str] = []
+    if config.outbound.enabled:
+        if not config.iterable.api_key:
+            problems.append("iterable.api_key: required while outbound.enabled (is its variable set?)")
+        if not any(config.outbound.write_keys) and not any(config.outbound.shared_secrets):
+            problems.append("outbound.write_keys: at least one write key or shared secret is required")
+    if config.inbound.enabled:
+        if not any(config.inbound.auth_tokens):
+            problems.append("inbound.auth_tokens: at least one token is required while inbound.enabled")
+        if not config.segment.write_key:
+            problems.append("segment.write_key: required while inbound.enabled (is its variable set?)")
+    if config.reconcile.enabled and not config.iterable.api_key:
+        problems.append("iterable.api_key: required while reconcile.enabled")
+    return problems
+
+
+def secrets(config: Config) -> list[str]:
+    """Every secret value in the config, for redaction."""
+    values = [config.iterable.api_key, config.segment.write_key, *config.outbound.write_keys]
+    values += [*config.outbound.shared_secrets, *config.inbound.auth_tokens]
+    if "@" in config.ledger.url and ":" in config.ledger.url.split("@")[0].split("//")[-1]:
+        values.append(config.ledger.url.split("@")[0].split("//")[-1].split(":", 1)[1])
+    return [v for v in values if v]
+

@@ -1,0 +1,195 @@
+"""The wiring: one function opens every resource, runs the service and closes them in reverse order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import socket
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO
+
+import aiohttp
+from aiohttp import web
+
+from sync.config import Config
+from sync.delivery import Worker
+from sync.errors import LedgerLocked, SyncError
+from sync.ingress import Health, create_app
+from sync.intake import Intake
+from sync.iterable import IterableClient, IterableSink
+from sync.ledger import Direction, Ledger, migrate
+from sync.ledger.store import create_engine
+from sync.metrics import Metrics
+from sync.outbound import Options
+from sync.segment import SegmentSink
+from sync.throttle import Throttle
+
+log = logging.getLogger("sync.daemon")
+
+GRACE_SECONDS = 20.0
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file behind a sqlite URL (None for PostgreSQL or an in-memory database)."""
+    if not url.startswith("sqlite"):
+        return None
+    path = url.split(":///", 1)[-1] if ":///" in url else ""
+    return Path(path) if path and path != ":memory:" else None
+
+
+@contextlib.contextmanager
+def sqlite_owner(url: str) -> Iterator[None]:
+    """Hold an exclusive lock next to the SQLite file: a second ``serve`` on it exits 1."""
+    path = sqlite_path(url)
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle: IO[str] = open(f"{path}.serve-lock", "a+")  # held while serving
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise LedgerLocked(f"another `serve` process already uses the SQLite ledger {path}; "
+                           "SQLite is single-process (use PostgreSQL for replicas)") from None
+    try:
+        yield
+    finally:
+        handle.close()
+
+
+@dataclass(slots=True, kw_only=True)
+class Daemon:
+    """The running service's parts, for the acceptance tests and the shutdown path."""
+
+    config: Config
+    ledger: Ledger
+    metrics: Metrics
+    workers: list[Worker]
+    health: Health
+    app: web.Application
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    address: tuple[str, int] = ("", 0)
+
+    def paused(self) -> dict[str, str]:
+        return {w.direction.value: w.paused for w in self.workers if w.paused}
+
+
+def owner_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def build(config: Config, ledger: Ledger, session: aiohttp.ClientSession, metrics: Metrics) -> Daemon:
+    owner = owner_name()
+    lease = max(60.0, 3 * config.iterable.timeout_seconds)
+    workers = []
+    if config.outbound.enabled:
+        client = IterableClient(session, base_url=config.iterable.api_url, api_key=config.iterable.api_key,
+                                timeout=config.iterable.timeout_seconds,
+                                throttle=Throttle(config.iterable.rate_limits), metrics=metrics)
+        options = Options(project_type=config.iterable.project_type,
+                          merge_nested_objects=config.outbound.merge_nested_objects)
+        workers.append(Worker(ledger, IterableSink(client, options), metrics, owner=owner,
+                              max_retry_hours=config.delivery.max_retry_hours, lease_seconds=lease))
+    if config.inbound.enabled:
+        sink = SegmentSink(write_key=config.segment.write_key, host=config.segment.host,
+                           event_names=config.inbound.event_names, metrics=metrics)
+        workers.append(Worker(ledger, sink, metrics, owner=owner, max_retry_hours=config.delivery.max_retry_hours,
+                              lease_seconds=lease))
+    by_direction = {w.direction: w for w in workers}
+
+    def notify(direction: Direction) -> None:
+        if direction in by_direction:
+            by_direction[direction].notify()
+
+    async def refresh_gauges() -> None:
+        metrics.observe_ledger(await ledger.stats(), now())
+
+    health = Health(check=lambda: migrate.ensure_current(ledger.engine), stats=refresh_gauges)
+    intake = Intake(ledger, metrics, notify=notify)
+    app = create_app(config, intake, metrics, health)
+    daemon = Daemon(config=config, ledger=ledger, metrics=metrics, workers=workers, health=health, app=app)
+    health.paused = daemon.paused
+    return daemon
+
+
+@contextlib.asynccontextmanager
+async def running(config: Config) -> AsyncIterator[Daemon]:
+    """Open everything, serve HTTP and run the workers; on exit drain and close in reverse order."""
+    with sqlite_owner(config.ledger.url):
+        engine = create_engine(config.ledger.url)
+        try:
+            await migrate.upgrade(engine)
+            async with aiohttp.ClientSession() as session:
+                daemon = build(config, Ledger(engine), session, Metrics())
+                runner = web.AppRunner(daemon.app, access_log=None, handle_signals=False)
+                await runner.setup()
+                try:
+                    await web.TCPSite(runner, config.server.host, config.server.port, reuse_address=True).start()
+                    daemon.address = runner.addresses[0]
+                    log.info("serving", extra={"address": f"{config.server.host}:{daemon.address[1]}",
+                                               "directions": [w.direction.value for w in daemon.workers]})
+                    daemon.tasks = [asyncio.create_task(w.run(), name=f"deliver-{w.direction.value}")
+                                    for w in daemon.workers]
+                    yield daemon
+                    daemon.health.draining = True
+                    log.info("stopping: draining in-flight deliveries")
+                    await _drain(daemon)
+                finally:
+                    await runner.cleanup()
+                    for worker in daemon.workers:
+                        getattr(worker.sink, "close", lambda: None)()
+        finally:
+            await engine.dispose()
+
+
+async def serve(config: Config) -> int:
+    """Run until SIGTERM/SIGINT; return the exit code (1 when a background task died)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with running(config) as daemon:
+        failed = await _supervise(daemon.tasks, stop)
+    log.info("stopped", extra={"exit_code": 1 if failed else 0})
+    return 1 if failed else 0
+
+
+async def _supervise(tasks: list[asyncio.Task[None]], stop: asyncio.Event) -> bool:
+    """Wait for a stop signal; a background task that dies stops the daemon (exit 1)."""
+    stopper = asyncio.create_task(stop.wait(), name="stop-signal")
+    done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    for task in done:
+        if task is not stopper:
+            exc = task.exception() if not task.cancelled() else None
+            log.critical("background task died; stopping", extra={"task": task.get_name(), "error": repr(exc)})
+            return True
+    return False
+
+
+async def _drain(daemon: Daemon) -> None:
+    """Let workers finish their current round (bounded), then give back any lease still held."""
+    for worker in daemon.workers:
+        worker.stop()
+    if not daemon.tasks:
+        return
+    _, pending = await asyncio.wait(daemon.tasks, timeout=GRACE_SECONDS)
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending, timeout=5)
+        with contextlib.suppress(SyncError):
+            await daemon.ledger.release_owner(daemon.workers[0].owner, now())

@@ -1,0 +1,169 @@
+"""Inbound mapping: an Iterable system webhook becomes one Segment ``track`` (SPEC section 6).
+
+Pure and deterministic. ``inbound_key`` is the idempotency key shared by webhooks and the export
+API, so a retried webhook and the same event pulled later dedupe to one ledger row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sync import __version__
+from sync.batches import json_size
+from sync.errors import InvalidEvent
+from sync.segment_events import as_dict, text_id
+
+SEGMENT_NAMES = {
+    "emailSend": "Email Delivered",
+    "emailOpen": "Email Opened",
+    "emailClick": "Email Link Clicked",
+    "emailBounce": "Email Bounced",
+    "emailComplaint": "Email Marked as Spam",
+    "emailUnSubscribe": "Unsubscribed",
+    "emailSubscribe": "Subscribed",
+    "hostedUnsubscribeClick": "Hosted Unsubscribe Click",
+    "emailSendSkip": "Email Send Skip",
+    "pushSend": "Push Delivered",
+    "pushOpen": "Push Opened",
+    "pushBounce": "Push Bounced",
+    "pushUninstall": "Mobile App Uninstalled",
+    "pushSendSkip": "Push Send Skip",
+    "smsSend": "SMS Delivered",
+    "smsBounce": "SMS Bounced",
+    "smsClick": "SMS Clicked",
+    "smsReceived": "SMS Received",
+    "smsSendSkip": "SMS Send Skip",
+    "inAppSend": "In App Sent",
+    "inAppDelivery": "In App Delivered",
+    "inAppOpen": "In App Opened",
+    "inAppClick": "In App Clicked",
+    "inAppSendSkip": "In App Send Skip",
+    "webPushSend": "Web Push Delivered",
+    "webPushClick": "Web Push Clicked",
+    "webPushSendSkip": "Web Push Send Skip",
+}
+
+EMAIL_SPEC_NAMES = {"emailId": "email_id", "emailSubject": "email_subject", "campaignId": "campaign_id",
+                    "campaignName": "campaign_name"}
+CLICK_SPEC_NAMES = {"linkUrl": "link_url", "linkId": "link_id"}
+CLICK_EVENTS = ("emailClick", "smsClick", "inAppClick", "webPushClick", "hostedUnsubscribeClick")
+MAX_MESSAGE_BYTES = 32 * 1024
+ITERABLE_TIME = "%Y-%m-%d %H:%M:%S %z"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SegmentTrack:
+    """The arguments of ``segment.analytics.Client.track`` for one webhook."""
+
+    event: str
+    user_id: str | None
+    anonymous_id: str | None
+    properties: dict[str, Any]
+    context: dict[str, Any]
+    integrations: dict[str, Any]
+    timestamp: datetime
+    message_id: str
+
+
+def validate(webhook: Any) -> dict[str, Any]:
+    """Check a webhook's shape; raises ``InvalidEvent`` naming the missing or wrong field."""
+    if not isinstance(webhook, dict):
+        raise InvalidEvent("body: expected a JSON object")
+    name = webhook.get("eventName")
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidEvent("eventName: required (a non-empty string)")
+    if "dataFields" in webhook and webhook["dataFields"] is not None and not isinstance(webhook["dataFields"], dict):
+        raise InvalidEvent("dataFields: expected an object")
+    if recipient(webhook) is None:
+        raise InvalidEvent("email: one of email, userId or dataFields.email is required")
+    return webhook
+
+
+def recipient(webhook: dict[str, Any]) -> str | None:
+    return _email(webhook) or text_id(webhook.get("userId"))
+
+
+def _email(webhook: dict[str, Any]) -> str | None:
+    for value in (webhook.get("email"), as_dict(webhook.get("dataFields")).get("email")):
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return None
+
+
+def inbound_key(webhook: dict[str, Any]) -> str:
+    """Stable identity of an Iterable event: name, recipient, createdAt, message (or campaign+template), URL."""
+    fields = as_dict(webhook.get("dataFields"))
+    message = fields.get("messageId") or f"c{fields.get('campaignId')}:t{fields.get('templateId')}"
+    created = created_at(webhook)
+    parts = [webhook["eventName"], (recipient(webhook) or "").lower(), created.isoformat() if created else "",
+             str(message)]
+    if webhook["eventName"] in CLICK_EVENTS:
+        parts.append(str(fields.get("url") or fields.get("linkUrl") or fields.get("clickedUrl") or ""))
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+
+
+def message_id(key: str) -> str:
+    return f"iterable-{key[:48]}"
+
+
+def created_at(webhook: dict[str, Any]) -> datetime | None:
+    """``dataFields.createdAt`` (or an export record's top-level one) as aware UTC."""
+    value = as_dict(webhook.get("dataFields")).get("createdAt", webhook.get("createdAt"))
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = value / 1000 if value > 10**11 else value
+        try:
+            return datetime.fromtimestamp(seconds, UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
+    if isinstance(value, str):
+        for fmt in (ITERABLE_TIME, "%Y-%m-%d %H:%M:%S.%f %z", "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S.%f%z"):
+            try:
+                return datetime.strptime(value.strip(), fmt).astimezone(UTC)
+            except ValueError:
+                continue
+    return None
+
+
+def to_track(webhook: dict[str, Any], *, event_names: str, received_at: datetime) -> SegmentTrack:
+    """Map a validated webhook; raises ``InvalidEvent`` when the message would exceed 32 KB."""
+    name = webhook["eventName"].strip()
+    fields = as_dict(webhook.get("dataFields"))
+    email, user_id = _email(webhook), text_id(webhook.get("userId"))
+    context: dict[str, Any] = {"integration": {"name": "iterable", "version": __version__}}
+    if email:
+        context["traits"] = {"email": email}
+    for source, target in (("ip", "ip"), ("userAgent", "userAgent")):
+        if isinstance(fields.get(source), str):
+            context[target] = fields[source]
+    track = SegmentTrack(
+        event=SEGMENT_NAMES.get(name, name) if event_names == "segment" else name,
+        user_id=user_id,
+        anonymous_id=None if user_id else email,
+        properties=_properties(name, fields),
+        context=context,
+        integrations={"Iterable": False},
+        timestamp=created_at(webhook) or received_at,
+        message_id=message_id(inbound_key(webhook)),
+    )
+    if json_size(_as_message(track)) > MAX_MESSAGE_BYTES:
+        raise InvalidEvent("message larger than Segment's 32 KB limit per event")
+    return track
+
+
+def _properties(name: str, fields: dict[str, Any]) -> dict[str, Any]:
+    properties = dict(fields)
+    if name.startswith("email") or name == "hostedUnsubscribeClick":
+        names = {**EMAIL_SPEC_NAMES, **(CLICK_SPEC_NAMES if name in CLICK_EVENTS else {})}
+        properties.update({target: fields[src] for src, target in names.items() if fields.get(src) is not None})
+    return properties
+
+
+def _as_message(track: SegmentTrack) -> dict[str, Any]:
+    """Roughly what the library will send, to check the size limit before the row is accepted."""
+    return {"type": "track", "event": track.event, "userId": track.user_id, "anonymousId": track.anonymous_id,
+            "properties": track.properties, "context": {**track.context, "library": {"name": "analytics-python",
+            "version": "2.4.0"}}, "integrations": track.integrations, "timestamp": track.timestamp.isoformat(),
+            "messageId": track.message_id, "sentAt": track.timestamp.isoformat()}

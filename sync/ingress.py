@@ -1,0 +1,227 @@
+"""The HTTP interface (SPEC section 3): an app factory, routes in one place, one error middleware."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from sync import auth, outbound
+from sync.config import Config
+from sync.errors import InvalidEvent, LedgerError, LedgerNotMigrated
+from sync.intake import Intake, Rejection, inbound_row, outbound_rows
+from sync.ledger.model import Status
+from sync.metrics import Metrics
+from sync.segment_events import merge_batch_defaults
+
+log = logging.getLogger("sync.ingress")
+
+SEGMENT_TYPES = ("identify", "track", "page", "screen", "group", "alias")
+BODY_READ_SECONDS = 30.0
+
+
+@dataclass(slots=True, kw_only=True)
+class Health:
+    """What /readyz reports: a readiness check, paused directions, and whether we are draining."""
+
+    check: Callable[[], Awaitable[None]]
+    paused: Callable[[], Mapping[str, str]] = dict
+    draining: bool = False
+    stats: Callable[[], Awaitable[None]] | None = None
+
+
+INTAKE = web.AppKey("intake", Intake)
+CONFIG = web.AppKey("config", Config)
+METRICS = web.AppKey("metrics", Metrics)
+HEALTH = web.AppKey("health", Health)
+
+
+def create_app(config: Config, intake: Intake, metrics: Metrics, health: Health) -> web.Application:
+    app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=[_errors])
+    app[CONFIG], app[INTAKE], app[METRICS], app[HEALTH] = config, intake, metrics, health
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_view)
+    if config.outbound.enabled:
+        app.router.add_post("/v1/batch", segment_batch)
+        app.router.add_post("/v1/import", segment_batch)
+        for kind in SEGMENT_TYPES:
+            app.router.add_post(f"/v1/{kind}", segment_single)
+        app.router.add_post("/segment/webhook", segment_webhook)
+    if config.inbound.enabled:
+        app.router.add_post("/iterable/webhook", iterable_webhook)
+    return app
+
+
+def _fail(status: int, error: str) -> web.Response:
+    return web.json_response({"success": False, "error": error}, status=status)
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                  ) -> web.StreamResponse:
+    if request.method == "POST" and request.app[HEALTH].draining:
+        return _fail(503, "shutting down; retry shortly")
+    try:
+        return await handler(request)
+    except InvalidEvent as exc:
+        return _fail(400, str(exc))
+    except LedgerError as exc:
+        log.error("ingest refused: the ledger cannot commit", extra={"error": str(exc), "path": request.path})
+        return _fail(503, "the ledger cannot commit right now; retry")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _fail(exc.status, exc.reason)
+
+
+# -- health ------------------------------------------------------------------------------------
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"ok": True})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    health = request.app[HEALTH]
+    paused = dict(health.paused())
+    if health.draining:
+        return web.json_response({"ready": False, "reason": "shutting down", "paused": paused}, status=503)
+    try:
+        await health.check()
+    except LedgerNotMigrated as exc:
+        return web.json_response({"ready": False, "reason": str(exc), "paused": paused}, status=503)
+    except LedgerError as exc:
+        return web.json_response({"ready": False, "reason": f"ledger: {exc}", "paused": paused}, status=503)
+    return web.json_response({"ready": True, "paused": paused})
+
+
+async def metrics_view(request: web.Request) -> web.Response:
+    health = request.app[HEALTH]
+    if health.stats is not None:
+        try:
+            await health.stats()
+        except LedgerError:
+            pass  # the gauges keep their last values; /readyz says why
+    return web.Response(body=request.app[METRICS].render(), content_type="text/plain", charset="utf-8",
+                        headers={"X-Content-Type-Options": "nosniff"})
+
+
+# -- bodies ------------------------------------------------------------------------------------
+
+
+async def _body(request: web.Request) -> bytes:
+    limit = request.app[CONFIG].server.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length,
+                                            reason=f"body larger than {limit} bytes")
+    try:
+        return await asyncio.wait_for(request.read(), BODY_READ_SECONDS)
+    except TimeoutError:
+        raise web.HTTPRequestTimeout(reason="body not received in time") from None
+    except web.HTTPRequestEntityTooLarge:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=limit + 1,
+                                            reason=f"body larger than {limit} bytes") from None
+
+
+def _json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        raise InvalidEvent("body: not valid JSON") from None
+
+
+def _accepted(rejected: list[Rejection]) -> web.Response:
+    body: dict[str, Any] = {"success": True}
+    if rejected:
+        body["rejected"] = [{"index": r.index, "error": r.error} for r in rejected]
+    return web.json_response(body)
+
+
+# -- outbound: Segment -> Iterable ---------------------------------------------------------------
+
+
+def _options(config: Config) -> outbound.Options:
+    return outbound.Options(project_type=config.iterable.project_type,
+                            merge_nested_objects=config.outbound.merge_nested_objects)
+
+
+def _write_key_ok(request: web.Request, body: Any) -> bool:
+    keys = request.app[CONFIG].outbound.write_keys
+    key = auth.basic_username(request.headers.get("Authorization"))
+    if key is None and isinstance(body, dict) and isinstance(body.get("writeKey"), str):
+        key = body["writeKey"]
+    return key is not None and auth.matches_any(key, keys)
+
+
+def _unauthorized(what: str) -> web.Response:
+    return _fail(401, f"{what} missing or not accepted")
+
+
+async def segment_batch(request: web.Request) -> web.Response:
+    raw = await _body(request)
+    header_key = auth.basic_username(request.headers.get("Authorization"))
+    if header_key is not None and not auth.matches_any(header_key, request.app[CONFIG].outbound.write_keys):
+        return _unauthorized("write key")
+    body = _json(raw)
+    if not _write_key_ok(request, body):
+        return _unauthorized("write key")
+    if not isinstance(body, dict) or not isinstance(body.get("batch"), list):
+        raise InvalidEvent("batch: expected a list of events")
+    events = [merge_batch_defaults(e, body.get("context"), body.get("integrations")) if isinstance(e, dict) else e
+              for e in body["batch"]]
+    return await _record_outbound(request, events, single=False)
+
+
+async def segment_single(request: web.Request) -> web.Response:
+    raw = await _body(request)
+    header_key = auth.basic_username(request.headers.get("Authorization"))
+    if header_key is not None and not auth.matches_any(header_key, request.app[CONFIG].outbound.write_keys):
+        return _unauthorized("write key")
+    body = _json(raw)
+    if not _write_key_ok(request, body):
+        return _unauthorized("write key")
+    if not isinstance(body, dict):
+        raise InvalidEvent("body: expected a JSON object")
+    event = {k: v for k, v in body.items() if k != "writeKey"}
+    event["type"] = request.path.rsplit("/", 1)[-1]
+    return await _record_outbound(request, [event], single=True)
+
+
+async def segment_webhook(request: web.Request) -> web.Response:
+    raw = await _body(request)
+    if not auth.signature_ok(raw, request.headers.get("X-Signature"), request.app[CONFIG].outbound.shared_secrets):
+        return _unauthorized("X-Signature")
+    body = _json(raw)
+    if isinstance(body, list):
+        return await _record_outbound(request, body, single=False)
+    return await _record_outbound(request, [body], single=True)
+
+
+async def _record_outbound(request: web.Request, events: list[Any], *, single: bool) -> web.Response:
+    rows, rejected = outbound_rows(events, _options(request.app[CONFIG]))
+    if single and rejected:
+        raise InvalidEvent(rejected[0].error)
+    await request.app[INTAKE].record(rows)
+    return _accepted(rejected)
+
+
+# -- inbound: Iterable -> Segment ----------------------------------------------------------------
+
+
+async def iterable_webhook(request: web.Request) -> web.Response:
+    config = request.app[CONFIG].inbound
+    token = request.headers.get(config.auth_header)
+    if token is None or not auth.matches_any(token, config.auth_tokens):
+        return _unauthorized(f"header {config.auth_header}")
+    body = _json(await _body(request))
+    intake = request.app[INTAKE]
+    row = inbound_row(body, event_names=config.event_names, now=intake.clock())
+    await intake.record([row])
+    rejected = [Rejection(index=0, error=row.reason or "")] if row.status is Status.REJECTED else []
+    return _accepted(rejected)

@@ -1,0 +1,98 @@
+"""Intake: turn incoming events into ledger rows and record them (the path every 200 waits on).
+
+Classification is pure (``outbound_rows``, ``inbound_row``); ``Intake.record`` commits and counts.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sync import inbound, outbound, segment_events
+from sync.errors import InvalidEvent
+from sync.ledger import Direction, Ledger, NewEvent, Status
+from sync.metrics import Metrics
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rejection:
+    index: int
+    error: str
+
+
+def outbound_rows(events: Sequence[Any], options: outbound.Options) -> tuple[list[NewEvent], list[Rejection]]:
+    """Classify Segment events: pending (an Iterable call), skipped, or rejected with the reason."""
+    rows, rejected = [], []
+    for index, raw in enumerate(events):
+        try:
+            event = segment_events.validate(raw)
+            mapped = outbound.map_event(event, options)
+        except InvalidEvent as exc:
+            rejected.append(Rejection(index=index, error=str(exc)))
+            rows.append(_rejected_outbound(raw, str(exc)))
+            continue
+        if isinstance(mapped, outbound.Skip):
+            rows.append(NewEvent(direction=Direction.OUTBOUND, key=event["messageId"], kind=event["type"],
+                                 payload=event, status=Status.SKIPPED, reason=mapped.reason,
+                                 user_key=outbound.user_key(event)))
+        else:
+            rows.append(NewEvent(direction=Direction.OUTBOUND, key=event["messageId"], kind=event["type"],
+                                 payload=event, user_key=mapped.user_key))
+    return rows, rejected
+
+
+def _rejected_outbound(raw: Any, error: str) -> NewEvent:
+    message_id = raw.get("messageId") if isinstance(raw, dict) else None
+    key = message_id if isinstance(message_id, str) and 0 < len(message_id) <= 100 else f"rejected-{uuid.uuid4()}"
+    kind = raw.get("type") if isinstance(raw, dict) and isinstance(raw.get("type"), str) else "unknown"
+    payload = raw if isinstance(raw, dict) else {"body": raw}
+    return NewEvent(direction=Direction.OUTBOUND, key=key, kind=kind[:32], payload=payload,
+                    status=Status.REJECTED, reason=error)
+
+
+def inbound_row(webhook: Any, *, event_names: str, now: datetime) -> NewEvent:
+    """Classify an Iterable webhook; raises ``InvalidEvent`` when its shape is wrong."""
+    webhook = inbound.validate(webhook)
+    key = inbound.inbound_key(webhook)
+    user_key = (inbound.recipient(webhook) or "").lower() or None
+    row = NewEvent(direction=Direction.INBOUND, key=key, kind=webhook["eventName"].strip()[:255],
+                   payload=webhook, user_key=user_key)
+    try:
+        inbound.to_track(webhook, event_names=event_names, received_at=now)
+    except InvalidEvent as exc:
+        return NewEvent(direction=row.direction, key=key, kind=row.kind, payload=webhook, user_key=user_key,
+                        status=Status.REJECTED, reason=str(exc))
+    return row
+
+
+class Intake:
+    """Records rows (one transaction per request), counts them and wakes the delivery workers."""
+
+    def __init__(self, ledger: Ledger, metrics: Metrics, *, notify: Callable[[Direction], None] = lambda d: None,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.ledger, self.metrics, self.notify, self.clock = ledger, metrics, notify, clock
+
+    async def record(self, rows: Sequence[NewEvent]) -> set[str]:
+        """Commit ``rows``; return the keys that were duplicates. Raises ``LedgerError`` if it cannot commit."""
+        duplicates = await self.ledger.record(rows, self.clock())
+        seen: set[tuple[Direction, str]] = set()
+        for row in rows:
+            if row.key in duplicates or (row.direction, row.key) in seen:
+                self.metrics.duplicates.labels(direction=row.direction.value).inc()
+                continue
+            seen.add((row.direction, row.key))
+            self._count(row)
+        for direction in {row.direction for row in rows if row.status is Status.PENDING}:
+            self.notify(direction)
+        return duplicates
+
+    def _count(self, row: NewEvent) -> None:
+        direction = row.direction.value
+        self.metrics.received.labels(direction=direction, type=row.kind[:64]).inc()
+        if row.status is Status.SKIPPED:
+            self.metrics.skipped.labels(direction=direction, reason=row.reason or "").inc()
+        elif row.status is Status.REJECTED:
+            self.metrics.rejected.labels(direction=direction).inc()

@@ -1,0 +1,244 @@
+"""The Iterable sink: outbound rows become Iterable API requests, batched and in per-user order."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+
+from sync import outbound, schedule
+from sync.batches import chunks, json_size
+from sync.delivery import NOT_FOUND_RETRIES, Failure, Results
+from sync.errors import InvalidEvent, RetryableUpstream
+from sync.ledger import Direction, Row
+from sync.metrics import Metrics
+from sync.outbound import BULK_FORM, EVENTS_TRACK, USERS_UPDATE, IterableCall, Options, Skip
+from sync.throttle import Throttle
+
+MAX_BULK_ITEMS = 1000
+MAX_BULK_BYTES = 4 * 1024 * 1024
+RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+_FAILURE_LISTS = {
+    "invalidEmails": False, "invalidUserIds": False, "conflictEmails": False, "conflictUserIds": False,
+    "forgottenEmails": False, "forgottenUserIds": False, "invalidDataEmails": False, "invalidDataUserIds": False,
+    "notFoundEmails": True, "notFoundUserIds": True,
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reply:
+    status: int
+    body: Any
+    retry_after: float | None = None
+
+    def describe(self) -> str:
+        body = self.body if isinstance(self.body, dict) else {}
+        return f"HTTP {self.status} {body.get('code', '')}: {str(body.get('msg', ''))[:300]}".strip()
+
+
+Item = tuple[Row, IterableCall]
+
+
+def waves(items: Sequence[Item]) -> list[list[Item]]:
+    """Split a claimed batch so a user's rows on different endpoints go out in received order."""
+    last: dict[str, tuple[int, str]] = {}
+    out: list[list[Item]] = []
+    for row, call in items:
+        key = call.user_key or f"row:{row.id}"
+        group = _group(call)
+        wave, previous = last.get(key, (0, group))
+        wave += previous != group
+        last[key] = (wave, group)
+        while len(out) <= wave:
+            out.append([])
+        out[wave].append((row, call))
+    return out
+
+
+def _group(call: IterableCall) -> str:
+    return call.endpoint if call.endpoint in BULK_FORM else "single"
+
+
+def bulk_failures(response: Any, bodies: Sequence[dict[str, Any]]) -> dict[int, tuple[str, bool]]:
+    """Items of a 200 bulk response that failed: index -> (Iterable's reason, retryable)."""
+    if not isinstance(response, dict):
+        return {}
+    failures: dict[int, tuple[str, bool]] = {}
+    failed = response.get("failedUpdates") if isinstance(response.get("failedUpdates"), dict) else {}
+    lists = [(f"failedUpdates.{k}", v) for k, v in failed.items()]
+    lists += [(k, response.get(k)) for k in ("invalidEmails", "invalidUserIds")]
+    for name, values in lists:
+        key = name.rsplit(".", 1)[-1]
+        if key not in _FAILURE_LISTS or not isinstance(values, list) or not values:
+            continue
+        field = "email" if key.endswith("Emails") else "userId"
+        wanted = {str(v).lower() for v in values}
+        for index, body in enumerate(bodies):
+            if index not in failures and str(body.get(field, "")).lower() in wanted and body.get(field):
+                failures[index] = (f"Iterable rejected the item: {name}", _FAILURE_LISTS[key])
+    disallowed = set(response.get("disallowedEventNames") or [])
+    for index, body in enumerate(bodies):
+        if index not in failures and body.get("eventName") in disallowed:
+            failures[index] = ("Iterable rejected the item: disallowedEventNames", False)
+    return failures
+
+
+class IterableClient:
+    """One persistent aiohttp session to Iterable; network failures become ``RetryableUpstream``."""
+
+    def __init__(self, session: aiohttp.ClientSession, *, base_url: str, api_key: str, timeout: float,
+                 throttle: Throttle, metrics: Metrics,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.session, self.base_url, self.api_key = session, base_url.rstrip("/"), api_key
+        self.timeout, self.throttle, self.metrics, self.clock = aiohttp.ClientTimeout(total=timeout), throttle, metrics, clock
+
+    async def post(self, endpoint: str, body: dict[str, Any]) -> Reply:
+        await self.throttle.acquire(endpoint)
+        headers = {"Api-Key": self.api_key, "Content-Type": "application/json"}
+        data = json.dumps(body, separators=(",", ":")).encode()
+        try:
+            async with self.session.post(f"{self.base_url}/api/{endpoint}", data=data, headers=headers,
+                                         timeout=self.timeout) as response:
+                raw = await response.read()
+                retry_after = schedule.parse_retry_after(response.headers.get("Retry-After"), self.clock())
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            self.metrics.upstream.labels(target="iterable", endpoint=endpoint, status="error").inc()
+            raise RetryableUpstream(f"{endpoint}: {type(exc).__name__} {str(exc)[:200]}".strip()) from exc
+        self.metrics.upstream.labels(target="iterable", endpoint=endpoint, status=str(status)).inc()
+        return Reply(status=status, body=_json(raw), retry_after=retry_after)
+
+    async def get(self, endpoint: str, params: dict[str, str]) -> tuple[int, bytes]:
+        await self.throttle.acquire(endpoint)
+        try:
+            async with self.session.get(f"{self.base_url}/api/{endpoint}", params=params,
+                                        headers={"Api-Key": self.api_key}, timeout=self.timeout) as response:
+                return response.status, await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise RetryableUpstream(f"{endpoint}: {type(exc).__name__}") from exc
+
+
+def _json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        return None
+
+
+class IterableSink:
+    """Delivers outbound rows: users and events in bulk, commerce and email changes singly."""
+
+    direction = Direction.OUTBOUND
+    batch_limit = 2 * MAX_BULK_ITEMS
+
+    def __init__(self, client: IterableClient, options: Options) -> None:
+        self.client, self.options = client, options
+
+    async def deliver(self, rows: Sequence[Row]) -> Results:
+        results = Results()
+        items: list[Item] = []
+        for row in rows:
+            call = self._call(row, results)
+            if call is not None:
+                items.append((row, call))
+        run = _Run(self.client, results)
+        for wave in waves(items):
+            for group in (USERS_UPDATE, EVENTS_TRACK, "single"):
+                if results.auth_error:
+                    return results
+                members = [item for item in wave if _group(item[1]) == group]
+                await (run.singles(members) if group == "single" else run.bulk(group, members))
+        return results
+
+    def _call(self, row: Row, results: Results) -> IterableCall | None:
+        try:
+            call = outbound.map_event(row.payload, self.options)
+        except InvalidEvent as exc:
+            results.failed.append(Failure(row_id=row.id, error=str(exc), retryable=False))
+            return None
+        if isinstance(call, Skip):
+            results.failed.append(Failure(row_id=row.id, error=f"no longer sendable: {call.reason}", retryable=False))
+            return None
+        return call
+
+
+class _Run:
+    """One delivery round: remembers users whose earlier row must be retried first."""
+
+    def __init__(self, client: IterableClient, results: Results) -> None:
+        self.client, self.results = client, results
+        self.blocked: set[str] = set()
+
+    def _live(self, items: Sequence[Item]) -> list[Item]:
+        return [item for item in items if not (item[1].user_key and item[1].user_key in self.blocked)]
+
+    async def bulk(self, endpoint: str, items: Sequence[Item]) -> None:
+        def size(item: Item) -> int:
+            return json_size(item[1].body)
+
+        for chunk in chunks(self._live(items), max_items=MAX_BULK_ITEMS, max_bytes=MAX_BULK_BYTES, size_of=size):
+            await self._bulk_chunk(endpoint, chunk)
+
+    async def _bulk_chunk(self, endpoint: str, chunk: list[Item]) -> None:
+        bulk_endpoint, field = BULK_FORM[endpoint]
+        reply = await self._post(bulk_endpoint, {field: [call.body for _, call in chunk]}, chunk)
+        if reply is None:
+            return
+        if 200 <= reply.status < 300:
+            failures = bulk_failures(reply.body, [call.body for _, call in chunk])
+            for index, (row, call) in enumerate(chunk):
+                if index in failures:
+                    reason, retryable = failures[index]
+                    limit = NOT_FOUND_RETRIES if retryable else None
+                    self._fail(row, call, reason, retryable=retryable, max_attempts=limit)
+                else:
+                    self.results.delivered.append(row.id)
+        elif reply.status in (400, 413) and len(chunk) > 1:
+            middle = len(chunk) // 2  # find the bad item: each half on its own
+            await self._bulk_chunk(endpoint, chunk[:middle])
+            if not self.results.auth_error:
+                await self._bulk_chunk(endpoint, self._live(chunk[middle:]))
+        else:
+            self._settle(reply, chunk)
+
+    async def singles(self, items: Sequence[Item]) -> None:
+        for row, call in items:
+            if self.results.auth_error:
+                return
+            if call.user_key and call.user_key in self.blocked:
+                continue
+            reply = await self._post(call.endpoint, call.body, [(row, call)])
+            if reply is not None:
+                self._settle(reply, [(row, call)])
+
+    async def _post(self, endpoint: str, body: dict[str, Any], chunk: Sequence[Item]) -> Reply | None:
+        try:
+            return await self.client.post(endpoint, body)
+        except RetryableUpstream as exc:
+            for row, call in chunk:
+                self._fail(row, call, str(exc), retryable=True)
+            return None
+
+    def _settle(self, reply: Reply, chunk: Sequence[Item]) -> None:
+        if 200 <= reply.status < 300:
+            self.results.delivered.extend(row.id for row, _ in chunk)
+        elif reply.status in (401, 403):
+            self.results.auth_error = f"Iterable answered {reply.describe()}"
+        else:
+            retryable = reply.status in RETRYABLE_STATUSES or reply.status >= 500
+            for row, call in chunk:
+                self._fail(row, call, reply.describe(), retryable=retryable, retry_after=reply.retry_after)
+
+    def _fail(self, row: Row, call: IterableCall, error: str, *, retryable: bool,
+              retry_after: float | None = None, max_attempts: int | None = None) -> None:
+        self.results.failed.append(Failure(row_id=row.id, error=error, retryable=retryable,
+                                           retry_after=retry_after, max_attempts=max_attempts))
+        if retryable and call.user_key:
+            self.blocked.add(call.user_key)
+
+

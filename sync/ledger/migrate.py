@@ -1,0 +1,70 @@
+"""Alembic wiring: migrations ship inside the package (``sync.migrations``) or sit in the checkout."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from sync.errors import LedgerNotMigrated, LedgerUnavailable
+
+MIGRATION_LOCK = 0x5EC5_1715  # advisory lock id: replicas starting together migrate one at a time
+
+
+def script_location() -> str:
+    """Where the Alembic scripts are: the installed ``sync.migrations`` package or ``./migrations``."""
+    spec = importlib.util.find_spec("sync.migrations")
+    if spec is not None and spec.submodule_search_locations:
+        return str(next(iter(spec.submodule_search_locations)))
+    return str(Path(__file__).resolve().parents[2] / "migrations")
+
+
+def alembic_config() -> AlembicConfig:
+    config = AlembicConfig()
+    config.set_main_option("script_location", script_location())
+    return config
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def _upgrade(connection: Connection) -> None:
+    if connection.dialect.name == "postgresql":
+        connection.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATION_LOCK)))
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
+
+
+def _current(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+async def upgrade(engine: AsyncEngine) -> None:
+    """Bring the ledger schema to head (idempotent, safe with several replicas)."""
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_upgrade)
+    except (sa.exc.DBAPIError, OSError) as exc:
+        raise LedgerUnavailable(f"cannot migrate the ledger: {str(getattr(exc, 'orig', exc))[:300]}") from exc
+
+
+async def ensure_current(engine: AsyncEngine) -> None:
+    """Raise unless the database answers and its schema is at head."""
+    try:
+        async with engine.connect() as conn:
+            current = await conn.run_sync(_current)
+    except (sa.exc.DBAPIError, OSError) as exc:
+        raise LedgerUnavailable(f"ledger unreachable: {str(getattr(exc, 'orig', exc))[:300]}") from exc
+    if current != head_revision():
+        raise LedgerNotMigrated(f"ledger schema is at {current or 'nothing'}, code needs {head_revision()}")

@@ -1,0 +1,91 @@
+"""Plain values the ledger takes and returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class Direction(StrEnum):
+    OUTBOUND = "outbound"
+    INBOUND = "inbound"
+
+
+class Status(StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    DEAD = "dead"
+    SKIPPED = "skipped"
+    REJECTED = "rejected"
+
+
+TERMINAL = (Status.DELIVERED, Status.DEAD, Status.SKIPPED, Status.REJECTED)
+
+_frozen = dataclass(frozen=True, slots=True, kw_only=True)
+
+
+@_frozen
+class NewEvent:
+    """An event as ingress records it. ``key`` is the idempotency key, unique per direction."""
+
+    direction: Direction
+    key: str
+    kind: str
+    payload: dict[str, Any]
+    user_key: str | None = None
+    status: Status = Status.PENDING
+    reason: str | None = None
+
+
+@_frozen
+class Row:
+    """One ledger row as stored."""
+
+    id: int
+    direction: Direction
+    key: str
+    kind: str
+    user_key: str | None
+    payload: dict[str, Any]
+    status: Status
+    attempts: int
+    next_attempt_at: datetime
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    last_error: str | None
+    reason: str | None
+    received_at: datetime
+    updated_at: datetime
+
+
+@_frozen
+class Claim:
+    """What a worker asks for: due rows of one direction, leased to ``owner``."""
+
+    direction: Direction
+    owner: str
+    limit: int
+    lease_seconds: float
+
+
+@_frozen
+class Settlement:
+    """The outcome of one delivery round, applied to the ledger in one transaction."""
+
+    delivered: tuple[int, ...] = ()
+    retry: tuple[tuple[int, datetime, str], ...] = ()
+    dead: tuple[tuple[int, str], ...] = ()
+    released: tuple[int, ...] = ()
+
+    @property
+    def size(self) -> int:
+        return len(self.delivered) + len(self.retry) + len(self.dead) + len(self.released)
+
+
+@_frozen
+class Stats:
+    counts: dict[tuple[str, str], int] = field(default_factory=dict)
+    oldest_pending: dict[str, datetime] = field(default_factory=dict)
+    paused: dict[str, str] = field(default_factory=dict)

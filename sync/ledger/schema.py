@@ -1,0 +1,80 @@
+"""The ledger's tables. Alembic revisions in ``migrations/`` create exactly these."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+metadata = sa.MetaData()
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """Aware UTC datetimes on every backend (SQLite stores them naive; we re-attach UTC)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the ledger; use aware UTC")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+_pending = sa.text("status = 'pending'")
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("direction", sa.String(16), nullable=False),
+    sa.Column("key", sa.String(255), nullable=False),
+    sa.Column("kind", sa.String(255), nullable=False),
+    sa.Column("user_key", sa.String(255), nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", UTCDateTime(), nullable=False),
+    sa.Column("lease_owner", sa.String(128), nullable=True),
+    sa.Column("lease_expires_at", UTCDateTime(), nullable=True),
+    sa.Column("last_error", sa.Text(), nullable=True),
+    sa.Column("reason", sa.Text(), nullable=True),
+    sa.Column("payload", sa.JSON(), nullable=False),
+    sa.Column("received_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("direction", "key", name="uq_events_direction_key"),
+    sa.Index(
+        "ix_events_due",
+        "direction",
+        "next_attempt_at",
+        "id",
+        postgresql_where=_pending,
+        sqlite_where=_pending,
+    ),
+    sa.Index(
+        "ix_events_user_pending",
+        "direction",
+        "user_key",
+        "id",
+        postgresql_where=_pending,
+        sqlite_where=_pending,
+    ),
+    sa.Index("ix_events_status_updated", "status", "updated_at"),
+)
+
+pauses = sa.Table(
+    "pauses",
+    metadata,
+    sa.Column("direction", sa.String(16), primary_key=True),
+    sa.Column("reason", sa.Text(), nullable=False),
+    sa.Column("since", UTCDateTime(), nullable=False),
+)

@@ -1,0 +1,96 @@
+"""A fake Segment Tracking API, faithful to its documented behaviour.
+
+``POST /v1/batch`` (also ``/v1/import``): Basic auth or ``writeKey`` in the body; gzip bodies; 400
+for invalid JSON, a body over 500 KB or an event over 32 KB; 200 ``{"success": true}`` otherwise.
+Like the real edge, a wrong write key still gets 200 (the events are dropped) unless
+``strict_write_key`` is set.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+from typing import Any
+
+from aiohttp import web
+
+from sync.sandbox.faults import Faults
+
+MAX_BATCH_BYTES = 500 * 1024
+MAX_EVENT_BYTES = 32 * 1024
+MAX_BATCH_EVENTS = 2500
+
+
+class FakeSegment:
+    def __init__(self, write_key: str = "segment-test-key", *, strict_write_key: bool = False) -> None:
+        self.write_key, self.strict_write_key = write_key, strict_write_key
+        self.faults = Faults()
+        self.reset()
+
+    def reset(self) -> None:
+        self.messages: list[dict[str, Any]] = []  # every accepted message, duplicates included
+        self.dropped: list[dict[str, Any]] = []  # accepted with 200 but discarded (bad key, > 2,500)
+        self.batches = 0
+        self.poison_events: set[str] = set()  # a batch holding one of these events gets 400
+        self.faults.clear()
+
+    def unique(self) -> dict[str, dict[str, Any]]:
+        """Messages by messageId, as Segment's dedup would keep them."""
+        return {m["messageId"]: m for m in self.messages}
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_BATCH_BYTES * 8)
+        app.router.add_post("/v1/batch", self._batch)
+        app.router.add_post("/v1/import", self._batch)
+        app.router.add_get("/_fake/state", self._state)
+        return app
+
+    async def _batch(self, request: web.Request) -> web.StreamResponse:
+        injected = await self.faults.apply(request)
+        if injected is not None:
+            return injected
+        raw = await request.read()
+        if request.headers.get("Content-Encoding") == "gzip" and raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+        if len(raw) > MAX_BATCH_BYTES:
+            return _error(400, "payload too large")
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return _error(400, "invalid JSON")
+        if not isinstance(body, dict) or not isinstance(body.get("batch"), list):
+            return _error(400, "batch is required")
+        if any(len(json.dumps(m)) > MAX_EVENT_BYTES for m in body["batch"]):
+            return _error(400, "event exceeds 32KB")
+        if any(isinstance(m, dict) and m.get("event") in self.poison_events for m in body["batch"]):
+            return _error(400, "invalid event")
+        key = _basic_user(request.headers.get("Authorization")) or body.get("writeKey")
+        if key != self.write_key:
+            if self.strict_write_key:
+                return _error(401, "invalid write key")
+            self.dropped.extend(body["batch"])
+            return web.json_response({"success": True})
+        self.batches += 1
+        keep, drop = (body["batch"], []) if len(body["batch"]) <= MAX_BATCH_EVENTS else ([], body["batch"])
+        self.messages.extend(keep)
+        self.dropped.extend(drop)
+        return web.json_response({"success": True})
+
+    async def _state(self, request: web.Request) -> web.Response:
+        return web.json_response({"messages": self.messages, "batches": self.batches,
+                                  "dropped": len(self.dropped)})
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"code": "bad_request" if status == 400 else "unauthorized", "message": message},
+                             status=status)
+
+
+def _basic_user(header: str | None) -> str | None:
+    if not header or not header.startswith("Basic "):
+        return None
+    try:
+        return base64.b64decode(header[6:]).decode().split(":", 1)[0]
+    except ValueError:
+        return None

@@ -1,0 +1,44 @@
+"""Token buckets per upstream endpoint, so the daemon stays under the documented limits."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Bucket:
+    rate: float  # tokens per second
+    capacity: float
+    tokens: float
+    updated: float
+
+
+def reserve(bucket: Bucket, now: float) -> tuple[Bucket, float]:
+    """Take one token; return the new bucket and how long to wait before using it."""
+    tokens = min(bucket.capacity, bucket.tokens + (now - bucket.updated) * bucket.rate) - 1
+    wait = 0.0 if tokens >= 0 else -tokens / bucket.rate
+    return replace(bucket, tokens=tokens, updated=now), wait
+
+
+def new_bucket(rate: float, now: float) -> Bucket:
+    capacity = max(1.0, rate)  # at most one second of burst
+    return Bucket(rate=rate, capacity=capacity, tokens=capacity, updated=now)
+
+
+class Throttle:
+    """Awaitable front of the buckets; one bucket per endpoint name."""
+
+    def __init__(self, rates: Mapping[str, float], clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._buckets = {name: new_bucket(rate, clock()) for name, rate in rates.items()}
+
+    async def acquire(self, endpoint: str) -> None:
+        bucket = self._buckets.get(endpoint)
+        if bucket is None:
+            return
+        self._buckets[endpoint], wait = reserve(bucket, self._clock())
+        if wait > 0:
+            await asyncio.sleep(wait)

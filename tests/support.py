@@ -1,0 +1,62 @@
+"""Helpers shared by the test suites: configs, signing, waiting."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sync.config import Config, parse
+
+WRITE_KEY = "test-write-key"
+SHARED_SECRET = "test-shared-secret"
+WEBHOOK_TOKEN = "test-webhook-token"
+ITERABLE_KEY = "iterable-test-key"
+SEGMENT_KEY = "segment-test-key"
+
+
+def config_dict(*, ledger_url: str, iterable_url: str = "http://127.0.0.1:9", segment_url: str = "http://127.0.0.1:9",
+                port: int = 0, **sections: dict[str, Any]) -> dict[str, Any]:
+    raw: dict[str, Any] = {
+        "server": {"host": "127.0.0.1", "port": port or 8787},
+        "ledger": {"url": ledger_url},
+        "iterable": {"api_key": ITERABLE_KEY, "base_url": iterable_url, "timeout_seconds": 5},
+        "segment": {"write_key": SEGMENT_KEY, "host": segment_url},
+        "outbound": {"write_keys": [WRITE_KEY], "shared_secrets": [SHARED_SECRET]},
+        "inbound": {"auth_tokens": [WEBHOOK_TOKEN]},
+    }
+    for name, values in sections.items():
+        raw[name] = {**raw.get(name, {}), **values}
+    return raw
+
+
+def make_config(**kwargs: Any) -> Config:
+    port = kwargs.pop("port", 0)
+    config = parse(config_dict(port=port, **kwargs), {})
+    if port == 0:  # let the OS pick: the parser insists on 1-65535
+        from dataclasses import replace
+
+        config = replace(config, server=replace(config.server, port=0))
+    return config
+
+
+def sign(raw: bytes, secret: str = SHARED_SECRET) -> str:
+    return hmac.new(secret.encode(), raw, hashlib.sha1).hexdigest()
+
+
+async def wait_for(predicate: Callable[[], bool | Awaitable[bool]], timeout: float = 10.0,
+                   interval: float = 0.05) -> None:
+    """Poll until ``predicate`` holds; fail the test with a clear message when it never does."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
