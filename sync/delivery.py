@@ -51,7 +51,8 @@ class Sink(Protocol):
 
 
 def settlement_for(
-    rows: Sequence[Row], results: Results, *, now: datetime, max_retry_hours: float, rng: random.Random
+    rows: Sequence[Row], results: Results, *, now: datetime, max_retry_hours: float, rng: random.Random,
+    retry_base: float = schedule.BASE_SECONDS,
 ) -> Settlement:
     """Turn a sink's results into ledger changes; rows the sink did not try are released as they were."""
     by_id = {row.id: row for row in rows}
@@ -62,7 +63,8 @@ def settlement_for(
         at = None
         if failure.retryable and (failure.max_attempts is None or attempts < failure.max_attempts):
             at = schedule.next_attempt(now=now, received_at=row.received_at, attempts=attempts,
-                                       max_retry_hours=max_retry_hours, rng=rng, retry_after=failure.retry_after)
+                                       max_retry_hours=max_retry_hours, rng=rng, retry_after=failure.retry_after,
+                                       base=retry_base)
         if at is None:
             reason = failure.error if not failure.retryable else f"gave up after {attempts} attempts: {failure.error}"
             dead.append((row.id, reason))
@@ -89,11 +91,12 @@ class Worker:
         rng: random.Random | None = None,
         idle_seconds: float = 0.5,
         probe_seconds: float = 2.0,
+        retry_base: float = schedule.BASE_SECONDS,
     ) -> None:
         self.ledger, self.sink, self.metrics = ledger, sink, metrics
         self.owner, self.max_retry_hours, self.lease_seconds = owner, max_retry_hours, lease_seconds
         self.clock, self.rng = clock, rng or random.Random()
-        self.idle_seconds, self.probe_seconds = idle_seconds, probe_seconds
+        self.idle_seconds, self.probe_seconds, self.retry_base = idle_seconds, probe_seconds, retry_base
         self.wake = asyncio.Event()
         self.paused: str | None = None
         self._stopping = False
@@ -134,7 +137,8 @@ class Worker:
             return False
         results = await self.sink.deliver(rows)
         now = self.clock()
-        settlement = settlement_for(rows, results, now=now, max_retry_hours=self.max_retry_hours, rng=self.rng)
+        settlement = settlement_for(rows, results, now=now, max_retry_hours=self.max_retry_hours, rng=self.rng,
+                                    retry_base=self.retry_base)
         await self.ledger.settle(settlement, now)
         self._count(rows, settlement, now)
         await self._track_pause(results.auth_error, now)

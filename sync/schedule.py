@@ -26,6 +26,7 @@ def next_attempt(
     max_retry_hours: float,
     rng: random.Random,
     retry_after: float | None = None,
+    base: float = BASE_SECONDS,
 ) -> datetime | None:
     """The time of the next try, or None once the retry window of ``received_at`` has run out.
 
@@ -35,7 +36,7 @@ def next_attempt(
     deadline = received_at + timedelta(hours=max_retry_hours)
     if now >= deadline:
         return None
-    delay = backoff(attempts - 1, rng)
+    delay = backoff(attempts - 1, rng, base=base)
     if retry_after is not None:
         delay = max(delay, retry_after) + rng.uniform(0, min(retry_after, 1.0) * 0.1)
     return min(now + timedelta(seconds=delay), deadline)

@@ -109,4 +109,5 @@ async def daemon(stack_config: Config, ledger_url: str) -> AsyncIterator[Daemon]
     async with running(stack_config) as running_daemon:
         for worker in running_daemon.workers:
             worker.idle_seconds, worker.probe_seconds, worker._probe_delay = 0.05, 0.2, 0.2
+            worker.retry_base = 0.05
         yield running_daemon

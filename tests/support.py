@@ -47,10 +47,10 @@ def sign(raw: bytes, secret: str = SHARED_SECRET) -> str:
     return hmac.new(secret.encode(), raw, hashlib.sha1).hexdigest()
 
 
-async def wait_for(predicate: Callable[[], bool | Awaitable[bool]], timeout: float = 10.0,
+async def wait_for(predicate: Callable[[], bool | Awaitable[bool]], within: float = 10.0,
                    interval: float = 0.05) -> None:
     """Poll until ``predicate`` holds; fail the test with a clear message when it never does."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while True:
         result = predicate()
         if asyncio.iscoroutine(result):
@@ -58,5 +58,5 @@ async def wait_for(predicate: Callable[[], bool | Awaitable[bool]], timeout: flo
         if result:
             return
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
+            raise AssertionError(f"condition not met within {within}s")
         await asyncio.sleep(interval)

@@ -51,7 +51,8 @@ class FakeIterable:
         self.purchases: dict[str, dict[str, Any]] = {}
         self.carts: dict[str, list[Any]] = {}
         self.email_changes: list[dict[str, str]] = []
-        self.requests: list[tuple[str, Any]] = []
+        self.requests: list[tuple[str, Any]] = []  # requests served normally (not faulted)
+        self.hits: list[tuple[str, float]] = []  # every request that arrived, with its monotonic time
         self.export_records: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self.disallowed_event_names: set[str] = set()
         self.poison_emails: set[str] = set()  # any request carrying one is a whole-request 400
@@ -78,6 +79,7 @@ class FakeIterable:
 
     def _wrap(self, endpoint: str, handler: Callable[[Any], Any]) -> Callable[[web.Request], Any]:
         async def serve(request: web.Request) -> web.StreamResponse:
+            self.hits.append((endpoint, self.clock()))
             injected = await self.faults.apply(request)
             if injected is not None:
                 return injected

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import time
 from typing import Any
 
 from aiohttp import web
@@ -32,6 +33,7 @@ class FakeSegment:
         self.messages: list[dict[str, Any]] = []  # every accepted message, duplicates included
         self.dropped: list[dict[str, Any]] = []  # accepted with 200 but discarded (bad key, > 2,500)
         self.batches = 0
+        self.hits: list[float] = []  # monotonic arrival time of every request
         self.poison_events: set[str] = set()  # a batch holding one of these events gets 400
         self.faults.clear()
 
@@ -47,6 +49,7 @@ class FakeSegment:
         return app
 
     async def _batch(self, request: web.Request) -> web.StreamResponse:
+        self.hits.append(time.monotonic())
         injected = await self.faults.apply(request)
         if injected is not None:
             return injected

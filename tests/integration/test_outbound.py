@@ -7,12 +7,10 @@ import json
 from typing import Any
 
 import aiohttp
-import pytest
 
 from sync.daemon import Daemon
-from sync.ledger import Direction, Status
-from sync.sandbox import FakeIterable, Fault
-from tests.support import WRITE_KEY, sign, wait_for
+from sync.sandbox import FakeIterable
+from tests.support import WRITE_KEY, wait_for
 
 BASIC = {"Authorization": "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()}
 
