@@ -1,0 +1,134 @@
+"""Pure pieces: retry schedule, token buckets, chunking, signatures, settlement and waves."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import random
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from sync import auth, schedule
+from sync.batches import chunks
+from sync.delivery import Failure, Results, settlement_for
+from sync.iterable import bulk_failures, waves
+from sync.ledger import Direction, Row, Status
+from sync.outbound import IterableCall
+from sync.throttle import new_bucket, reserve
+
+NOW = datetime(2026, 6, 1, tzinfo=UTC)
+
+
+def row(row_id: int, attempts: int = 0, received: datetime = NOW) -> Row:
+    return Row(id=row_id, direction=Direction.OUTBOUND, key=str(row_id), kind="track", user_key="u", payload={},
+               status=Status.PENDING, attempts=attempts, next_attempt_at=received, lease_owner="w",
+               lease_expires_at=None, last_error=None, reason=None, received_at=received, updated_at=received)
+
+
+@pytest.mark.parametrize("attempts", [1, 2, 5, 10, 30])
+def test_backoff_is_full_jitter_under_an_exponential_cap(attempts: int) -> None:
+    rng = random.Random(7)
+    delays = [schedule.backoff(attempts, rng) for _ in range(500)]
+    ceiling = min(schedule.CAP_SECONDS, 2**attempts)
+    assert all(0 <= d <= ceiling for d in delays)
+    assert max(delays) > ceiling * 0.9 and min(delays) < ceiling * 0.1  # spread, not synchronized
+
+
+def test_retry_after_is_a_floor() -> None:
+    rng = random.Random(1)
+    for _ in range(100):
+        at = schedule.next_attempt(now=NOW, received_at=NOW, attempts=1, max_retry_hours=72, rng=rng,
+                                   retry_after=30)
+        assert at is not None and timedelta(seconds=30) <= at - NOW <= timedelta(seconds=34)
+
+
+def test_give_up_at_the_end_of_the_window() -> None:
+    rng = random.Random(1)
+    received = NOW - timedelta(hours=71, minutes=59)
+    at = schedule.next_attempt(now=NOW, received_at=received, attempts=20, max_retry_hours=72, rng=rng)
+    assert at is not None and at <= received + timedelta(hours=72)
+    assert schedule.next_attempt(now=NOW, received_at=NOW - timedelta(hours=72), attempts=3, max_retry_hours=72,
+                                 rng=rng) is None
+
+
+@pytest.mark.parametrize(("header", "seconds"), [
+    ("5", 5.0), ("0", 0.0), ("soon", None), (None, None), ("Mon, 01 Jun 2026 00:01:00 GMT", 60.0)])
+def test_parse_retry_after(header: str | None, seconds: float | None) -> None:
+    assert schedule.parse_retry_after(header, NOW) == seconds
+
+
+def test_token_bucket_allows_a_burst_then_paces() -> None:
+    bucket = new_bucket(10, now=0.0)
+    waits = []
+    for _ in range(12):
+        bucket, wait = reserve(bucket, now=0.0)
+        waits.append(wait)
+    assert waits[:10] == [0.0] * 10 and waits[10] == pytest.approx(0.1) and waits[11] == pytest.approx(0.2)
+    bucket, wait = reserve(bucket, now=10.0)
+    assert wait == 0.0
+
+
+def test_chunks_respect_count_and_bytes() -> None:
+    items = ["x" * 10] * 25
+    assert [len(c) for c in chunks(items, max_items=10, max_bytes=10_000, size_of=len)] == [10, 10, 5]
+    assert [len(c) for c in chunks(items, max_items=100, max_bytes=64 + 55, size_of=len)] == [5, 5, 5, 5, 5]
+    assert [len(c) for c in chunks(["y" * 500, "z"], max_items=10, max_bytes=100, size_of=len)] == [1, 1]
+
+
+def test_signature_over_body_and_first_array_element() -> None:
+    body = b'{"type":"track"}'
+    good = hmac.new(b"s3", body, hashlib.sha1).hexdigest()
+    assert auth.signature_ok(body, good, ["old", "s3"])
+    assert not auth.signature_ok(body, good, ["old"]) and not auth.signature_ok(body, None, ["s3"])
+    first = b'{"a": "\\u00e9", "b": [1, {"c": 2}]}'
+    array = b" [\n" + first + b' , {"d": 3}]'
+    assert auth.first_element(array) == first
+    assert auth.signature_ok(array, hmac.new(b"s3", first, hashlib.sha1).hexdigest(), ["s3"])
+    assert auth.first_element(b"[") is None and auth.first_element(b"\xff") is None
+
+
+def test_basic_username_and_constant_time_match() -> None:
+    header = "Basic " + base64.b64encode(b"key:").decode()
+    assert auth.basic_username(header) == "key" and auth.basic_username("Bearer x") is None
+    assert auth.basic_username("Basic !!!") is None
+    assert auth.matches_any("b", ["a", "b"]) and not auth.matches_any("", ["", "a"])
+
+
+def test_settlement_retries_dead_letters_and_releases() -> None:
+    rows = [row(1), row(2, attempts=4), row(3), row(4), row(5, received=NOW - timedelta(hours=80))]
+    results = Results(delivered=[1], failed=[
+        Failure(row_id=2, error="notFound", retryable=True, max_attempts=5),
+        Failure(row_id=3, error="HTTP 503", retryable=True, retry_after=10),
+        Failure(row_id=5, error="HTTP 503", retryable=True)])
+    settlement = settlement_for(rows, results, now=NOW, max_retry_hours=72, rng=random.Random(1))
+    assert settlement.delivered == (1,) and settlement.released == (4,)
+    assert [r[0] for r in settlement.retry] == [3] and settlement.retry[0][1] >= NOW + timedelta(seconds=10)
+    assert dict(settlement.dead)[2].startswith("gave up after 5 attempts")
+    assert 5 in dict(settlement.dead)
+
+
+def test_waves_keep_each_users_order_across_endpoints() -> None:
+    def item(row_id: int, endpoint: str, user: str) -> tuple[Row, IterableCall]:
+        return row(row_id), IterableCall(endpoint=endpoint, body={}, user_key=user)
+
+    batch = [item(1, "events/track", "a"), item(2, "users/update", "a"), item(3, "users/update", "b"),
+             item(4, "events/track", "b"), item(5, "events/track", "a"), item(6, "commerce/updateCart", "b")]
+    assert [[r.id for r, _ in wave] for wave in waves(batch)] == [[1, 3], [2, 4], [5, 6]]
+
+
+def test_bulk_failures_match_items_by_identifier() -> None:
+    bodies = [{"email": "a@x.io"}, {"userId": "u2"}, {"email": "C@x.io", "eventName": "E"},
+              {"email": "d@x.io", "eventName": "Nope"}, {"email": "e@x.io"}]
+    response = {"successCount": 1, "failCount": 4, "disallowedEventNames": ["Nope"],
+                "failedUpdates": {"invalidEmails": ["a@x.io"], "notFoundUserIds": ["u2"],
+                                  "forgottenEmails": ["c@x.io"], "conflictEmails": []}}
+    found = bulk_failures(response, bodies)
+    assert found == {0: ("Iterable rejected the item: failedUpdates.invalidEmails", False),
+                     1: ("Iterable rejected the item: failedUpdates.notFoundUserIds", True),
+                     2: ("Iterable rejected the item: failedUpdates.forgottenEmails", False),
+                     3: ("Iterable rejected the item: disallowedEventNames", False)}
+    assert bulk_failures({"invalidEmails": ["e@x.io"]}, bodies) == {
+        4: ("Iterable rejected the item: invalidEmails", False)}
+    assert bulk_failures("not json", bodies) == {}
