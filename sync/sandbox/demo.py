@@ -13,10 +13,8 @@ import hmac
 import json
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -66,10 +64,10 @@ auth_tokens = ["{KEYS['token']}"]
 """
 
 
-async def wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
+async def wait_ready(url: str, process: asyncio.subprocess.Process) -> None:
     async with aiohttp.ClientSession() as session:
         for _ in range(200):
-            if process.poll() is not None:
+            if process.returncode is not None:
                 raise SystemExit(f"the daemon exited with {process.returncode}")
             try:
                 async with session.get(f"{url}/readyz") as response:
@@ -141,22 +139,25 @@ async def main() -> int:
         config = Path(folder) / "demo.toml"
         config.write_text(config_text(Path(folder), port, iterable_url, segment_url))
         print(f"fake Iterable on {iterable_url}, fake Segment on {segment_url}, ledger in {folder}")
-        daemon = subprocess.Popen([sys.executable, "-m", "sync", "serve", "--config", str(config)])
+        daemon = await asyncio.create_subprocess_exec(sys.executable, "-m", "sync", "serve", "--config", str(config))
         url = f"http://127.0.0.1:{port}"
         try:
             await wait_ready(url, daemon)
             print(f"daemon ready on {url}; sending sample traffic")
             await send_traffic(url)
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and (len(segment.messages) < len(ITERABLE_WEBHOOKS)
-                                                   or len(iterable.event_log) < 3 or not iterable.purchases):
+            for _ in range(150):
+                if len(segment.messages) >= len(ITERABLE_WEBHOOKS) and len(iterable.event_log) >= 3 \
+                        and iterable.purchases:
+                    break
                 await asyncio.sleep(0.2)
             report(iterable, segment)
             print()
-            subprocess.run([sys.executable, "-m", "sync", "ledger", "stats", "--config", str(config)], check=False)
+            stats = await asyncio.create_subprocess_exec(sys.executable, "-m", "sync", "ledger", "stats",
+                                                         "--config", str(config))
+            await stats.wait()
         finally:
             daemon.send_signal(signal.SIGTERM)
-            code = daemon.wait(30)
+            code = await asyncio.wait_for(daemon.wait(), 30)
             print(f"\ndaemon stopped with exit code {code}")
     await runner_i.cleanup()
     await runner_s.cleanup()
