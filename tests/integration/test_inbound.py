@@ -101,9 +101,10 @@ async def test_segment_5xx_and_429_storms_end_with_everything_delivered(
         assert (await send(daemon, webhook))[0] == 200
     await wait_for(lambda: len(fake.unique()) == len(ITERABLE_WEBHOOKS), within=20)
     assert len(fake.hits) >= 6
-    text = daemon.metrics.render().decode()
-    assert 'sync_upstream_requests_total{endpoint="v1/batch",status="500",target="segment"}' in text
-    assert f'sync_events_delivered_total{{direction="inbound"}} {float(len(ITERABLE_WEBHOOKS))}' in text
+    delivered = f'sync_events_delivered_total{{direction="inbound"}} {float(len(ITERABLE_WEBHOOKS))}'
+    await wait_for(lambda: delivered in daemon.metrics.render().decode())
+    assert 'sync_upstream_requests_total{endpoint="v1/batch",status="500",target="segment"}' in \
+        daemon.metrics.render().decode()
 
 
 async def test_a_message_segment_refuses_is_found_and_dead_lettered_alone(
@@ -128,7 +129,8 @@ async def test_segment_401_pauses_inbound_and_resumes(daemon: Daemon, fake_segme
     assert (await send(daemon, ITERABLE_WEBHOOKS[0]))[0] == 200
     await wait_for(lambda: "inbound" in daemon.paused())
     await wait_for(lambda: len(fake.messages) == 1, within=15)
-    assert daemon.paused() == {} and await daemon.ledger.rows(status=Status.DEAD) == []
+    await wait_for(lambda: daemon.paused() == {})
+    assert await daemon.ledger.rows(status=Status.DEAD) == []
 
 
 async def test_pending_rows_are_delivered_after_a_restart(stack_config: Config, ledger_url: str,

@@ -236,7 +236,7 @@ async def test_429_with_retry_after_is_honoured(daemon: Daemon, fake_iterable: t
     fake.faults.add(Fault(endpoint="users/bulkUpdate", status=429, retry_after="1",
                           body={"msg": "Rate limit exceeded", "code": "RateLimitExceeded"}))
     assert (await post(daemon, "/v1/identify", {"userId": "r1", "messageId": "r-1"}))[0] == 200
-    await wait_for(lambda: len(fake.users) == 1, within=10)
+    await wait_for(lambda: _status(daemon, "r-1", Status.DELIVERED), within=10)
     times = [t for endpoint, t in fake.hits if endpoint == "users/bulkUpdate"]
     assert len(times) == 2 and times[1] - times[0] >= 1.0
     row = await daemon.ledger.get(Direction.OUTBOUND, "r-1")
@@ -272,7 +272,7 @@ async def test_bad_api_key_pauses_outbound_and_it_resumes_by_itself(
     assert await daemon.ledger.rows(status=Status.DEAD) == []
     fake.api_key = good
     await wait_for(lambda: len(fake.users) == 2, within=10)
-    assert daemon.paused() == {}
+    await wait_for(lambda: daemon.paused() == {})
     assert 'sync_direction_paused{direction="outbound"} 0.0' in daemon.metrics.render().decode()
 
 
