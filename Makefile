@@ -23,6 +23,7 @@ postgres:
 
 lint: install
 	$(BIN)/ruff check sync tests bench
+	$(BIN)/mypy
 
 test: install postgres lint
 	$(BIN)/python -m pytest

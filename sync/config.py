@@ -36,23 +36,22 @@ DEFAULT_RATE_LIMITS: Mapping[str, float] = {
     "export/data.json": 4 / 60,
 }
 
-_frozen = dataclass(frozen=True, slots=True, kw_only=True)
 
 
-@_frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8787
     max_body_bytes: int = 1_048_576
 
 
-@_frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LedgerConfig:
     url: str = "sqlite:///data/ledger.db"
     retention_days: int = 7
 
 
-@_frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class IterableConfig:
     api_key: str = ""
     region: Region = "us"
@@ -66,13 +65,13 @@ class IterableConfig:
         return (self.base_url or REGION_URLS[self.region]).rstrip("/")
 
 
-@_frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SegmentConfig:
     write_key: str = ""
     host: str = "https://api.segment.io"
 
 
-@_frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class OutboundConfig:
     enabled: bool = True
     write_keys: tuple[str, ...] = ()
@@ -80,7 +79,7 @@ class OutboundConfig:
     merge_nested_objects: bool = False
 
 
-@_frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class InboundConfig:
     enabled: bool = True
     auth_header: str = "Authorization"
@@ -88,12 +87,12 @@ class InboundConfig:
     event_names: EventNames = "segment"
 
 
-@_frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DeliveryConfig:
     max_retry_hours: float = 72.0
 
 
-@_frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ReconcileConfig:
     enabled: bool = False
     interval_minutes: int = 15
@@ -108,7 +107,7 @@ class ReconcileConfig:
     )
 
 
-@_frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     ledger: LedgerConfig = field(default_factory=LedgerConfig)
@@ -142,7 +141,7 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
 def parse(raw: Mapping[str, Any], env: Mapping[str, str]) -> Config:
     """Build a ``Config`` from parsed TOML; raise ``ConfigError`` naming every bad key."""
     problems: list[str] = []
-    config = _build(Config, raw, "", env, problems)
+    config: Config = _build(Config, raw, "", env, problems)
     if not problems:
         problems.extend(_cross_checks(config))
     if problems:

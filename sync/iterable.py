@@ -69,7 +69,7 @@ def bulk_failures(response: Any, bodies: Sequence[dict[str, Any]]) -> dict[int, 
     if not isinstance(response, dict):
         return {}
     failures: dict[int, tuple[str, bool]] = {}
-    failed = response.get("failedUpdates") if isinstance(response.get("failedUpdates"), dict) else {}
+    failed: dict[str, Any] = response["failedUpdates"] if isinstance(response.get("failedUpdates"), dict) else {}
     lists = [(f"failedUpdates.{k}", v) for k, v in failed.items()]
     lists += [(k, response.get(k)) for k in ("invalidEmails", "invalidUserIds")]
     for name, values in lists:

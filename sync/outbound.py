@@ -80,7 +80,7 @@ def _opted_out(event: dict[str, Any]) -> str | None:
     return None
 
 
-def _raw_ids(event: dict[str, Any]) -> dict[str, str]:
+def _raw_ids(event: dict[str, Any]) -> dict[str, Any]:
     user_id = text_id(event.get("userId"))
     if event.get("type") == "identify":
         email = as_dict(event.get("traits")).get("email")
@@ -116,7 +116,8 @@ def _user_fields(fields: dict[str, Any]) -> dict[str, Any]:
         phone = data.pop("phone")
         if phone is not None:
             data["phoneNumber"] = phone
-    return iterable_dates(data)
+    converted: dict[str, Any] = iterable_dates(data)
+    return converted
 
 
 def _user(ids: dict[str, Any], fields: dict[str, Any], event: dict[str, Any], options: Options) -> dict[str, Any]:

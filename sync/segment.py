@@ -54,7 +54,7 @@ class SegmentSink:
             await self._send(batch, results)
         return results
 
-    def _message(self, row: Row, results: Results) -> dict[str, Any] | None:
+    def _message(self, row: Row, results: Results) -> Message | None:
         try:
             track = inbound.to_track(row.payload, event_names=self.event_names, received_at=row.received_at)
             _, message = self.builder.track(
@@ -65,7 +65,7 @@ class SegmentSink:
             results.failed.append(Failure(row_id=row.id, error=f"cannot build Segment message: {exc}",
                                           retryable=False))
             return None
-        return (row, message)  # type: ignore[return-value]
+        return (row, message)
 
     async def _send(self, batch: list[Message], results: Results) -> None:
         loop = asyncio.get_running_loop()

@@ -72,7 +72,8 @@ def validate(event: Any) -> dict[str, Any]:
         raise InvalidEvent(f"messageId: must be a string of at most {MAX_MESSAGE_ID} characters")
     if json_size(event) > MAX_EVENT_BYTES:
         raise InvalidEvent(f"event: larger than Segment's {MAX_EVENT_BYTES // 1024} KB limit per event")
-    return event
+    checked: dict[str, Any] = event
+    return checked
 
 
 def parse_time(value: Any) -> datetime | None:

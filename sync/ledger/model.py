@@ -23,10 +23,9 @@ class Status(StrEnum):
 
 TERMINAL = (Status.DELIVERED, Status.DEAD, Status.SKIPPED, Status.REJECTED)
 
-_frozen = dataclass(frozen=True, slots=True, kw_only=True)
 
 
-@_frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class NewEvent:
     """An event as ingress records it. ``key`` is the idempotency key, unique per direction."""
 
@@ -39,7 +38,7 @@ class NewEvent:
     reason: str | None = None
 
 
-@_frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Row:
     """One ledger row as stored."""
 
@@ -60,7 +59,7 @@ class Row:
     updated_at: datetime
 
 
-@_frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Claim:
     """What a worker asks for: due rows of one direction, leased to ``owner``."""
 
@@ -70,7 +69,7 @@ class Claim:
     lease_seconds: float
 
 
-@_frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Settlement:
     """The outcome of one delivery round, applied to the ledger in one transaction."""
 
@@ -84,7 +83,7 @@ class Settlement:
         return len(self.delivered) + len(self.retry) + len(self.dead) + len(self.released)
 
 
-@_frozen
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Stats:
     counts: dict[tuple[str, str], int] = field(default_factory=dict)
     oldest_pending: dict[str, datetime] = field(default_factory=dict)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -50,7 +50,7 @@ class FakeIterable:
         self.event_log: list[dict[str, Any]] = []  # every event accepted, in order
         self.purchases: dict[str, dict[str, Any]] = {}
         self.carts: dict[str, list[Any]] = {}
-        self.email_changes: list[dict[str, str]] = []
+        self.email_changes: list[dict[str, Any]] = []
         self.requests: list[tuple[str, Any]] = []  # requests served normally (not faulted)
         self.hits: list[tuple[str, float]] = []  # every request that arrived, with its monotonic time
         self.export_records: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -77,8 +77,8 @@ class FakeIterable:
         app.router.add_get("/_fake/state", self._state)
         return app
 
-    def _wrap(self, endpoint: str, handler: Callable[[Any], Any]) -> Callable[[web.Request], Any]:
-        async def serve(request: web.Request) -> web.StreamResponse:
+    def _wrap(self, endpoint: str, handler: Callable[[Any], Any]) -> Callable[[web.Request], Awaitable[Any]]:
+        async def serve(request: web.Request) -> Any:
             self.hits.append((endpoint, self.clock()))
             injected = await self.faults.apply(request)
             if injected is not None:
