@@ -55,6 +55,9 @@ async def test_every_sample_webhook_becomes_a_segment_track(daemon: Daemon,
     opened = by_event["Email Opened"]
     assert opened["context"]["ip"] == "66.249.84.204" and opened["properties"]["email_subject"] == "My subject"
     assert by_event["Email Link Clicked"]["properties"]["link_url"] == "https://www.iterable.com"
+    text = daemon.metrics.render().decode()
+    assert 'sync_events_received_total{direction="inbound",type="emailOpen"} 1.0' in text
+    await wait_for(lambda: 'sync_events_delivered_total{direction="inbound"} 12.0' in daemon.metrics.render().decode())
 
 
 async def test_concurrent_copies_of_one_webhook_become_one_message(daemon: Daemon,

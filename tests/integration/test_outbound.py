@@ -300,3 +300,68 @@ async def test_metrics_count_received_delivered_skipped_rejected(daemon: Daemon,
 async def test_health_endpoints(daemon: Daemon, path: str) -> None:
     async with aiohttp.ClientSession() as session, session.get(url(daemon, path)) as response:
         assert response.status == 200
+
+
+@pytest.mark.parametrize(("event", "reason"), [
+    ({"type": "track", "anonymousId": "anon-1", "event": "Viewed"}, "no email or userId"),
+    ({"type": "track", "userId": "u1", "event": "E", "integrations": {"Iterable": False}}, "integrations.Iterable"),
+    ({"type": "track", "userId": "u1", "event": "E", "integrations": {"All": False}}, "integrations.All"),
+    ({"type": "track", "userId": "u1", "event": "Email Opened",
+      "context": {"integration": {"name": "iterable", "version": "1"}}}, "loop guard"),
+    ({"type": "alias", "previousId": "anon-7", "userId": "u7"}, "alias needs"),
+    ({"type": "group", "userId": "u1", "groupId": "g1"}, "group is not supported"),
+])
+async def test_skipped_events_are_recorded_with_their_reason_and_never_sent(
+        daemon: Daemon, fake_iterable: tuple[FakeIterable, str], event: dict[str, Any], reason: str) -> None:
+    fake, _ = fake_iterable
+    assert (await post(daemon, "/v1/batch", {"batch": [{**event, "messageId": "skip-1"}]}))[0] == 200
+    row = await daemon.ledger.get(Direction.OUTBOUND, "skip-1")
+    assert row is not None and row.status is Status.SKIPPED and reason in (row.reason or "")
+    await asyncio.sleep(0.2)
+    assert fake.requests == []
+
+
+@pytest.mark.parametrize("name", ["Product Added", "Product Removed"])
+async def test_product_events_with_the_cart_replace_iterables_cart(
+        daemon: Daemon, fake_iterable: tuple[FakeIterable, str], name: str) -> None:
+    fake, _ = fake_iterable
+    products = [{"product_id": "p1", "name": "A", "price": 2.5, "quantity": 2, "category": "C", "size": "M"},
+                {"product_id": "p2", "name": "B", "price": 1, "quantity": 1}]
+    batch = [{"type": "track", "userId": "c1", "event": name, "messageId": "c-1",
+              "context": {"traits": {"email": "c1@example.com"}}, "properties": {"products": products}},
+             {"type": "track", "userId": "c1", "event": name, "messageId": "c-2",
+              "properties": {"product_id": "p3"}}]
+    assert (await post(daemon, "/v1/batch", {"batch": batch}))[0] == 200
+    await wait_for(lambda: len(fake.event_log) == 1)
+    assert fake.carts["c1@example.com"] == [
+        {"id": "p1", "name": "A", "price": 2.5, "quantity": 2, "categories": ["C"], "dataFields": {"size": "M"}},
+        {"id": "p2", "name": "B", "price": 1.0, "quantity": 1}]
+    assert fake.event_log[0]["eventName"] == name  # without products: a plain custom event
+
+
+async def test_a_backlog_goes_out_in_full_bulk_requests(daemon: Daemon,
+                                                        fake_iterable: tuple[FakeIterable, str]) -> None:
+    fake, _ = fake_iterable
+    batch = [{"type": "identify", "userId": f"bl{n}", "messageId": f"bl{n}"} for n in range(2500)]
+    assert (await post(daemon, "/v1/batch", {"batch": batch}))[0] == 200
+    await wait_for(lambda: len(fake.users) == 2500, within=20)
+    sizes = [len(body["users"]) for endpoint, body in fake.requests if endpoint == "users/bulkUpdate"]
+    assert sizes == [1000, 1000, 500]
+    assert not [e for e, _ in fake.hits if e != "users/bulkUpdate"]
+
+
+async def test_dead_and_oldest_pending_metrics(daemon: Daemon, fake_iterable: tuple[FakeIterable, str]) -> None:
+    fake, _ = fake_iterable
+    fake.poison_emails = {"dead@example.com"}
+    fake.faults.add(Fault(endpoint="events/trackBulk", status=503, times=10_000))
+    batch = [{"type": "identify", "userId": "dm", "messageId": "dm-1", "traits": {"email": "dead@example.com"}},
+             {"type": "track", "userId": "other", "event": "Waits", "messageId": "dm-2"}]
+    assert (await post(daemon, "/v1/batch", {"batch": batch}))[0] == 200
+    await wait_for(lambda: _status(daemon, "dm-1", Status.DEAD))
+    await asyncio.sleep(0.2)
+    async with aiohttp.ClientSession() as session, session.get(url(daemon, "/metrics")) as response:
+        text = await response.text()
+    assert 'sync_events_dead_total{direction="outbound"} 1.0' in text
+    assert 'sync_ledger_pending{direction="outbound"} 1.0' in text
+    oldest = next(line for line in text.splitlines() if line.startswith('sync_oldest_pending_seconds{direction="out'))
+    assert float(oldest.split()[-1]) > 0

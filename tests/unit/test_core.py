@@ -132,3 +132,16 @@ def test_bulk_failures_match_items_by_identifier() -> None:
     assert bulk_failures({"invalidEmails": ["e@x.io"]}, bodies) == {
         4: ("Iterable rejected the item: invalidEmails", False)}
     assert bulk_failures("not json", bodies) == {}
+
+
+async def test_throttle_paces_requests_on_a_real_loop() -> None:
+    import time
+
+    from sync.throttle import Throttle
+
+    throttle = Throttle({"events/trackBulk": 100.0})
+    started = time.monotonic()
+    for _ in range(130):
+        await throttle.acquire("events/trackBulk")
+    await throttle.acquire("not/limited")
+    assert 0.25 <= time.monotonic() - started < 1.0
