@@ -90,6 +90,7 @@ class InboundConfig:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DeliveryConfig:
     max_retry_hours: float = 72.0
+    lease_seconds: float = 120.0  # a claim's lease; a crashed process's rows return after it
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -258,6 +259,8 @@ def _cross_checks(config: Config) -> list[str]:
         problems.append("iterable.timeout_seconds: must be positive")
     if config.delivery.max_retry_hours <= 0:
         problems.append("delivery.max_retry_hours: must be positive")
+    if config.delivery.lease_seconds < 1:
+        problems.append("delivery.lease_seconds: must be at least 1")
     if config.reconcile.interval_minutes < 1 or config.reconcile.lookback_minutes < 1:
         problems.append("reconcile.interval_minutes / lookback_minutes: must be at least 1")
     problems.extend(_credential_checks(config))
@@ -278,6 +281,8 @@ def _credential_checks(config: Config) -> list[str]:
             problems.append("segment.write_key: required while inbound.enabled (is its variable set?)")
     if config.reconcile.enabled and not config.iterable.api_key:
         problems.append("iterable.api_key: required while reconcile.enabled")
+    if config.reconcile.enabled and not config.inbound.enabled:
+        problems.append("reconcile.enabled: needs inbound.enabled (reconciled events go to Segment)")
     return problems
 
 

@@ -19,8 +19,10 @@ from typing import IO
 import aiohttp
 from aiohttp import web
 
+from sync import scheduler as scheduling
+from sync.backfill import ExportPuller
 from sync.config import Config
-from sync.delivery import Worker
+from sync.delivery import Sink, Worker
 from sync.errors import LedgerLocked, SyncError
 from sync.ingress import Health, create_app
 from sync.intake import Intake
@@ -29,6 +31,7 @@ from sync.ledger import Direction, Ledger, migrate
 from sync.ledger.store import create_engine
 from sync.metrics import Metrics
 from sync.outbound import Options
+from sync.scheduler import Jobs
 from sync.segment import SegmentSink
 from sync.throttle import Throttle
 
@@ -80,6 +83,7 @@ class Daemon:
     workers: list[Worker]
     health: Health
     app: web.Application
+    jobs: Jobs
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     address: tuple[str, int] = ("", 0)
 
@@ -91,36 +95,41 @@ def owner_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+def iterable_client(config: Config, session: aiohttp.ClientSession, metrics: Metrics) -> IterableClient:
+    return IterableClient(session, base_url=config.iterable.api_url, api_key=config.iterable.api_key,
+                          timeout=config.iterable.timeout_seconds, throttle=Throttle(config.iterable.rate_limits),
+                          metrics=metrics)
+
+
 def build(config: Config, ledger: Ledger, session: aiohttp.ClientSession, metrics: Metrics) -> Daemon:
     owner = owner_name()
-    lease = max(60.0, 3 * config.iterable.timeout_seconds)
-    workers = []
+    client = iterable_client(config, session, metrics)
+    workers: list[Worker] = []
+
+    def worker(sink: Sink) -> Worker:
+        return Worker(ledger, sink, metrics, owner=owner, max_retry_hours=config.delivery.max_retry_hours,
+                      lease_seconds=config.delivery.lease_seconds)
+
     if config.outbound.enabled:
-        client = IterableClient(session, base_url=config.iterable.api_url, api_key=config.iterable.api_key,
-                                timeout=config.iterable.timeout_seconds,
-                                throttle=Throttle(config.iterable.rate_limits), metrics=metrics)
         options = Options(project_type=config.iterable.project_type,
                           merge_nested_objects=config.outbound.merge_nested_objects)
-        workers.append(Worker(ledger, IterableSink(client, options), metrics, owner=owner,
-                              max_retry_hours=config.delivery.max_retry_hours, lease_seconds=lease))
+        workers.append(worker(IterableSink(client, options)))
     if config.inbound.enabled:
-        sink = SegmentSink(write_key=config.segment.write_key, host=config.segment.host,
-                           event_names=config.inbound.event_names, metrics=metrics)
-        workers.append(Worker(ledger, sink, metrics, owner=owner, max_retry_hours=config.delivery.max_retry_hours,
-                              lease_seconds=lease))
+        workers.append(worker(SegmentSink(write_key=config.segment.write_key, host=config.segment.host,
+                                          event_names=config.inbound.event_names, metrics=metrics)))
     by_direction = {w.direction: w for w in workers}
 
     def notify(direction: Direction) -> None:
         if direction in by_direction:
             by_direction[direction].notify()
 
-    async def refresh_gauges() -> None:
-        metrics.observe_ledger(await ledger.stats(), now())
-
-    health = Health(check=lambda: migrate.ensure_current(ledger.engine), stats=refresh_gauges)
     intake = Intake(ledger, metrics, notify=notify)
+    puller = ExportPuller(client, intake, ledger, event_names=config.inbound.event_names)
+    jobs = Jobs(ledger, metrics, config, puller if config.reconcile.enabled else None)
+    health = Health(check=lambda: migrate.ensure_current(ledger.engine), stats=jobs.refresh_gauges)
     app = create_app(config, intake, metrics, health)
-    daemon = Daemon(config=config, ledger=ledger, metrics=metrics, workers=workers, health=health, app=app)
+    daemon = Daemon(config=config, ledger=ledger, metrics=metrics, workers=workers, health=health, app=app,
+                    jobs=jobs)
     health.paused = daemon.paused
     return daemon
 
@@ -143,7 +152,11 @@ async def running(config: Config) -> AsyncIterator[Daemon]:
                                                "directions": [w.direction.value for w in daemon.workers]})
                     daemon.tasks = [asyncio.create_task(w.run(), name=f"deliver-{w.direction.value}")
                                     for w in daemon.workers]
-                    yield daemon
+                    scheduler = scheduling.start(daemon.jobs)
+                    try:
+                        yield daemon
+                    finally:
+                        scheduler.shutdown(wait=False)
                     daemon.health.draining = True
                     log.info("stopping: draining in-flight deliveries")
                     await _drain(daemon)

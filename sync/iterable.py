@@ -113,14 +113,20 @@ class IterableClient:
         self.metrics.upstream.labels(target="iterable", endpoint=endpoint, status=str(status)).inc()
         return Reply(status=status, body=_json(raw), retry_after=retry_after)
 
-    async def get(self, endpoint: str, params: dict[str, str]) -> tuple[int, bytes]:
+    async def get(self, endpoint: str, params: dict[str, str]) -> tuple[int, bytes, float | None]:
+        """A throttled GET (the export API); returns status, raw body and any ``Retry-After``."""
         await self.throttle.acquire(endpoint)
         try:
             async with self.session.get(f"{self.base_url}/api/{endpoint}", params=params,
                                         headers={"Api-Key": self.api_key}, timeout=self.timeout) as response:
-                return response.status, await response.read()
+                raw = await response.read()
+                retry_after = schedule.parse_retry_after(response.headers.get("Retry-After"), self.clock())
+                status = response.status
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise RetryableUpstream(f"{endpoint}: {type(exc).__name__}") from exc
+            self.metrics.upstream.labels(target="iterable", endpoint=endpoint, status="error").inc()
+            raise RetryableUpstream(f"{endpoint}: {type(exc).__name__} {str(exc)[:200]}".strip()) from exc
+        self.metrics.upstream.labels(target="iterable", endpoint=endpoint, status=str(status)).inc()
+        return status, raw, retry_after
 
 
 def _json(raw: bytes) -> Any:

@@ -57,7 +57,7 @@ def ledger_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
 async def _reset_pg(url: str) -> None:
     conn = await asyncpg.connect(url.replace("postgresql://", "postgres://"), timeout=5)
     try:
-        await conn.execute("DROP TABLE IF EXISTS events, pauses, alembic_version CASCADE")
+        await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
     finally:
         await conn.close()
 

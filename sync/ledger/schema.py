@@ -79,3 +79,11 @@ pauses = sa.Table(
     sa.Column("reason", sa.Text(), nullable=False),
     sa.Column("since", UTCDateTime(), nullable=False),
 )
+
+cursors = sa.Table(
+    "cursors",
+    metadata,
+    sa.Column("name", sa.String(255), primary_key=True),
+    sa.Column("position", sa.Text(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from sync.errors import LedgerNotMigrated, LedgerUnavailable
 from sync.ledger.model import TERMINAL, Claim, Direction, NewEvent, Row, Settlement, Stats, Status
-from sync.ledger.schema import events, pauses
+from sync.ledger.schema import cursors, events, pauses
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
 
@@ -235,6 +235,36 @@ class Ledger:
             total += len(ids_list)
             if len(ids_list) < chunk:
                 return total
+
+    # -- cursors and singleton jobs -------------------------------------------------------------
+
+    async def cursor(self, name: str) -> str | None:
+        async with self._tx() as conn:
+            return await conn.scalar(sa.select(cursors.c.position).where(cursors.c.name == name))
+
+    async def set_cursor(self, name: str, position: str, now: datetime) -> None:
+        async with self._tx() as conn:
+            await conn.execute(cursors.delete().where(cursors.c.name == name))
+            await conn.execute(cursors.insert().values(name=name, position=position, updated_at=now))
+
+    @asynccontextmanager
+    async def singleton(self, name: str) -> AsyncIterator[bool]:
+        """Yield whether this process may run job ``name`` now (one process at a time on PostgreSQL)."""
+        if not self.is_postgres:
+            yield True
+            return
+        lock = _lock_id(f"job:{name}")
+        try:
+            async with self.engine.connect() as conn:
+                got = bool(await conn.scalar(sa.select(sa.func.pg_try_advisory_lock(lock))))
+                try:
+                    yield got
+                finally:
+                    if got:
+                        await conn.scalar(sa.select(sa.func.pg_advisory_unlock(lock)))
+                    await conn.commit()
+        except (sa.exc.DBAPIError, OSError) as exc:
+            raise LedgerUnavailable(f"ledger unavailable: {_short(exc)}") from exc
 
     async def get(self, direction: Direction, key: str) -> Row | None:
         query = sa.select(events).where(events.c.direction == direction, events.c.key == key)
