@@ -26,6 +26,16 @@ RECORD_BATCH = 500
 MAX_TRIES = 6
 _NOT_FIELDS = ("itblInternal", "_type")
 
+EXPORT_TYPES = frozenset(
+    "emailSend emailOpen emailClick hostedUnsubscribeClick emailComplaint emailBounce emailSendSkip pushSend "
+    "pushOpen pushUninstall pushBounce pushSendSkip inAppSend inAppOpen inAppClick inAppClose inAppDelete "
+    "inAppDelivery inAppSendSkip inAppRecall inboxSession inboxMessageImpression smsSend smsBounce smsClick "
+    "smsReceived smsSendSkip webPushSend webPushClick webPushSendSkip rcsSend rcsSendSkip emailSubscribe "
+    "emailUnSubscribe purchase customEvent user smsUsageInfo embeddedSend embeddedSendSkip embeddedClick "
+    "embeddedReceived embeddedImpression embeddedSession unknownSession journeyExit whatsAppBounce whatsAppClick "
+    "whatsAppReceived whatsAppSeen whatsAppSend whatsAppSendSkip whatsAppUsageInfo".split()
+)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Progress:

@@ -8,18 +8,24 @@ import asyncio
 import json
 import os
 import re
+import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import aiohttp
+
 from sync import config as config_module
 from sync import logs
+from sync.backfill import EXPORT_TYPES, ExportPuller, Progress
 from sync.config import Config
 from sync.errors import ConfigError, SyncError
+from sync.intake import Intake
 from sync.ledger import Direction, Ledger, Status
 from sync.ledger import migrate as migrations
 from sync.ledger.store import create_engine
+from sync.metrics import Metrics
 
 
 def parser() -> argparse.ArgumentParser:
@@ -51,6 +57,13 @@ def parser() -> argparse.ArgumentParser:
     which.add_argument("--status", choices=[Status.DEAD.value, Status.REJECTED.value, Status.SKIPPED.value])
     which.add_argument("--id", type=int, nargs="+", dest="ids")
     retry.add_argument("--direction", choices=[d.value for d in Direction])
+    backfill = command("backfill", "pull Iterable's export API for a window into the inbound pipeline")
+    backfill.add_argument("--since", required=True, type=moment, help="ISO-8601 start (inclusive)")
+    backfill.add_argument("--until", type=moment, help="ISO-8601 end (exclusive; default: now)")
+    backfill.add_argument("--types", type=export_types, help="comma-separated export types "
+                          "(default: reconcile.event_types)")
+    backfill.add_argument("--slice-hours", type=float, default=24.0, help="window per export request")
+    backfill.add_argument("--restart", action="store_true", help="ignore the progress of an earlier run")
     purge = actions.add_parser("purge", help="delete terminal rows older than a duration")
     purge.add_argument("--older-than", required=True, type=duration, help="e.g. 30d, 12h, 90m")
     for sub in (stats, listing, retry, purge):
@@ -66,6 +79,22 @@ def duration(text: str) -> timedelta:
     return timedelta(**{unit: int(match.group(1))})
 
 
+def moment(text: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an ISO-8601 date or date-time") from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def export_types(text: str) -> tuple[str, ...]:
+    kinds = tuple(k.strip() for k in text.split(",") if k.strip())
+    unknown = [k for k in kinds if k not in EXPORT_TYPES]
+    if unknown or not kinds:
+        raise argparse.ArgumentTypeError(f"unknown export type(s): {', '.join(unknown) or text!r}")
+    return kinds
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if not args.config:
@@ -78,8 +107,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in exc.problems:
             print(f"  - {problem}", file=sys.stderr)
         return 1
+    if args.command != "serve":
+        logs.setup(fmt="text", level="WARNING", secrets=config_module.secrets(config))
     handlers: dict[str, Callable[[Config, argparse.Namespace], Coroutine[Any, Any, int]]] = {
-        "serve": _serve, "migrate": _migrate, "check-config": _check, "ledger": _ledger,
+        "serve": _serve, "migrate": _migrate, "check-config": _check, "ledger": _ledger, "backfill": _backfill,
     }
     try:
         return asyncio.run(handlers[args.command](config, args))
@@ -144,6 +175,60 @@ async def _ledger(config: Config, args: argparse.Namespace) -> int:
         return 0
     finally:
         await engine.dispose()
+
+
+async def _backfill(config: Config, args: argparse.Namespace) -> int:
+    from sync.daemon import iterable_client
+
+    until = args.until or datetime.now(UTC)
+    if args.since >= until:
+        print("error: --since must be before --until", file=sys.stderr)
+        return 2
+    kinds = args.types or config.reconcile.event_types
+    engine = create_engine(config.ledger.url)
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)  # type: ignore[union-attr]
+    reporter = ProgressLine(sys.stderr)
+    try:
+        await migrations.upgrade(engine)
+        ledger, metrics = Ledger(engine), Metrics()
+        async with aiohttp.ClientSession() as session:
+            puller = ExportPuller(iterable_client(config, session, metrics), Intake(ledger, metrics), ledger,
+                                  event_names=config.inbound.event_names)
+            print(f"backfill {', '.join(kinds)} from {args.since.isoformat()} to {until.isoformat()}",
+                  file=sys.stderr)
+            total = await puller.run(kinds, args.since, until, slice_hours=args.slice_hours,
+                                     resume=not args.restart, report=reporter.show)
+    except asyncio.CancelledError:
+        reporter.close()
+        print("interrupted: progress is saved; run the same command again to resume", file=sys.stderr)
+        return 1
+    finally:
+        await engine.dispose()
+    reporter.close()
+    print(f"backfill done: {total.slices_done} windows, fetched {total.fetched}, new {total.new}, "
+          f"duplicates {total.duplicates}, invalid {total.invalid}")
+    return 0
+
+
+class ProgressLine:
+    """One updating line on a terminal; one line per window otherwise."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream, self.tty, self.shown = stream, stream.isatty(), False
+
+    def show(self, kind: str, progress: Progress) -> None:
+        text = (f"[{progress.slices_done}/{progress.slices_total}] {kind}: fetched {progress.fetched}, "
+                f"new {progress.new}, duplicates {progress.duplicates}")
+        self.stream.write(f"\r\033[K{text}" if self.tty else f"{text}\n")
+        self.stream.flush()
+        self.shown = True
+
+    def close(self) -> None:
+        if self.tty and self.shown:
+            self.stream.write("\n")
 
 
 def _direction(args: argparse.Namespace) -> Direction | None:

@@ -1,0 +1,214 @@
+"""Operator commands as an operator runs them: output, --json and exit codes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import tempfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sync.config import Config
+from sync.daemon import Daemon
+from sync.ledger import Claim, Direction, Ledger, NewEvent, Settlement, Status, migrate
+from sync.ledger.store import create_engine
+from sync.sandbox import FakeIterable, FakeSegment, Fault
+from sync.sandbox.samples import ITERABLE_WEBHOOKS
+from tests.acceptance.conftest import ROOT
+from tests.support import ITERABLE_KEY, SEGMENT_KEY, WEBHOOK_TOKEN, WRITE_KEY, wait_for
+
+
+def write_config(tmp_path: Path, ledger_url: str, iterable_url: str = "http://127.0.0.1:9") -> Path:
+    path = tmp_path / "ops.toml"
+    path.write_text(f"""
+[ledger]
+url = "{ledger_url}"
+[iterable]
+api_key = "{ITERABLE_KEY}"
+base_url = "{iterable_url}"
+[iterable.rate_limits]
+"export/data.json" = 100
+[segment]
+write_key = "{SEGMENT_KEY}"
+host = "http://127.0.0.1:9"
+[outbound]
+write_keys = ["{WRITE_KEY}"]
+[inbound]
+auth_tokens = ["{WEBHOOK_TOKEN}"]
+""")
+    return path
+
+
+async def cli(*args: str, signal_after: float | None = None) -> tuple[int, str, str]:
+    """Run ``python -m sync ARGS``; output goes through files so nothing is lost on a timeout."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "sync", *args, cwd=ROOT, stdout=out, stderr=err,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"})
+        if signal_after is not None:
+            await asyncio.sleep(signal_after)
+            process.send_signal(signal.SIGINT)
+        try:
+            await asyncio.wait_for(process.wait(), 60)
+        except TimeoutError:
+            process.send_signal(signal.SIGABRT)
+            await process.wait()
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(), err.read().decode()
+    if process.returncode is not None and process.returncode < 0:
+        raise AssertionError(f"`sync {' '.join(args)}` did not finish:\n{stderr}")
+    return process.returncode or 0, stdout, stderr
+
+
+async def seeded(ledger: Ledger) -> None:
+    t0 = datetime.now(UTC) - timedelta(days=40)
+    await ledger.record([NewEvent(direction=Direction.OUTBOUND, key=f"k{n}", kind="track", payload={"n": n},
+                                  user_key=f"u{n}") for n in range(4)], t0)
+    await ledger.record([NewEvent(direction=Direction.OUTBOUND, key="skip", kind="group", payload={},
+                                  status=Status.SKIPPED, reason="group is not supported by Iterable")], t0)
+    rows = await ledger.claim(Claim(direction=Direction.OUTBOUND, owner="t", limit=3, lease_seconds=5), t0)
+    await ledger.settle(Settlement(delivered=(rows[0].id,), dead=((rows[1].id, "HTTP 400 BadParams: nope"),
+                                                                  (rows[2].id, "HTTP 409 conflict"))), t0)
+    await ledger.pause(Direction.INBOUND, "Segment answered HTTP 401", t0)
+
+
+@pytest.fixture
+async def ops_config(tmp_path: Path, ledger: Ledger, ledger_url: str) -> Path:
+    await seeded(ledger)
+    return write_config(tmp_path, ledger_url)
+
+
+async def test_ledger_stats_table_and_json(ops_config: Path) -> None:
+    code, out, _ = await cli("ledger", "stats", "--config", str(ops_config))
+    assert code == 0
+    assert out.splitlines()[1].split()[:6] == ["outbound", "1", "1", "2", "1", "0"]
+    assert "PAUSED inbound: Segment answered HTTP 401" in out
+    code, out, _ = await cli("ledger", "stats", "--json", "--config", str(ops_config))
+    stats = json.loads(out)
+    assert stats["counts"]["outbound"] == {"pending": 1, "delivered": 1, "dead": 2, "skipped": 1, "rejected": 0}
+    assert stats["oldest_pending_seconds"]["outbound"] > 39 * 86400
+    assert stats["paused"] == {"inbound": "Segment answered HTTP 401"}
+
+
+async def test_ledger_list_retry_and_purge(ops_config: Path, ledger: Ledger) -> None:
+    code, out, _ = await cli("ledger", "list", "--status", "dead", "--config", str(ops_config))
+    assert code == 0 and "HTTP 400 BadParams: nope" in out and "(2 rows)" in out
+    code, out, _ = await cli("ledger", "list", "--status", "skipped", "--json", "--config", str(ops_config))
+    assert [(r["key"], r["reason"]) for r in json.loads(out)] == [("skip", "group is not supported by Iterable")]
+    dead = await ledger.rows(status=Status.DEAD)
+    code, out, _ = await cli("ledger", "retry", "--id", str(dead[0].id), "--config", str(ops_config))
+    assert (code, out.strip()) == (0, "requeued 1 rows as pending")
+    code, out, _ = await cli("ledger", "retry", "--status", "dead", "--direction", "outbound", "--config",
+                             str(ops_config))
+    assert (code, out.strip()) == (0, "requeued 1 rows as pending")
+    assert (await ledger.stats()).counts[("outbound", "pending")] == 3
+    code, out, _ = await cli("ledger", "purge", "--older-than", "30d", "--config", str(ops_config))
+    assert code == 0 and out.startswith("purged 2 terminal rows")  # the delivered and the skipped row
+    code, _, err = await cli("ledger", "purge", "--older-than", "soon", "--config", str(ops_config))
+    assert code == 2 and "expected a number and d, h or m" in err
+    code, _, err = await cli("ledger", "list", "--status", "lost", "--config", str(ops_config))
+    assert code == 2
+
+
+async def test_ledger_commands_name_an_unmigrated_or_unreachable_database(tmp_path: Path) -> None:
+    config = write_config(tmp_path, f"sqlite:///{tmp_path}/empty.db")
+    code, _, err = await cli("ledger", "stats", "--config", str(config))
+    assert code == 1 and "migrate" in err
+    config = write_config(tmp_path, "postgresql://postgres@127.0.0.1:1/none")
+    code, _, err = await cli("ledger", "stats", "--config", str(config))
+    assert code == 1 and "ledger unreachable" in err
+
+
+def export_record(n: int, created: datetime) -> dict[str, Any]:
+    return {"email": f"r{n}@example.com", "createdAt": created.strftime("%Y-%m-%d %H:%M:%S +00:00"),
+            "campaignId": 7, "templateId": 8, "messageId": f"msg{n}", "itblInternal": {"documentCreatedAt": "x"}}
+
+
+async def test_backfill_records_the_window_and_dedupes_against_webhooks(
+        tmp_path: Path, daemon: Daemon, stack_config: Config, fake_iterable: tuple[FakeIterable, str],
+        fake_segment: tuple[FakeSegment, str]) -> None:
+    """Runs next to a serving daemon on the same ledger; what the webhook brought is a duplicate."""
+    import aiohttp
+
+    fake, url = fake_iterable
+    fake.enforce_rate_limits = False  # its 4/minute is Iterable's; the config above allows more
+    webhook = ITERABLE_WEBHOOKS[1]  # emailOpen, 2016-12-02 18:51:45
+    async with aiohttp.ClientSession() as session, session.post(
+            f"http://127.0.0.1:{daemon.address[1]}/iterable/webhook", json=webhook,
+            headers={"Authorization": WEBHOOK_TOKEN}) as response:
+        assert response.status == 200
+    start = datetime(2016, 12, 1, tzinfo=UTC)
+    fake.export_records["emailOpen"] = [{**webhook["dataFields"], "email": webhook["email"]}]
+    fake.export_records["emailOpen"] += [export_record(n, start + timedelta(hours=n * 7)) for n in range(10)]
+    fake.export_records["pushSend"] = [export_record(99, start + timedelta(hours=1))]
+    config = write_config(tmp_path, stack_config.ledger.url, url)
+    code, out, err = await cli("backfill", "--config", str(config), "--since", "2016-12-01", "--until",
+                               "2016-12-04T00:00:00Z", "--types", "emailOpen,pushSend")
+    assert code == 0, err
+    assert out.strip() == "backfill done: 6 windows, fetched 12, new 11, duplicates 1, invalid 0"
+    assert "[3/6] emailOpen: fetched 11, new 10, duplicates 1" in err
+    assert sum(1 for endpoint, _ in fake.hits if endpoint == "export/data.json") == 6
+    segment = fake_segment[0]
+    await wait_for(lambda: len(segment.unique()) == 12)  # the serving daemon delivers what backfill recorded
+    assert len(segment.messages) == 12
+    code, out, _ = await cli("backfill", "--config", str(config), "--since", "2016-12-01", "--until",
+                             "2016-12-04T00:00:00Z", "--types", "emailOpen,pushSend")
+    assert out.strip() == "backfill done: 6 windows, fetched 0, new 0, duplicates 0, invalid 0"  # resumed: all done
+    code, out, _ = await cli("backfill", "--config", str(config), "--since", "2016-12-01", "--until",
+                             "2016-12-04T00:00:00Z", "--types", "emailOpen,pushSend", "--restart")
+    assert out.strip() == "backfill done: 6 windows, fetched 12, new 0, duplicates 12, invalid 0"
+
+
+async def test_an_interrupted_backfill_resumes_where_it_stopped(
+        tmp_path: Path, fake_iterable: tuple[FakeIterable, str]) -> None:
+    fake, url = fake_iterable
+    fake.enforce_rate_limits = False
+    start = datetime(2020, 1, 1, tzinfo=UTC)
+    fake.export_records["emailSend"] = [export_record(n, start + timedelta(hours=n * 12)) for n in range(8)]
+    fake.faults.add(Fault(endpoint="data.json", mode="slow", delay=0, times=2),
+                    Fault(endpoint="data.json", mode="hang", times=1))
+    config = write_config(tmp_path, f"sqlite:///{tmp_path}/l.db", url)
+    args = ("backfill", "--config", str(config), "--since", "2020-01-01", "--until", "2020-01-05",
+            "--types", "emailSend")
+    code, _, err = await cli(*args, signal_after=4.0)
+    assert code == 1 and "run the same command again to resume" in err and "[2/4]" in err
+    hits = sum(1 for endpoint, _ in fake.hits if endpoint == "export/data.json")
+    code, out, err = await cli(*args)
+    assert code == 0 and out.strip().startswith("backfill done: 4 windows, fetched 4, new 4")
+    assert sum(1 for endpoint, _ in fake.hits if endpoint == "export/data.json") == hits + 2
+
+
+async def test_backfill_usage_and_upstream_errors(tmp_path: Path, fake_iterable: tuple[FakeIterable, str]) -> None:
+    fake, url = fake_iterable
+    config = write_config(tmp_path, f"sqlite:///{tmp_path}/l.db", url)
+    code, _, err = await cli("backfill", "--config", str(config), "--since", "yesterday")
+    assert code == 2 and "ISO-8601" in err
+    code, _, err = await cli("backfill", "--config", str(config), "--since", "2020-01-01", "--types", "emailOpne")
+    assert code == 2 and "emailOpne" in err
+    code, _, err = await cli("backfill", "--config", str(config), "--since", "2020-01-02", "--until", "2020-01-01")
+    assert code == 2
+    fake.api_key = "rotated"
+    code, _, err = await cli("backfill", "--config", str(config), "--since", "2020-01-01", "--until", "2020-01-02")
+    assert code == 1 and "refused the API key" in err and ITERABLE_KEY not in err
+
+
+async def test_migrate_then_ledger_on_postgres_and_sqlite(tmp_path: Path, ledger_url: str) -> None:
+    from tests.conftest import _reset_pg
+
+    if ledger_url.startswith("postgresql"):
+        await _reset_pg(ledger_url)
+    config = write_config(tmp_path, ledger_url)
+    code, out, _ = await cli("migrate", "--config", str(config))
+    assert code == 0 and "migrated to 0002" in out
+    code, out, _ = await cli("ledger", "stats", "--json", "--config", str(config))
+    assert code == 0 and json.loads(out)["counts"]["inbound"]["pending"] == 0
+    engine = create_engine(ledger_url)
+    await migrate.ensure_current(engine)
+    await engine.dispose()
