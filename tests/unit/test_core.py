@@ -145,3 +145,19 @@ async def test_throttle_paces_requests_on_a_real_loop() -> None:
         await throttle.acquire("events/trackBulk")
     await throttle.acquire("not/limited")
     assert 0.25 <= time.monotonic() - started < 1.0
+
+
+async def test_the_supervisor_stops_the_daemon_when_a_background_task_dies() -> None:
+    import asyncio
+
+    from sync.daemon import _supervise
+
+    async def crash() -> None:
+        raise RuntimeError("worker bug")
+
+    assert await _supervise([asyncio.create_task(crash())], asyncio.Event()) is True
+    stop = asyncio.Event()
+    stop.set()
+    sleeper = asyncio.create_task(asyncio.sleep(10))
+    assert await _supervise([sleeper], stop) is False
+    sleeper.cancel()
