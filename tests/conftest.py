@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -17,6 +18,7 @@ from sync.daemon import Daemon, running
 from sync.ledger import Ledger, migrate
 from sync.ledger.store import create_engine
 from sync.sandbox import FakeIterable, FakeSegment
+from tests.processes import spawn, tcp_proxy  # noqa: F401 - fixtures
 from tests.support import ITERABLE_KEY, SEGMENT_KEY, make_config
 
 PG_ADMIN_URL = os.environ.get("SYNC_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -31,19 +33,25 @@ async def _admin(sql: str) -> None:
         await conn.close()
 
 
+def _blocking(coro: Any) -> None:
+    """Run a coroutine to completion from sync code, even when an event loop is already running."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, coro).result()
+
+
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
     """A fresh PostgreSQL database for this test session (dropped at the end)."""
     name = f"sync_test_{uuid.uuid4().hex[:10]}"
     try:
-        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+        _blocking(_admin(f'CREATE DATABASE "{name}"'))
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         if IN_CI:
             pytest.fail(f"PostgreSQL is required under CI but not reachable at {PG_ADMIN_URL}: {exc}")
         pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_URL}: {exc}")
     base = PG_ADMIN_URL.rsplit("/", 1)[0]
     yield f"{base}/{name}"
-    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    _blocking(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

@@ -20,7 +20,7 @@ from sync.ledger import Claim, Direction, Ledger, NewEvent, Settlement, Status, 
 from sync.ledger.store import create_engine
 from sync.sandbox import FakeIterable, FakeSegment, Fault
 from sync.sandbox.samples import ITERABLE_WEBHOOKS
-from tests.acceptance.conftest import ROOT
+from tests.processes import ROOT
 from tests.support import ITERABLE_KEY, SEGMENT_KEY, WEBHOOK_TOKEN, WRITE_KEY, wait_for
 
 

@@ -14,7 +14,7 @@ import asyncpg
 from sync.ledger import Direction, Ledger, Status
 from sync.ledger.store import create_engine
 from sync.sandbox import FakeIterable, Fault
-from tests.acceptance.conftest import free_port, http_json
+from tests.processes import free_port, http_json
 from tests.support import ITERABLE_KEY, SEGMENT_KEY, WEBHOOK_TOKEN, WRITE_KEY, wait_for
 
 BASIC = {"Authorization": "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()}

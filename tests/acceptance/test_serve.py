@@ -15,7 +15,7 @@ import pytest
 
 from sync.sandbox import FakeIterable, FakeSegment
 from sync.sandbox.samples import ITERABLE_WEBHOOKS
-from tests.acceptance.conftest import ROOT, free_port, http_json
+from tests.processes import ROOT, free_port, http_json
 from tests.support import ITERABLE_KEY, SEGMENT_KEY, WEBHOOK_TOKEN, WRITE_KEY, wait_for
 
 EXAMPLE = (ROOT / "config.example.toml").read_text()

@@ -1,4 +1,6 @@
-"""Run the real ``python -m sync serve`` process."""
+"""Real processes for the acceptance and reliability suites: ``serve`` children and a cuttable TCP proxy.
+
+The fixtures ``spawn`` and ``tcp_proxy`` are registered in ``tests/conftest.py``."""
 
 from __future__ import annotations
 
