@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -101,6 +102,11 @@ class Worker:
         self.paused: str | None = None
         self._stopping = False
         self._probe_delay = probe_seconds
+        self._hold_until = 0.0  # monotonic time before which the upstream asked us not to call
+
+    @property
+    def _held(self) -> float:
+        return max(0.0, self._hold_until - time.monotonic())
 
     @property
     def direction(self) -> Direction:
@@ -118,6 +124,9 @@ class Worker:
     async def run(self) -> None:
         log.info("delivery worker started", extra={"direction": self.direction.value})
         while not self._stopping:
+            if self._held:
+                await self._idle(self._held)
+                continue
             try:
                 worked = await self.round()
             except LedgerError as exc:
@@ -141,6 +150,9 @@ class Worker:
                                     retry_base=self.retry_base)
         await self.ledger.settle(settlement, now)
         self._count(rows, settlement, now)
+        asked = [f.retry_after for f in results.failed if f.retry_after]
+        if asked:  # Retry-After speaks for the whole upstream, not only for these rows
+            self._hold_until = time.monotonic() + max(asked)
         await self._track_pause(results.auth_error, now)
         return results.auth_error is None
 
@@ -170,6 +182,8 @@ class Worker:
             log.warning("event dead-lettered", extra={"direction": direction, "row": row_id, "reason": reason})
 
     async def _idle(self, seconds: float) -> None:
+        if self._stopping:
+            return
         try:
             await asyncio.wait_for(self.wake.wait(), timeout=seconds)
         except TimeoutError:

@@ -34,8 +34,10 @@ class SegmentSink:
     batch_limit = MAX_BATCH_EVENTS
 
     def __init__(self, *, write_key: str, host: str, event_names: str, metrics: Metrics,
+                 timeout: float = TIMEOUT_SECONDS,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.write_key, self.host, self.event_names = write_key, host.rstrip("/"), event_names
+        self.timeout = timeout
         self.metrics, self.clock = metrics, clock
         self.builder = Client(write_key, host=self.host, send=False)
         # one thread: the library shares a module-level requests.Session
@@ -82,7 +84,7 @@ class SegmentSink:
 
     def _post(self, messages: list[dict[str, Any]]) -> None:
         try:
-            response = segment_request.post(self.write_key, host=self.host, gzip=True, timeout=TIMEOUT_SECONDS,
+            response = segment_request.post(self.write_key, host=self.host, gzip=True, timeout=self.timeout,
                                             batch=messages)
         except segment_request.APIError as exc:
             self._count(str(exc.status))

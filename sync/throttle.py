@@ -24,8 +24,8 @@ def reserve(bucket: Bucket, now: float) -> tuple[Bucket, float]:
 
 
 def new_bucket(rate: float, now: float) -> Bucket:
-    capacity = max(1.0, rate)  # at most one second of burst
-    return Bucket(rate=rate, capacity=capacity, tokens=capacity, updated=now)
+    """No burst: requests are spaced 1/rate apart, which also satisfies a sliding-window limiter."""
+    return Bucket(rate=rate, capacity=1.0, tokens=1.0, updated=now)
 
 
 class Throttle:
