@@ -23,9 +23,12 @@ def reserve(bucket: Bucket, now: float) -> tuple[Bucket, float]:
     return replace(bucket, tokens=tokens, updated=now), wait
 
 
+HEADROOM = 0.9  # pace a little under each limit, so network jitter cannot push two requests too close
+
+
 def new_bucket(rate: float, now: float) -> Bucket:
-    """No burst: requests are spaced 1/rate apart, which also satisfies a sliding-window limiter."""
-    return Bucket(rate=rate, capacity=1.0, tokens=1.0, updated=now)
+    """No burst: requests are spaced evenly, which also satisfies a sliding-window limiter."""
+    return Bucket(rate=rate * HEADROOM, capacity=1.0, tokens=1.0, updated=now)
 
 
 class Throttle:
