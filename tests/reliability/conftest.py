@@ -6,6 +6,7 @@ import asyncio
 import base64
 import itertools
 import random
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +56,7 @@ class Load:
     inbound: set[str] = field(default_factory=set)  # expected Segment messageIds
     sent: set[str] = field(default_factory=set)  # every id posted, acknowledged or not
     attempts: int = 0
+    statuses: Counter[int] = field(default_factory=Counter)
     refused: int = 0
     _ids: Any = field(default_factory=itertools.count)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -73,6 +75,7 @@ class Load:
         try:
             async with session.post(f"{self.url}{path}", json=body, headers=headers) as response:
                 await response.read()
+                self.statuses[response.status] += 1
                 return response.status == 200
         except (aiohttp.ClientError, TimeoutError, OSError):
             self.refused += 1
