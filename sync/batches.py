@@ -10,7 +10,8 @@ T = TypeVar("T")
 
 
 def json_size(value: Any) -> int:
-    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str).encode())
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+    return len(text.encode(errors="surrogatepass"))
 
 
 def chunks(

@@ -14,7 +14,7 @@ from typing import Any
 from sync import __version__
 from sync.batches import json_size
 from sync.errors import InvalidEvent
-from sync.segment_events import as_dict, text_id
+from sync.segment_events import as_dict, require_storable, text_id
 
 SEGMENT_NAMES = {
     "emailSend": "Email Delivered",
@@ -79,6 +79,8 @@ def validate(webhook: Any) -> dict[str, Any]:
         raise InvalidEvent("dataFields: expected an object")
     if recipient(webhook) is None:
         raise InvalidEvent("email: one of email, userId or dataFields.email is required")
+    require_storable(webhook, ("eventName", "email", "userId"))
+    require_storable(as_dict(webhook.get("dataFields")), ("email",))
     return webhook
 
 

@@ -46,10 +46,12 @@ def outbound_rows(events: Sequence[Any], options: outbound.Options) -> tuple[lis
 
 def _rejected_outbound(raw: Any, error: str) -> NewEvent:
     message_id = raw.get("messageId") if isinstance(raw, dict) else None
-    key = message_id if isinstance(message_id, str) and 0 < len(message_id) <= 100 else f"rejected-{uuid.uuid4()}"
-    kind = str(raw["type"]) if isinstance(raw, dict) and isinstance(raw.get("type"), str) else "unknown"
+    key = f"rejected-{uuid.uuid4()}"
+    if isinstance(message_id, str) and 0 < len(message_id) <= 100 and segment_events.storable(message_id):
+        key = message_id
+    kind = raw["type"] if isinstance(raw, dict) and raw.get("type") in segment_events.TYPES else "unknown"
     payload = raw if isinstance(raw, dict) else {"body": raw}
-    return NewEvent(direction=Direction.OUTBOUND, key=key, kind=kind[:32], payload=payload,
+    return NewEvent(direction=Direction.OUTBOUND, key=key, kind=kind, payload=payload,
                     status=Status.REJECTED, reason=error)
 
 

@@ -25,7 +25,25 @@ _ISO_DATETIME = re.compile(
 
 
 def is_email(value: Any) -> bool:
-    return isinstance(value, str) and len(value) <= 254 and _EMAIL.match(value) is not None
+    return isinstance(value, str) and len(value) <= 254 and _EMAIL.match(value) is not None and storable(value)
+
+
+def storable(text: str) -> bool:
+    """Whether a string can be a database key: valid UTF-8 and no NUL (PostgreSQL refuses both)."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def require_storable(event: dict[str, Any], fields: tuple[str, ...]) -> None:
+    for name in fields:
+        value = event.get(name)
+        if isinstance(value, str) and not storable(value):
+            raise InvalidEvent(f"{name}: contains a NUL character or an unpaired surrogate")
 
 
 def as_dict(value: Any) -> dict[str, Any]:
@@ -61,6 +79,7 @@ def validate(event: Any) -> dict[str, Any]:
     for name in ("context", "integrations", "properties", "traits"):
         if name in event and event[name] is not None and not isinstance(event[name], dict):
             raise InvalidEvent(f"{name}: expected an object")
+    require_storable(event, ("messageId", "userId", "anonymousId", "previousId", "event", "name"))
     if kind == "track" and not (isinstance(event.get("event"), str) and event["event"].strip()):
         raise InvalidEvent("event: required for track (a non-empty string)")
     if "timestamp" in event and event["timestamp"] is not None and parse_time(event["timestamp"]) is None:
