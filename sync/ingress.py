@@ -12,10 +12,11 @@ from typing import Any
 from aiohttp import web
 
 from sync import auth, outbound
-from sync.config import Config
+from sync.config import Config, secrets
 from sync.errors import InvalidEvent, LedgerError, LedgerNotMigrated
 from sync.intake import Intake, Rejection, inbound_row, outbound_rows
 from sync.ledger.model import Status
+from sync.logs import Redactor
 from sync.metrics import Metrics
 from sync.segment_events import merge_batch_defaults
 
@@ -89,15 +90,18 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     health = request.app[HEALTH]
-    paused = dict(health.paused())
-    if health.draining:
-        return web.json_response({"ready": False, "reason": "shutting down", "paused": paused}, status=503)
-    try:
-        await health.check()
-    except LedgerNotMigrated as exc:
-        return web.json_response({"ready": False, "reason": str(exc), "paused": paused}, status=503)
-    except LedgerError as exc:
-        return web.json_response({"ready": False, "reason": f"ledger: {exc}", "paused": paused}, status=503)
+    redact = Redactor(secrets(request.app[CONFIG])).redact
+    paused = {direction: redact(reason) for direction, reason in health.paused().items()}
+    reason = "shutting down" if health.draining else None
+    if reason is None:
+        try:
+            await health.check()
+        except LedgerNotMigrated as exc:
+            reason = str(exc)
+        except LedgerError as exc:
+            reason = f"ledger: {exc}"
+    if reason:
+        return web.json_response({"ready": False, "reason": redact(reason), "paused": paused}, status=503)
     return web.json_response({"ready": True, "paused": paused})
 
 
