@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sync.batches import strict_loads
 from sync.errors import AuthRejected, InvalidEvent, RequestRejected, RetryableUpstream, UpstreamError
 from sync.intake import Intake, inbound_row
 from sync.iterable import IterableClient
@@ -112,10 +112,10 @@ class ExportPuller:
                 continue
             fetched += 1
             try:
-                record = json.loads(line)
+                record = strict_loads(line)
                 rows.append(inbound_row(as_webhook(kind, record), event_names=self.event_names,
                                         now=datetime.now(UTC)))
-            except (ValueError, InvalidEvent, AttributeError, TypeError):
+            except (ValueError, RecursionError, InvalidEvent, AttributeError, TypeError):
                 invalid += 1
         duplicates = 0
         for at in range(0, len(rows), RECORD_BATCH):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -12,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from sync import auth, outbound
+from sync.batches import strict_loads
 from sync.config import Config, secrets
 from sync.errors import InvalidEvent, LedgerError, LedgerNotMigrated
 from sync.intake import Intake, Rejection, inbound_row, outbound_rows
@@ -135,7 +135,7 @@ async def _body(request: web.Request) -> bytes:
 
 def _json(raw: bytes) -> Any:
     try:
-        return json.loads(raw)
+        return strict_loads(raw)
     except (ValueError, RecursionError):
         raise InvalidEvent("body: not valid JSON") from None
 

@@ -84,9 +84,18 @@ def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     daemon = asyncio.run_coroutine_threadsafe(start(), loop).result(30)
     yield Live(loop=loop, daemon=daemon, iterable=iterable)
     asyncio.run_coroutine_threadsafe(stack.aclose(), loop).result(60)
+    asyncio.run_coroutine_threadsafe(_cancel_leftovers(), loop).result(10)
     loop.call_soon_threadsafe(loop.stop)
     thread.join(10)
     loop.close()
+
+
+async def _cancel_leftovers() -> None:
+    """Connections the fuzzing left half-open (slow bodies) end with the loop, quietly."""
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 json_values = st.recursive(
