@@ -6,7 +6,8 @@
     │   ├── LedgerUnavailable  the database cannot be reached or cannot commit
     │   ├── LedgerNotMigrated  the schema is missing or behind the code
     │   └── LedgerLocked       another process owns the SQLite ledger
-    ├── InvalidEvent           an incoming event is malformed (message names the field)
+    ├── InvalidEvent           an incoming event is malformed (message names the field): HTTP 400
+    ├── Unauthenticated        an incoming request's credentials are missing or wrong: HTTP 401
     └── UpstreamError          a call to Iterable or Segment failed
         ├── RetryableUpstream  429 / 5xx / timeout / connection error (retry_after may be set)
         ├── AuthRejected       401 / 403: the direction pauses
@@ -46,6 +47,11 @@ class LedgerLocked(LedgerError):
 
 class InvalidEvent(SyncError):
     """An event that can never be delivered; the message names the field at fault."""
+
+
+class Unauthenticated(SyncError):
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what} missing or not accepted")
 
 
 class UpstreamError(SyncError):

@@ -13,7 +13,7 @@ from aiohttp import web
 from sync import auth, outbound
 from sync.batches import strict_loads
 from sync.config import Config, secrets
-from sync.errors import InvalidEvent, LedgerError, LedgerNotMigrated
+from sync.errors import InvalidEvent, LedgerError, LedgerNotMigrated, Unauthenticated
 from sync.intake import Intake, Rejection, inbound_row, outbound_rows
 from sync.ledger.model import Status
 from sync.logs import Redactor
@@ -72,6 +72,8 @@ async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitab
         return await handler(request)
     except InvalidEvent as exc:
         return _fail(400, str(exc))
+    except Unauthenticated as exc:
+        return _fail(401, str(exc))
     except LedgerError as exc:
         log.error("ingest refused: the ledger cannot commit", extra={"error": str(exc), "path": request.path})
         return _fail(503, "the ledger cannot commit right now; retry")
@@ -155,26 +157,26 @@ def _options(config: Config) -> outbound.Options:
                             merge_nested_objects=config.outbound.merge_nested_objects)
 
 
-def _write_key_ok(request: web.Request, body: Any) -> bool:
+async def _write_keyed_body(request: web.Request) -> Any:
+    """The parsed body of a Tracking API call, once its write key (Basic username, else ``writeKey``) passed.
+
+    A Basic header is checked before the body is parsed; a key only in the body after.
+    """
     keys = request.app[CONFIG].outbound.write_keys
+    raw = await _body(request)
     key = auth.basic_username(request.headers.get("Authorization"))
-    if key is None and isinstance(body, dict) and isinstance(body.get("writeKey"), str):
-        key = body["writeKey"]
-    return key is not None and auth.matches_any(key, keys)
-
-
-def _unauthorized(what: str) -> web.Response:
-    return _fail(401, f"{what} missing or not accepted")
+    if key is not None and not auth.matches_any(key, keys):
+        raise Unauthenticated("write key")
+    body = _json(raw)
+    if key is None:
+        key = body.get("writeKey") if isinstance(body, dict) and isinstance(body.get("writeKey"), str) else None
+        if key is None or not auth.matches_any(key, keys):
+            raise Unauthenticated("write key")
+    return body
 
 
 async def segment_batch(request: web.Request) -> web.Response:
-    raw = await _body(request)
-    header_key = auth.basic_username(request.headers.get("Authorization"))
-    if header_key is not None and not auth.matches_any(header_key, request.app[CONFIG].outbound.write_keys):
-        return _unauthorized("write key")
-    body = _json(raw)
-    if not _write_key_ok(request, body):
-        return _unauthorized("write key")
+    body = await _write_keyed_body(request)
     if not isinstance(body, dict) or not isinstance(body.get("batch"), list):
         raise InvalidEvent("batch: expected a list of events")
     events = [merge_batch_defaults(e, body.get("context"), body.get("integrations")) if isinstance(e, dict) else e
@@ -183,13 +185,7 @@ async def segment_batch(request: web.Request) -> web.Response:
 
 
 async def segment_single(request: web.Request) -> web.Response:
-    raw = await _body(request)
-    header_key = auth.basic_username(request.headers.get("Authorization"))
-    if header_key is not None and not auth.matches_any(header_key, request.app[CONFIG].outbound.write_keys):
-        return _unauthorized("write key")
-    body = _json(raw)
-    if not _write_key_ok(request, body):
-        return _unauthorized("write key")
+    body = await _write_keyed_body(request)
     if not isinstance(body, dict):
         raise InvalidEvent("body: expected a JSON object")
     event = {k: v for k, v in body.items() if k != "writeKey"}
@@ -200,7 +196,7 @@ async def segment_single(request: web.Request) -> web.Response:
 async def segment_webhook(request: web.Request) -> web.Response:
     raw = await _body(request)
     if not auth.signature_ok(raw, request.headers.get("X-Signature"), request.app[CONFIG].outbound.shared_secrets):
-        return _unauthorized("X-Signature")
+        raise Unauthenticated("X-Signature")
     body = _json(raw)
     if isinstance(body, list):
         return await _record_outbound(request, body, single=False)
@@ -222,7 +218,7 @@ async def iterable_webhook(request: web.Request) -> web.Response:
     config = request.app[CONFIG].inbound
     token = request.headers.get(config.auth_header)
     if token is None or not auth.matches_any(token, config.auth_tokens):
-        return _unauthorized(f"header {config.auth_header}")
+        raise Unauthenticated(f"header {config.auth_header}")
     body = _json(await _body(request))
     intake = request.app[INTAKE]
     row = inbound_row(body, event_names=config.event_names, now=intake.clock())

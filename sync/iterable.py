@@ -98,27 +98,22 @@ class IterableClient:
         self.timeout, self.throttle, self.metrics, self.clock = aiohttp.ClientTimeout(total=timeout), throttle, metrics, clock
 
     async def post(self, endpoint: str, body: dict[str, Any]) -> Reply:
-        await self.throttle.acquire(endpoint)
-        headers = {"Api-Key": self.api_key, "Content-Type": "application/json"}
         data = json.dumps(body, separators=(",", ":")).encode()
-        try:
-            async with self.session.post(f"{self.base_url}/api/{endpoint}", data=data, headers=headers,
-                                         timeout=self.timeout) as response:
-                raw = await response.read()
-                retry_after = schedule.parse_retry_after(response.headers.get("Retry-After"), self.clock())
-                status = response.status
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            self.metrics.upstream.labels(target="iterable", endpoint=endpoint, status="error").inc()
-            raise RetryableUpstream(f"{endpoint}: {type(exc).__name__} {str(exc)[:200]}".strip()) from exc
-        self.metrics.upstream.labels(target="iterable", endpoint=endpoint, status=str(status)).inc()
+        status, raw, retry_after = await self._call("POST", endpoint, data=data,
+                                                    headers={"Content-Type": "application/json"})
         return Reply(status=status, body=_json(raw), retry_after=retry_after)
 
     async def get(self, endpoint: str, params: dict[str, str]) -> tuple[int, bytes, float | None]:
         """A throttled GET (the export API); returns status, raw body and any ``Retry-After``."""
+        return await self._call("GET", endpoint, params=params)
+
+    async def _call(self, method: str, endpoint: str, *, headers: dict[str, str] | None = None,
+                    **kwargs: Any) -> tuple[int, bytes, float | None]:
         await self.throttle.acquire(endpoint)
+        headers = {"Api-Key": self.api_key, **(headers or {})}
         try:
-            async with self.session.get(f"{self.base_url}/api/{endpoint}", params=params,
-                                        headers={"Api-Key": self.api_key}, timeout=self.timeout) as response:
+            async with self.session.request(method, f"{self.base_url}/api/{endpoint}", headers=headers,
+                                            timeout=self.timeout, **kwargs) as response:
                 raw = await response.read()
                 retry_after = schedule.parse_retry_after(response.headers.get("Retry-After"), self.clock())
                 status = response.status

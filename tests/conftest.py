@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -82,26 +83,29 @@ async def ledger(ledger_url: str) -> AsyncIterator[Ledger]:
         await engine.dispose()
 
 
+@contextlib.asynccontextmanager
+async def serving(app: Any) -> AsyncIterator[str]:
+    """Serve an aiohttp app on a free loopback port; yield its base URL."""
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield str(server.make_url("")).rstrip("/")
+    finally:
+        await server.close()
+
+
 @pytest.fixture
 async def fake_iterable() -> AsyncIterator[tuple[FakeIterable, str]]:
     fake = FakeIterable(ITERABLE_KEY)
-    server = TestServer(fake.app(), host="127.0.0.1")
-    await server.start_server()
-    try:
-        yield fake, str(server.make_url("")).rstrip("/")
-    finally:
-        await server.close()
+    async with serving(fake.app()) as url:
+        yield fake, url
 
 
 @pytest.fixture
 async def fake_segment() -> AsyncIterator[tuple[FakeSegment, str]]:
     fake = FakeSegment(SEGMENT_KEY)
-    server = TestServer(fake.app(), host="127.0.0.1")
-    await server.start_server()
-    try:
-        yield fake, str(server.make_url("")).rstrip("/")
-    finally:
-        await server.close()
+    async with serving(fake.app()) as url:
+        yield fake, url
 
 
 @pytest.fixture

@@ -33,6 +33,30 @@ def config_dict(*, ledger_url: str, iterable_url: str = "http://127.0.0.1:9", se
     return raw
 
 
+def daemon_config(port: int, ledger_url: str, iterable_url: str, segment_url: str, *, lease: float = 2.0,
+                  timeout: float = 5.0, extra: str = "") -> str:
+    """A daemon config file's text for the process tests (fakes on loopback, short leases)."""
+    return f"""
+[server]
+port = {port}
+[ledger]
+url = "{ledger_url}"
+[iterable]
+api_key = "{ITERABLE_KEY}"
+base_url = "{iterable_url}"
+timeout_seconds = {timeout}
+[segment]
+write_key = "{SEGMENT_KEY}"
+host = "{segment_url}"
+[outbound]
+write_keys = ["{WRITE_KEY}"]
+[inbound]
+auth_tokens = ["{WEBHOOK_TOKEN}"]
+[delivery]
+lease_seconds = {lease}
+{extra}"""
+
+
 def make_config(**kwargs: Any) -> Config:
     port = kwargs.pop("port", 0)
     config = parse(config_dict(port=port, **kwargs), {})

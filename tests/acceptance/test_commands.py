@@ -21,27 +21,13 @@ from sync.ledger.store import create_engine
 from sync.sandbox import FakeIterable, FakeSegment, Fault
 from sync.sandbox.samples import ITERABLE_WEBHOOKS
 from tests.processes import ROOT
-from tests.support import ITERABLE_KEY, SEGMENT_KEY, WEBHOOK_TOKEN, WRITE_KEY, wait_for
+from tests.support import ITERABLE_KEY, WEBHOOK_TOKEN, daemon_config, wait_for
 
 
 def write_config(tmp_path: Path, ledger_url: str, iterable_url: str = "http://127.0.0.1:9") -> Path:
     path = tmp_path / "ops.toml"
-    path.write_text(f"""
-[ledger]
-url = "{ledger_url}"
-[iterable]
-api_key = "{ITERABLE_KEY}"
-base_url = "{iterable_url}"
-[iterable.rate_limits]
-"export/data.json" = 100
-[segment]
-write_key = "{SEGMENT_KEY}"
-host = "http://127.0.0.1:9"
-[outbound]
-write_keys = ["{WRITE_KEY}"]
-[inbound]
-auth_tokens = ["{WEBHOOK_TOKEN}"]
-""")
+    path.write_text(daemon_config(8787, ledger_url, iterable_url, "http://127.0.0.1:9",
+                                  extra='[iterable.rate_limits]\n"export/data.json" = 100\n'))
     return path
 
 

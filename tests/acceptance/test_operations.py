@@ -15,32 +15,13 @@ from sync.ledger import Direction, Ledger, Status
 from sync.ledger.store import create_engine
 from sync.sandbox import FakeIterable, Fault
 from tests.processes import free_port, http_json
-from tests.support import ITERABLE_KEY, SEGMENT_KEY, WEBHOOK_TOKEN, WRITE_KEY, wait_for
+from tests.support import WRITE_KEY, daemon_config, wait_for
 
 BASIC = {"Authorization": "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()}
 
 
 def config_text(port: int, ledger_url: str, iterable_url: str, *, lease: float = 3.0) -> str:
-    return f"""
-[server]
-port = {port}
-[ledger]
-url = "{ledger_url}"
-[iterable]
-api_key = "{ITERABLE_KEY}"
-base_url = "{iterable_url}"
-timeout_seconds = 5
-[segment]
-write_key = "{SEGMENT_KEY}"
-host = "http://127.0.0.1:9"
-[outbound]
-write_keys = ["{WRITE_KEY}"]
-[inbound]
-enabled = false
-auth_tokens = ["{WEBHOOK_TOKEN}"]
-[delivery]
-lease_seconds = {lease}
-"""
+    return daemon_config(port, ledger_url, iterable_url, "http://127.0.0.1:9", lease=lease)
 
 
 def known_users(fake: FakeIterable, count: int) -> None:

@@ -14,33 +14,10 @@ import aiohttp
 
 from sync.inbound import inbound_key, message_id
 from sync.sandbox import FakeIterable, FakeSegment
-from tests.support import ITERABLE_KEY, SEGMENT_KEY, WEBHOOK_TOKEN, WRITE_KEY
+from tests.support import WEBHOOK_TOKEN, WRITE_KEY, daemon_config  # noqa: F401 - re-exported
 
 BASIC = {"Authorization": "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()}
 USERS = 25
-
-
-def daemon_config(port: int, ledger_url: str, iterable_url: str, segment_url: str, *, lease: float = 2.0,
-                  timeout: float = 5.0) -> str:
-    return f"""
-[server]
-port = {port}
-[ledger]
-url = "{ledger_url}"
-[iterable]
-api_key = "{ITERABLE_KEY}"
-base_url = "{iterable_url}"
-timeout_seconds = {timeout}
-[segment]
-write_key = "{SEGMENT_KEY}"
-host = "{segment_url}"
-[outbound]
-write_keys = ["{WRITE_KEY}"]
-[inbound]
-auth_tokens = ["{WEBHOOK_TOKEN}"]
-[delivery]
-lease_seconds = {lease}
-"""
 
 
 def known_users(fake: FakeIterable) -> None:
