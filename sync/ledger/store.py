@@ -108,17 +108,20 @@ class Ledger:
     async def claim(self, claim: Claim, now: datetime) -> list[Row]:
         """Lease due rows in id order, never a row whose user has an earlier row still waiting."""
         e, b = events.alias("e"), events.alias("b")
-        blocked = (
-            sa.select(sa.literal(1))
-            .where(b.c.direction == e.c.direction, b.c.user_key == e.c.user_key)
-            .where(b.c.status == Status.PENDING, b.c.id < e.c.id)
+        waiting = (  # per user, the first pending row that is not due yet or leased: later rows wait behind it
+            sa.select(b.c.user_key, sa.func.min(b.c.id).label("first_id"))
+            .where(b.c.direction == claim.direction, b.c.status == Status.PENDING, b.c.user_key.is_not(None))
             .where(sa.or_(b.c.next_attempt_at > now, b.c.lease_expires_at > now))
+            .group_by(b.c.user_key)
+            .cte("waiting")
+            .prefix_with("MATERIALIZED", dialect="postgresql")  # once, not once per candidate row
         )
         due = (
             sa.select(e.c.id)
+            .select_from(e.outerjoin(waiting, waiting.c.user_key == e.c.user_key))
             .where(e.c.direction == claim.direction, e.c.status == Status.PENDING, e.c.next_attempt_at <= now)
             .where(sa.or_(e.c.lease_expires_at.is_(None), e.c.lease_expires_at <= now))
-            .where(~sa.exists(blocked))
+            .where(sa.or_(waiting.c.first_id.is_(None), e.c.id < waiting.c.first_id))
             .order_by(e.c.id)
             .limit(claim.limit)
         )
