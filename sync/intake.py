@@ -5,6 +5,7 @@ Classification is pure (``outbound_rows``, ``inbound_row``); ``Intake.record`` c
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sync import inbound, outbound, segment_events
-from sync.errors import InvalidEvent
+from sync.errors import InvalidEvent, LedgerUnavailable
 from sync.ledger import Direction, Ledger, NewEvent, Status
 from sync.metrics import Metrics
 
@@ -70,26 +71,71 @@ def inbound_row(webhook: Any, *, event_names: str, now: datetime) -> NewEvent:
     return row
 
 
+Batch = list[tuple[Sequence[NewEvent], "asyncio.Future[set[tuple[Direction, str]]]"]]
+
+
+class GroupCommit:
+    """Concurrent requests share one transaction; each still gets its answer only after that commit.
+
+    While one commit runs, new requests queue; the first of them to get the lock commits the whole
+    queue. A failed commit fails every request in it (they answer 503 and their senders retry).
+    """
+
+    def __init__(self, ledger: Ledger, clock: Callable[[], datetime]) -> None:
+        self.ledger, self.clock = ledger, clock
+        self._queue: Batch = []
+        self._lock = asyncio.Lock()
+
+    async def record(self, rows: Sequence[NewEvent]) -> set[tuple[Direction, str]]:
+        """Commit ``rows`` (with whatever else is waiting); return those already recorded before."""
+        future: asyncio.Future[set[tuple[Direction, str]]] = asyncio.get_running_loop().create_future()
+        self._queue.append((rows, future))
+        async with self._lock:
+            if not future.done():
+                batch, self._queue = self._queue, []
+                await self._commit(batch)
+        return await future
+
+    async def _commit(self, batch: Batch) -> None:
+        try:
+            known = await self.ledger.record([row for rows, _ in batch for row in rows], self.clock())
+        except BaseException as exc:  # every waiting request re-raises it (a cancelled commit: unknown, so 503)
+            failure = exc if isinstance(exc, Exception) else LedgerUnavailable("the commit was interrupted")
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(failure)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        seen: set[tuple[Direction, str]] = set()
+        for rows, future in batch:
+            ids = [(row.direction, row.key) for row in rows]
+            future.set_result({i for i in ids if i[1] in known or i in seen})
+            seen.update(ids)
+
+
 class Intake:
-    """Records rows (one transaction per request), counts them and wakes the delivery workers."""
+    """Records rows through group commit, counts them and wakes the delivery workers."""
 
     def __init__(self, ledger: Ledger, metrics: Metrics, *, notify: Callable[[Direction], None] = lambda d: None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.ledger, self.metrics, self.notify, self.clock = ledger, metrics, notify, clock
+        self.commits = GroupCommit(ledger, clock)
 
     async def record(self, rows: Sequence[NewEvent]) -> set[str]:
         """Commit ``rows``; return the keys that were duplicates. Raises ``LedgerError`` if it cannot commit."""
-        duplicates = await self.ledger.record(rows, self.clock())
-        seen: set[tuple[Direction, str]] = set()
+        known = await self.commits.record(rows)
+        counted: set[tuple[Direction, str]] = set()
         for row in rows:
-            if row.key in duplicates or (row.direction, row.key) in seen:
+            identity = (row.direction, row.key)
+            if identity in known or identity in counted:
                 self.metrics.duplicates.labels(direction=row.direction.value).inc()
                 continue
-            seen.add((row.direction, row.key))
+            counted.add(identity)
             self._count(row)
         for direction in {row.direction for row in rows if row.status is Status.PENDING}:
             self.notify(direction)
-        return duplicates
+        return {key for _, key in known}
 
     def _count(self, row: NewEvent) -> None:
         direction = row.direction.value
