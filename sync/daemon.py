@@ -18,6 +18,7 @@ from typing import IO
 
 import aiohttp
 from aiohttp import web
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from sync import scheduler as scheduling
 from sync.backfill import ExportPuller
@@ -136,36 +137,38 @@ def build(config: Config, ledger: Ledger, session: aiohttp.ClientSession, metric
 
 @contextlib.asynccontextmanager
 async def running(config: Config) -> AsyncIterator[Daemon]:
-    """Open everything, serve HTTP and run the workers; on exit drain and close in reverse order."""
-    with sqlite_owner(config.ledger.url):
+    """Open everything, serve HTTP and run the workers; on exit drain, then close in reverse order."""
+    async with contextlib.AsyncExitStack() as resources:
+        resources.enter_context(sqlite_owner(config.ledger.url))
         engine = create_engine(config.ledger.url)
-        try:
-            await migrate.upgrade(engine)
-            async with aiohttp.ClientSession() as session:
-                daemon = build(config, Ledger(engine), session, Metrics())
-                runner = web.AppRunner(daemon.app, access_log=None, handle_signals=False)
-                await runner.setup()
-                try:
-                    await web.TCPSite(runner, config.server.host, config.server.port, reuse_address=True).start()
-                    daemon.address = runner.addresses[0]
-                    log.info("serving", extra={"address": f"{config.server.host}:{daemon.address[1]}",
-                                               "directions": [w.direction.value for w in daemon.workers]})
-                    daemon.tasks = [asyncio.create_task(w.run(), name=f"deliver-{w.direction.value}")
-                                    for w in daemon.workers]
-                    scheduler = scheduling.start(daemon.jobs)
-                    try:
-                        yield daemon
-                    finally:
-                        scheduler.shutdown(wait=False)
-                    daemon.health.draining = True
-                    log.info("stopping: draining in-flight deliveries")
-                    await _drain(daemon)
-                finally:
-                    await runner.cleanup()
-                    for worker in daemon.workers:
-                        getattr(worker.sink, "close", lambda: None)()
-        finally:
-            await engine.dispose()
+        resources.push_async_callback(engine.dispose)
+        await migrate.upgrade(engine)
+        session = await resources.enter_async_context(aiohttp.ClientSession())
+        daemon = build(config, Ledger(engine), session, Metrics())
+        resources.callback(_close_sinks, daemon)
+        runner = web.AppRunner(daemon.app, access_log=None, handle_signals=False)
+        await runner.setup()
+        resources.push_async_callback(runner.cleanup)
+        await web.TCPSite(runner, config.server.host, config.server.port, reuse_address=True).start()
+        daemon.address = runner.addresses[0]
+        log.info("serving", extra={"address": f"{config.server.host}:{daemon.address[1]}",
+                                   "directions": [w.direction.value for w in daemon.workers]})
+        daemon.tasks = [asyncio.create_task(w.run(), name=f"deliver-{w.direction.value}") for w in daemon.workers]
+        scheduler = scheduling.start(daemon.jobs)
+        resources.push_async_callback(_stop, daemon, scheduler)
+        yield daemon
+
+
+async def _stop(daemon: Daemon, scheduler: AsyncIOScheduler) -> None:
+    scheduler.shutdown(wait=False)
+    daemon.health.draining = True
+    log.info("stopping: draining in-flight deliveries")
+    await _drain(daemon)
+
+
+def _close_sinks(daemon: Daemon) -> None:
+    for worker in daemon.workers:
+        getattr(worker.sink, "close", lambda: None)()
 
 
 async def serve(config: Config) -> int:
