@@ -187,9 +187,10 @@ async def _backfill(config: Config, args: argparse.Namespace) -> int:
     kinds = args.types or config.reconcile.event_types
     engine = create_engine(config.ledger.url)
     task = asyncio.current_task()
+    assert task is not None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, task.cancel)  # type: ignore[union-attr]
+        loop.add_signal_handler(sig, task.cancel)
     reporter = ProgressLine(sys.stderr)
     try:
         await migrations.upgrade(engine)

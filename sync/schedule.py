@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 from datetime import datetime, timedelta
+from email.utils import parsedate_to_datetime
 
 BASE_SECONDS = 1.0
 CAP_SECONDS = 1800.0
@@ -50,8 +51,6 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         pass
-    from email.utils import parsedate_to_datetime
-
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):
