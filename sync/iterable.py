@@ -162,6 +162,10 @@ class IterableSink:
         except InvalidEvent as exc:
             results.failed.append(Failure(row_id=row.id, error=str(exc), retryable=False))
             return None
+        except Exception as exc:  # a row the mapper cannot handle must not crash-loop the daemon
+            results.failed.append(Failure(row_id=row.id, error=f"cannot map the event: {exc!r}"[:500],
+                                          retryable=False))
+            return None
         if isinstance(call, Skip):
             results.failed.append(Failure(row_id=row.id, error=f"no longer sendable: {call.reason}", retryable=False))
             return None

@@ -365,3 +365,27 @@ async def test_dead_and_oldest_pending_metrics(daemon: Daemon, fake_iterable: tu
     assert 'sync_ledger_pending{direction="outbound"} 1.0' in text
     oldest = next(line for line in text.splitlines() if line.startswith('sync_oldest_pending_seconds{direction="out'))
     assert float(oldest.split()[-1]) > 0
+
+
+async def test_a_row_the_mapper_cannot_handle_is_dead_lettered_not_a_crash_loop(
+        daemon: Daemon, fake_iterable: tuple[FakeIterable, str], fake_segment: Any) -> None:
+    from datetime import UTC, datetime
+
+    from sync.ledger import NewEvent
+
+    fake, _ = fake_iterable
+    broken = [NewEvent(direction=Direction.OUTBOUND, key="broken-1", kind="track", payload={"type": "track"},
+                       user_key="x"),
+              NewEvent(direction=Direction.INBOUND, key="broken-2", kind="emailOpen", payload={"eventName": 5},
+                       user_key="y")]
+    await daemon.ledger.record(broken, datetime.now(UTC))
+    for worker in daemon.workers:
+        worker.notify()
+    await wait_for(lambda: _dead_keys(daemon, {"broken-1", "broken-2"}))
+    assert all(not task.done() for task in daemon.tasks)  # the workers live on
+    assert (await post(daemon, "/v1/identify", {"userId": "after", "messageId": "after-1"}))[0] == 200
+    await wait_for(lambda: fake.find_user(user_id="after") is not None)
+
+
+async def _dead_keys(daemon: Daemon, keys: set[str]) -> bool:
+    return {r.key for r in await daemon.ledger.rows(status=Status.DEAD)} == keys
