@@ -16,7 +16,7 @@ $(VENV)/.deps: pyproject.toml | $(BIN)/python
 
 # a normal (non-editable) install of the package, refreshed each time
 install: $(VENV)/.deps
-	$(BIN)/pip install -q --no-deps --force-reinstall --no-build-isolation .
+	PYTHONWARNINGS=ignore $(BIN)/pip install -q --no-deps --force-reinstall --no-build-isolation .
 
 postgres:
 	@bash .ci/ensure-postgres
