@@ -52,6 +52,8 @@ def map_event(event: dict[str, Any], options: Options) -> IterableCall | Skip:
     kind = event["type"]
     if kind == "group":
         return Skip(reason="group is not supported by Iterable")
+    if kind == "delete":
+        return Skip(reason="user deletion is not forwarded to Iterable (delete the user there)")
     if kind == "alias":
         return _alias(event)
     ids = _identifiers(event, options)

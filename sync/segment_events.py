@@ -13,7 +13,7 @@ from typing import Any
 from sync.batches import json_size
 from sync.errors import InvalidEvent
 
-TYPES = ("identify", "track", "page", "screen", "group", "alias")
+TYPES = ("identify", "track", "page", "screen", "group", "alias", "delete")  # delete: Webhooks (Classic)
 MAX_EVENT_BYTES = 32 * 1024
 MAX_MESSAGE_ID = 100
 

@@ -137,6 +137,7 @@ def test_alias_between_emails_becomes_update_email() -> None:
 @pytest.mark.parametrize(("event", "reason"), [
     ({"type": "alias", "previousId": "anon-1", "userId": "u1"}, "alias needs previousId and userId"),
     ({"type": "group", "userId": "u1", "groupId": "g"}, "group is not supported by Iterable"),
+    ({"type": "delete", "userId": "u1"}, "user deletion is not forwarded"),
     ({"type": "track", "event": "E", "anonymousId": "a1"}, "no email or userId"),
     ({"type": "track", "event": "E", "userId": "u1", "integrations": {"Iterable": False}}, "integrations.Iterable"),
     ({"type": "track", "event": "E", "userId": "u1", "integrations": {"All": False}}, "integrations.All"),
@@ -189,7 +190,7 @@ json_values = st.recursive(
     max_leaves=12,
 )
 segment_events = st.fixed_dictionaries(
-    {"type": st.sampled_from(["identify", "track", "page", "screen", "group", "alias"])},
+    {"type": st.sampled_from(["identify", "track", "page", "screen", "group", "alias", "delete"])},
     optional={
         "event": st.sampled_from(["Order Completed", "Product Added", "Cart Updated", "Played", ""]) | st.text(),
         "userId": st.none() | st.sampled_from(["u1", "ann@example.com", ""]) | st.integers() | st.text(max_size=60),
