@@ -56,7 +56,7 @@ async def database(kind: str) -> AsyncIterator[str]:
 @contextlib.asynccontextmanager
 async def stack(url: str, *, deliver: bool) -> AsyncIterator[tuple[Daemon, FakeIterable]]:
     iterable, segment = FakeIterable(ITERABLE_KEY, enforce_rate_limits=False), FakeSegment(SEGMENT_KEY)
-    iterable.users.extend({"email": f"b{n}@example.com", "userId": f"b{n}", "dataFields": {}} for n in range(100))
+    iterable.add_users(100, "b")
     servers = [TestServer(iterable.app(), host="127.0.0.1"), TestServer(segment.app(), host="127.0.0.1")]
     for server in servers:
         await server.start_server()

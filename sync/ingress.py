@@ -36,6 +36,7 @@ class Health:
     stats: Callable[[], Awaitable[None]] | None = None
 
 
+REDACTOR = web.AppKey("redactor", Redactor)
 INTAKE = web.AppKey("intake", Intake)
 CONFIG = web.AppKey("config", Config)
 METRICS = web.AppKey("metrics", Metrics)
@@ -45,6 +46,7 @@ HEALTH = web.AppKey("health", Health)
 def create_app(config: Config, intake: Intake, metrics: Metrics, health: Health) -> web.Application:
     app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=[_errors])
     app[CONFIG], app[INTAKE], app[METRICS], app[HEALTH] = config, intake, metrics, health
+    app[REDACTOR] = Redactor(secrets(config))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_view)
@@ -92,7 +94,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     health = request.app[HEALTH]
-    redact = Redactor(secrets(request.app[CONFIG])).redact
+    redact = request.app[REDACTOR].redact
     paused = {direction: redact(reason) for direction, reason in health.paused().items()}
     reason = "shutting down" if health.draining else None
     if reason is None:

@@ -125,6 +125,11 @@ class FakeIterable:
 
     # -- users ----------------------------------------------------------------------------------
 
+    def add_users(self, count: int, prefix: str) -> None:
+        """Seed users ``<prefix>0`` .. (email ``<prefix>N@example.com``) that events may name right away."""
+        self.users.extend({"email": f"{prefix}{n}@example.com", "userId": f"{prefix}{n}", "dataFields": {}}
+                          for n in range(count))
+
     def find_user(self, email: Any = None, user_id: Any = None) -> dict[str, Any] | None:
         for user in self.users:
             if (email and user.get("email") == email) or (user_id and user.get("userId") == user_id):

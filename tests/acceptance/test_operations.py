@@ -14,6 +14,7 @@ import asyncpg
 from sync.ledger import Direction, Ledger, Status
 from sync.ledger.store import create_engine
 from sync.sandbox import FakeIterable, Fault
+from tests.conftest import _reset_pg
 from tests.processes import free_port, http_json
 from tests.support import WRITE_KEY, daemon_config, wait_for
 
@@ -22,10 +23,6 @@ BASIC = {"Authorization": "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).
 
 def config_text(port: int, ledger_url: str, iterable_url: str, *, lease: float = 3.0) -> str:
     return daemon_config(port, ledger_url, iterable_url, "http://127.0.0.1:9", lease=lease)
-
-
-def known_users(fake: FakeIterable, count: int) -> None:
-    fake.users.extend({"email": f"r{n}@example.com", "userId": f"r{n}", "dataFields": {}} for n in range(count))
 
 
 async def send_tracks(url: str, ids: list[str], user_count: int) -> list[str]:
@@ -44,17 +41,11 @@ async def send_tracks(url: str, ids: list[str], user_count: int) -> list[str]:
     return acknowledged
 
 
-async def reset(pg_url: str) -> None:
-    from tests.conftest import _reset_pg
-
-    await _reset_pg(pg_url)
-
-
 async def test_two_replicas_share_the_work_and_survive_a_kill(
         spawn: Any, pg_url: str, fake_iterable: tuple[FakeIterable, str]) -> None:
     fake, iterable_url = fake_iterable
-    await reset(pg_url)
-    known_users(fake, 20)
+    await _reset_pg(pg_url)
+    fake.add_users(20, "r")
     fake.enforce_rate_limits = False
     fake.faults.latency = 0.15  # deliveries take time, so the kill lands mid-delivery
     ports = free_port(), free_port()
@@ -87,8 +78,8 @@ async def _all_delivered(ledger: Ledger, count: int) -> bool:
 async def test_ingest_is_503_while_postgresql_is_away_and_nothing_acknowledged_is_lost(
         spawn: Any, pg_url: str, tcp_proxy: Any, fake_iterable: tuple[FakeIterable, str]) -> None:
     fake, iterable_url = fake_iterable
-    await reset(pg_url)
-    known_users(fake, 5)
+    await _reset_pg(pg_url)
+    fake.add_users(5, "r")
     fake.enforce_rate_limits = False
     port = free_port()
     ledger_url = pg_url.replace("127.0.0.1:5432", f"127.0.0.1:{tcp_proxy.port}")
@@ -120,8 +111,8 @@ async def _ready(url: str) -> bool:
 async def test_terminated_backends_are_reconnected_without_an_operator(
         spawn: Any, pg_url: str, fake_iterable: tuple[FakeIterable, str]) -> None:
     fake, iterable_url = fake_iterable
-    await reset(pg_url)
-    known_users(fake, 5)
+    await _reset_pg(pg_url)
+    fake.add_users(5, "r")
     fake.enforce_rate_limits = False
     port = free_port()
     serve = spawn(config_text(port, pg_url, iterable_url), port=port)
@@ -146,7 +137,7 @@ async def test_terminated_backends_are_reconnected_without_an_operator(
 async def test_sigterm_drains_in_flight_deliveries_then_exits_0(
         spawn: Any, tmp_path: Path, fake_iterable: tuple[FakeIterable, str]) -> None:
     fake, iterable_url = fake_iterable
-    known_users(fake, 5)
+    fake.add_users(5, "r")
     fake.enforce_rate_limits = False
     fake.faults.add(Fault(endpoint="events/trackBulk", mode="slow", delay=2.0, times=1))
     port = free_port()

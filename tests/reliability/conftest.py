@@ -21,7 +21,7 @@ USERS = 25
 
 
 def known_users(fake: FakeIterable) -> None:
-    fake.users.extend({"email": f"k{n}@example.com", "userId": f"k{n}", "dataFields": {}} for n in range(USERS))
+    fake.add_users(USERS, "k")
 
 
 @dataclass
