@@ -7,6 +7,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Iterable
 
 
@@ -26,9 +27,24 @@ def basic_username(header: str | None) -> str | None:
         return None
     try:
         decoded = base64.b64decode(header[6:].strip(), validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
+    except (binascii.Error, ValueError):  # ValueError: non-ASCII text is not base64
         return None
     return decoded.split(":", 1)[0]
+
+
+MAX_BODY_KEYS = 8  # candidates looked at; a body stuffed with "writeKey" strings costs no more
+_BODY_KEY = re.compile(rb'"writeKey"\s*:\s*"([^"\\]{1,512})"')
+
+
+def body_key_plausible(raw: bytes, accepted: Iterable[str]) -> bool:
+    """Whether a ``"writeKey": "..."`` in the raw body matches an accepted key, checked before the
+    body is parsed, so an unauthenticated request costs a scan, not a parse. (The parsed body's
+    ``writeKey`` is checked again afterwards.)"""
+    keys = [k for k in accepted if k]
+    found = False
+    for _, match in zip(range(MAX_BODY_KEYS), _BODY_KEY.finditer(raw), strict=False):
+        found |= matches_any(match.group(1).decode(errors="replace"), keys)
+    return found
 
 
 def first_element(raw: bytes) -> bytes | None:

@@ -12,11 +12,11 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sync.batches import strict_loads
 from sync.errors import AuthRejected, InvalidEvent, RequestRejected, RetryableUpstream, UpstreamError
 from sync.intake import Intake, inbound_row
-from sync.iterable import IterableClient
+from sync.iterable_sink import IterableClient
 from sync.ledger import Ledger, NewEvent
+from sync.wire import strict_loads
 
 log = logging.getLogger("sync.backfill")
 
@@ -72,8 +72,11 @@ def slices(since: datetime, until: datetime, hours: float) -> list[tuple[datetim
     return out
 
 
-def cursor_name(kind: str, since: datetime, until: datetime) -> str:
-    digest = hashlib.sha1(f"{kind}|{since.isoformat()}|{until.isoformat()}".encode()).hexdigest()[:16]
+def cursor_name(kind: str, since: datetime, until: datetime | None) -> str:
+    """Where a run's progress is kept: named after the command as typed (``until`` None: "until now"),
+    so running the same command again resumes it."""
+    end = until.isoformat() if until else "now"
+    digest = hashlib.sha1(f"{kind}|{since.isoformat()}|{end}".encode()).hexdigest()[:16]
     return f"backfill:{kind}:{digest}"
 
 
@@ -86,22 +89,25 @@ class ExportPuller:
         self.event_names, self.sleep = event_names, sleep
 
     async def run(self, kinds: Sequence[str], since: datetime, until: datetime, *, slice_hours: float = 24.0,
-                  resume: bool = True, report: Callable[[str, Progress], None] = lambda kind, p: None) -> Progress:
-        """Pull every window of every kind; with ``resume``, skip windows a previous run finished."""
-        plan = {kind: slices(since, until, slice_hours) for kind in kinds}
+                  resume: bool = True, open_ended: bool = False,
+                  report: Callable[[str, Progress], None] = lambda kind, p: None) -> Progress:
+        """Pull every window of every kind; with ``resume``, carry on after the windows a previous
+        run of the same command finished (``open_ended``: the command named no end, it ran "until now")."""
+        names = {kind: cursor_name(kind, since, None if open_ended else until) for kind in kinds}
+        starts = {kind: await self._resume_point(names[kind], since) if resume else since for kind in kinds}
+        plan = {kind: slices(starts[kind], until, slice_hours) for kind in kinds}
         total = Progress(slices_total=sum(len(windows) for windows in plan.values()))
         for kind, windows in plan.items():
-            name = cursor_name(kind, since, until)
-            done_until = await self.ledger.cursor(name) if resume else None
             for start, end in windows:
-                if done_until and end <= datetime.fromisoformat(done_until):
-                    total = replace(total, slices_done=total.slices_done + 1)
-                    continue
                 total = replace(total.add(await self.pull(kind, start, end)), slices_done=total.slices_done + 1)
                 if resume:
-                    await self.ledger.set_cursor(name, end.isoformat(), datetime.now(UTC))
+                    await self.ledger.set_cursor(names[kind], end.isoformat(), datetime.now(UTC))
                 report(kind, total)
         return total
+
+    async def _resume_point(self, name: str, since: datetime) -> datetime:
+        done_until = await self.ledger.cursor(name)
+        return max(since, datetime.fromisoformat(done_until)) if done_until else since
 
     async def pull(self, kind: str, start: datetime, end: datetime) -> Progress:
         raw = await self._fetch(kind, start, end)

@@ -2,25 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import TypeVar
 
 T = TypeVar("T")
-
-
-def strict_loads(raw: bytes | str) -> Any:
-    """JSON without NaN and Infinity (not JSON, and PostgreSQL refuses to store them)."""
-    return json.loads(raw, parse_constant=_not_json)
-
-
-def _not_json(constant: str) -> Any:
-    raise ValueError(f"{constant} is not JSON")
-
-
-def json_size(value: Any) -> int:
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
-    return len(text.encode(errors="surrogatepass"))
 
 
 def chunks(

@@ -201,7 +201,8 @@ async def _backfill(config: Config, args: argparse.Namespace) -> int:
             print(f"backfill {', '.join(kinds)} from {args.since.isoformat()} to {until.isoformat()}",
                   file=sys.stderr)
             total = await puller.run(kinds, args.since, until, slice_hours=args.slice_hours,
-                                     resume=not args.restart, report=reporter.show)
+                                     resume=not args.restart, open_ended=args.until is None,
+                                     report=reporter.show)
     except asyncio.CancelledError:
         reporter.close()
         print("interrupted: progress is saved; run the same command again to resume", file=sys.stderr)

@@ -42,7 +42,8 @@ DEFAULT_RATE_LIMITS: Mapping[str, float] = {
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8787
-    max_body_bytes: int = 1_048_576
+    max_body_bytes: int = 1_048_576  # /v1/* (Segment's own limit is 500 KB a batch)
+    webhook_max_body_bytes: int = 16_777_216  # /segment/webhook: Actions batches of 1000 (up to 4000) events
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -77,6 +78,7 @@ class OutboundConfig:
     write_keys: tuple[str, ...] = ()
     shared_secrets: tuple[str, ...] = ()
     merge_nested_objects: bool = False
+    accept_unsigned_array_tails: bool = True  # Segment signs only an array's first element
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -251,6 +253,8 @@ def _cross_checks(config: Config) -> list[str]:
         problems.append(f"server.port: must be 1-65535, got {config.server.port}")
     if config.server.max_body_bytes < 1024:
         problems.append("server.max_body_bytes: must be at least 1024")
+    if config.server.webhook_max_body_bytes < 1024:
+        problems.append("server.webhook_max_body_bytes: must be at least 1024")
     if not config.ledger.url.startswith(("sqlite:", "postgresql:", "postgres:")):
         problems.append("ledger.url: must start with sqlite:/// or postgresql://")
     if config.ledger.retention_days < 1:

@@ -27,13 +27,13 @@ from sync.delivery import Sink, Worker
 from sync.errors import LedgerLocked, SyncError
 from sync.ingress import Health, create_app
 from sync.intake import Intake
-from sync.iterable import IterableClient, IterableSink
+from sync.iterable_sink import IterableClient, IterableSink
 from sync.ledger import Direction, Ledger, migrate
 from sync.ledger.store import create_engine
 from sync.metrics import Metrics
 from sync.outbound import Options
 from sync.scheduler import Jobs
-from sync.segment import SegmentSink
+from sync.segment_sink import SegmentSink
 from sync.throttle import Throttle
 
 log = logging.getLogger("sync.daemon")
@@ -127,7 +127,7 @@ def build(config: Config, ledger: Ledger, session: aiohttp.ClientSession, metric
     intake = Intake(ledger, metrics, notify=notify)
     puller = ExportPuller(client, intake, ledger, event_names=config.inbound.event_names)
     jobs = Jobs(ledger, metrics, config, puller if config.reconcile.enabled else None)
-    health = Health(check=lambda: migrate.ensure_current(ledger.engine), stats=jobs.refresh_gauges)
+    health = Health(check=lambda: migrate.ensure_current(ledger.engine))
     app = create_app(config, intake, metrics, health)
     daemon = Daemon(config=config, ledger=ledger, metrics=metrics, workers=workers, health=health, app=app,
                     jobs=jobs)
@@ -152,7 +152,8 @@ async def running(config: Config) -> AsyncIterator[Daemon]:
         await web.TCPSite(runner, config.server.host, config.server.port, reuse_address=True).start()
         daemon.address = runner.addresses[0]
         log.info("serving", extra={"address": f"{config.server.host}:{daemon.address[1]}",
-                                   "directions": [w.direction.value for w in daemon.workers]})
+                                   "directions": [w.direction.value for w in daemon.workers],
+                                   "iterable": config.iterable.api_url, "segment": config.segment.host})
         daemon.tasks = [asyncio.create_task(w.run(), name=f"deliver-{w.direction.value}") for w in daemon.workers]
         scheduler = scheduling.start(daemon.jobs)
         resources.push_async_callback(_stop, daemon, scheduler)

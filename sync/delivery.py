@@ -1,7 +1,7 @@
 """The one delivery engine: claim due rows, hand them to a sink, settle the outcome.
 
-Both directions run it; only the sink differs (``sync.iterable.IterableSink``,
-``sync.segment.SegmentSink``). Settling is a pure function of the rows, the sink's results and
+Both directions run it; only the sink differs (``sync.iterable_sink.IterableSink``,
+``sync.segment_sink.SegmentSink``). Settling is a pure function of the rows, the sink's results and
 ``now``; the worker loop only does I/O and waiting.
 """
 
@@ -13,12 +13,13 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from sync import schedule
 from sync.errors import LedgerError
-from sync.ledger import Claim, Direction, Ledger, Row, Settlement
+from sync.ledger import Claim, Direction, Row, Settlement
+from sync.ledger.model import Downtime
 from sync.metrics import Metrics
 
 log = logging.getLogger("sync.delivery")
@@ -53,19 +54,25 @@ class Sink(Protocol):
 
 def settlement_for(
     rows: Sequence[Row], results: Results, *, now: datetime, max_retry_hours: float, rng: random.Random,
-    retry_base: float = schedule.BASE_SECONDS,
+    retry_base: float = schedule.BASE_SECONDS, downtime: Sequence[Downtime] = (),
 ) -> Settlement:
-    """Turn a sink's results into ledger changes; rows the sink did not try are released as they were."""
+    """Turn a sink's results into ledger changes; rows the sink did not try are released as they were.
+
+    Time in ``downtime`` (the direction paused, the ledger unreachable) does not use up a row's
+    retry window.
+    """
     by_id = {row.id: row for row in rows}
+    spans = [(span.started_at, span.ended_at) for span in downtime]
     retry, dead = [], []
     for failure in results.failed:
         row = by_id[failure.row_id]
         attempts = row.attempts + 1
         at = None
         if failure.retryable and (failure.max_attempts is None or attempts < failure.max_attempts):
-            at = schedule.next_attempt(now=now, received_at=row.received_at, attempts=attempts,
+            at = schedule.next_attempt(now=now, received_at=row.retry_from, attempts=attempts,
                                        max_retry_hours=max_retry_hours, rng=rng, retry_after=failure.retry_after,
-                                       base=retry_base)
+                                       base=retry_base,
+                                       excluded_seconds=schedule.downtime_within(spans, row.retry_from, now))
         if at is None:
             reason = failure.error if not failure.retryable else f"gave up after {attempts} attempts: {failure.error}"
             dead.append((row.id, reason))
@@ -76,12 +83,32 @@ def settlement_for(
     return Settlement(delivered=tuple(results.delivered), retry=tuple(retry), dead=tuple(dead), released=released)
 
 
+class DeliveryLedger(Protocol):
+    """What the delivery engine needs of a ledger (``sync.ledger.Ledger``, ``sync.ledger.memory.MemoryLedger``)."""
+
+    async def claim(self, claim: Claim, now: datetime) -> list[Row]: ...
+
+    async def renew(self, owner: str, ids: Sequence[int], until: datetime) -> int: ...
+
+    async def settle(self, settlement: Settlement, now: datetime, *, owner: str) -> None: ...
+
+    async def release_owner(self, owner: str, now: datetime) -> int: ...
+
+    async def pause(self, direction: Direction, reason: str, now: datetime) -> None: ...
+
+    async def resume(self, direction: Direction, now: datetime) -> int: ...
+
+    async def add_downtime(self, span: Downtime) -> None: ...
+
+    async def downtime(self, direction: Direction, since: datetime) -> list[Downtime]: ...
+
+
 class Worker:
     """Drains one direction of the ledger through one sink until stopped."""
 
     def __init__(
         self,
-        ledger: Ledger,
+        ledger: DeliveryLedger,
         sink: Sink,
         metrics: Metrics,
         *,
@@ -103,6 +130,8 @@ class Worker:
         self._stopping = False
         self._probe_delay = probe_seconds
         self._hold_until = 0.0  # monotonic time before which the upstream asked us not to call
+        self._outage: tuple[datetime, str] | None = None  # since when, and why, the ledger has not answered
+        self._stale_pause = True  # a pause recorded before this process started is closed by the first success
 
     @property
     def _held(self) -> float:
@@ -129,9 +158,11 @@ class Worker:
                 continue
             try:
                 worked = await self.round()
+                await self._outage_over()
             except LedgerError as exc:
                 log.warning("ledger unavailable, delivery waits", extra={"direction": self.direction.value,
                                                                         "error": str(exc)})
+                self._outage = self._outage or (self.clock(), str(exc))
                 worked = False
             if not worked:
                 await self._idle(self._probe_delay if self.paused else self.idle_seconds)
@@ -144,17 +175,64 @@ class Worker:
         rows = await self.ledger.claim(claim, self.clock())
         if not rows:
             return False
-        results = await self.sink.deliver(rows)
+        renewing = asyncio.create_task(self._renew([row.id for row in rows]), name=f"renew-{self.direction.value}")
+        try:
+            results = await self.sink.deliver(rows)
+        except Exception:  # a bug in a sink must not kill the worker: give the rows back, log, go on
+            log.exception("delivery round failed; its rows are released", extra={"direction": self.direction.value,
+                                                                                 "rows": len(rows)})
+            await self.ledger.settle(Settlement(released=tuple(row.id for row in rows)), self.clock(),
+                                     owner=self.owner)
+            return False
+        finally:
+            renewing.cancel()
+        await self._settle(rows, results)
+        return results.auth_error is None
+
+    async def _settle(self, rows: Sequence[Row], results: Results) -> None:
         now = self.clock()
+        spans: list[Downtime] = []
+        if results.failed:
+            oldest = min(row.retry_from for row in rows)
+            spans = await self.ledger.downtime(self.direction, oldest)
         settlement = settlement_for(rows, results, now=now, max_retry_hours=self.max_retry_hours, rng=self.rng,
-                                    retry_base=self.retry_base)
-        await self.ledger.settle(settlement, now)
+                                    retry_base=self.retry_base, downtime=spans)
+        await self.ledger.settle(settlement, now, owner=self.owner)
         self._count(rows, settlement, now)
         asked = [f.retry_after for f in results.failed if f.retry_after]
         if asked:  # Retry-After speaks for the whole upstream, not only for these rows
-            self._hold_until = time.monotonic() + max(asked)
+            wait = schedule.clamp_retry_after(max(asked))
+            if wait >= schedule.MAX_RETRY_AFTER:
+                log.warning("upstream asked to wait longer than the maximum; waiting the maximum",
+                            extra={"direction": self.direction.value, "asked": max(asked), "wait": wait})
+            self._hold_until = time.monotonic() + wait
         await self._track_pause(results.auth_error, now)
-        return results.auth_error is None
+
+    async def _renew(self, ids: list[int]) -> None:
+        """Keep the round's leases alive while the sink works, however long it takes."""
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)
+            try:
+                held = await self.ledger.renew(self.owner, ids, self.clock() + timedelta(seconds=self.lease_seconds))
+            except LedgerError as exc:
+                log.warning("could not renew leases", extra={"direction": self.direction.value, "error": str(exc)})
+                continue
+            if held < len(ids):
+                log.warning("some leases were lost during a round; their settlement will be ignored",
+                            extra={"direction": self.direction.value, "lost": len(ids) - held})
+
+    async def _outage_over(self) -> None:
+        """The ledger answers again: record the outage, so it does not count against retry windows."""
+        if self._outage is None:
+            return
+        since, reason = self._outage
+        span = Downtime(direction=self.direction, kind="ledger", reason=reason, started_at=since,
+                        ended_at=self.clock())
+        await self.ledger.add_downtime(span)
+        self._outage = None
+        log.warning("ledger reachable again; delivery resumed", extra={"direction": self.direction.value,
+                                                                      "outage_seconds": (span.ended_at or since)
+                                                                      .timestamp() - since.timestamp()})
 
     async def _track_pause(self, auth_error: str | None, now: datetime) -> None:
         direction = self.direction.value
@@ -164,10 +242,11 @@ class Worker:
             await self.ledger.pause(self.direction, auth_error, now)
         elif auth_error:
             self._probe_delay = min(self._probe_delay * 2, 60.0)
-        elif self.paused:
-            log.warning("credentials accepted again; direction resumed", extra={"direction": direction})
-            await self.ledger.resume(self.direction)
+        elif self.paused or self._stale_pause:
+            if await self.ledger.resume(self.direction, now):
+                log.warning("credentials accepted again; direction resumed", extra={"direction": direction})
             self._probe_delay = self.probe_seconds
+        self._stale_pause = False
         self.paused = auth_error
         self.metrics.paused.labels(direction=direction).set(1 if auth_error else 0)
 

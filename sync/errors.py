@@ -6,6 +6,7 @@
     │   ├── LedgerUnavailable  the database cannot be reached or cannot commit
     │   ├── LedgerNotMigrated  the schema is missing or behind the code
     │   └── LedgerLocked       another process owns the SQLite ledger
+    ├── Overloaded             too many events are waiting for the ledger: HTTP 503, retry shortly
     ├── InvalidEvent           an incoming event is malformed (message names the field): HTTP 400
     ├── Unauthenticated        an incoming request's credentials are missing or wrong: HTTP 401
     └── UpstreamError          a call to Iterable or Segment failed
@@ -43,6 +44,10 @@ class LedgerNotMigrated(LedgerError):
 
 class LedgerLocked(LedgerError):
     pass
+
+
+class Overloaded(SyncError):
+    """Ingest is refused before queueing, so memory stays bounded under overload."""
 
 
 class InvalidEvent(SyncError):

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sync import __version__
-from sync.batches import json_size
+from sync import __version__, people
 from sync.errors import InvalidEvent
 from sync.segment_events import as_dict, require_storable, text_id
+from sync.wire import non_finite, segment_size
 
 SEGMENT_NAMES = {
     "emailSend": "Email Delivered",
@@ -81,11 +81,19 @@ def validate(webhook: Any) -> dict[str, Any]:
         raise InvalidEvent("email: one of email, userId or dataFields.email is required")
     require_storable(webhook, ("eventName", "email", "userId"))
     require_storable(as_dict(webhook.get("dataFields")), ("email",))
+    overflow = non_finite(webhook)
+    if overflow:
+        raise InvalidEvent(f"{overflow}: a number too large to represent (not finite)")
     return webhook
 
 
 def recipient(webhook: dict[str, Any]) -> str | None:
     return _email(webhook) or text_id(webhook.get("userId"))
+
+
+def identities(webhook: dict[str, Any]) -> tuple[str, ...]:
+    """The ``sync.people`` identifiers of the webhook's recipient (userId first)."""
+    return people.of(people.identifier(webhook.get("userId")), people.email_identifier(_email(webhook)))
 
 
 def _email(webhook: dict[str, Any]) -> str | None:
@@ -150,7 +158,7 @@ def to_track(webhook: dict[str, Any], *, event_names: str, received_at: datetime
         timestamp=created_at(webhook) or received_at,
         message_id=message_id(inbound_key(webhook)),
     )
-    if json_size(_as_message(track)) > MAX_MESSAGE_BYTES:
+    if segment_size(_as_message(track)) > MAX_MESSAGE_BYTES:
         raise InvalidEvent("message larger than Segment's 32 KB limit per event")
     return track
 

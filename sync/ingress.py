@@ -11,14 +11,14 @@ from typing import Any
 from aiohttp import web
 
 from sync import auth, outbound
-from sync.batches import strict_loads
 from sync.config import Config, secrets
-from sync.errors import InvalidEvent, LedgerError, LedgerNotMigrated, Unauthenticated
+from sync.errors import InvalidEvent, LedgerError, LedgerNotMigrated, Overloaded, Unauthenticated
 from sync.intake import Intake, Rejection, inbound_row, outbound_rows
 from sync.ledger.model import Status
 from sync.logs import Redactor
 from sync.metrics import Metrics
 from sync.segment_events import merge_batch_defaults
+from sync.wire import strict_loads
 
 log = logging.getLogger("sync.ingress")
 
@@ -28,12 +28,11 @@ BODY_READ_SECONDS = 30.0
 
 @dataclass(slots=True, kw_only=True)
 class Health:
-    """What /readyz reports: a readiness check, paused directions, and whether we are draining."""
+    """What /readyz reports: a readiness check (O(1)), paused directions, and whether we are draining."""
 
     check: Callable[[], Awaitable[None]]
     paused: Callable[[], Mapping[str, str]] = dict
     draining: bool = False
-    stats: Callable[[], Awaitable[None]] | None = None
 
 
 REDACTOR = web.AppKey("redactor", Redactor)
@@ -44,7 +43,8 @@ HEALTH = web.AppKey("health", Health)
 
 
 def create_app(config: Config, intake: Intake, metrics: Metrics, health: Health) -> web.Application:
-    app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=[_errors])
+    limit = max(config.server.max_body_bytes, config.server.webhook_max_body_bytes)
+    app = web.Application(client_max_size=limit, middlewares=[_errors])
     app[CONFIG], app[INTAKE], app[METRICS], app[HEALTH] = config, intake, metrics, health
     app[REDACTOR] = Redactor(secrets(config))
     app.router.add_get("/healthz", healthz)
@@ -79,6 +79,10 @@ async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitab
     except LedgerError as exc:
         log.error("ingest refused: the ledger cannot commit", extra={"error": str(exc), "path": request.path})
         return _fail(503, "the ledger cannot commit right now; retry")
+    except Overloaded as exc:
+        response = _fail(503, f"overloaded: {exc}")
+        response.headers["Retry-After"] = "1"
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -110,12 +114,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics_view(request: web.Request) -> web.Response:
-    health = request.app[HEALTH]
-    if health.stats is not None:
-        try:
-            await health.stats()
-        except LedgerError:
-            pass  # the gauges keep their last values; /readyz says why
+    """The gauges come from the periodic job's cache: a scrape never reads the ledger."""
     return web.Response(body=request.app[METRICS].render(), content_type="text/plain", charset="utf-8",
                         headers={"X-Content-Type-Options": "nosniff"})
 
@@ -123,18 +122,29 @@ async def metrics_view(request: web.Request) -> web.Response:
 # -- bodies ------------------------------------------------------------------------------------
 
 
-async def _body(request: web.Request) -> bytes:
-    limit = request.app[CONFIG].server.max_body_bytes
+async def _body(request: web.Request, limit: int | None = None) -> bytes:
+    """The raw body, refused with 413 as soon as it passes ``limit`` (announced or streamed)."""
+    limit = limit or request.app[CONFIG].server.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
-        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length,
-                                            reason=f"body larger than {limit} bytes")
+        raise _too_large(limit, request.content_length)
     try:
-        return await asyncio.wait_for(request.read(), BODY_READ_SECONDS)
+        return await asyncio.wait_for(_read_at_most(request, limit), BODY_READ_SECONDS)
     except TimeoutError:
         raise web.HTTPRequestTimeout(reason="body not received in time") from None
-    except web.HTTPRequestEntityTooLarge:
-        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=limit + 1,
-                                            reason=f"body larger than {limit} bytes") from None
+
+
+async def _read_at_most(request: web.Request, limit: int) -> bytes:
+    parts, size = [], 0
+    async for part in request.content.iter_chunked(1 << 16):
+        size += len(part)
+        if size > limit:
+            raise _too_large(limit, size)
+        parts.append(part)
+    return b"".join(parts)
+
+
+def _too_large(limit: int, size: int) -> web.HTTPRequestEntityTooLarge:
+    return web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size, reason=f"body larger than {limit} bytes")
 
 
 def _json(raw: bytes) -> Any:
@@ -169,6 +179,8 @@ async def _write_keyed_body(request: web.Request) -> Any:
     key = auth.basic_username(request.headers.get("Authorization"))
     if key is not None and not auth.matches_any(key, keys):
         raise Unauthenticated("write key")
+    if key is None and not auth.body_key_plausible(raw, keys):  # bounded work before an expensive parse
+        raise Unauthenticated("write key")
     body = _json(raw)
     if key is None:
         key = body.get("writeKey") if isinstance(body, dict) and isinstance(body.get("writeKey"), str) else None
@@ -196,10 +208,14 @@ async def segment_single(request: web.Request) -> web.Response:
 
 
 async def segment_webhook(request: web.Request) -> web.Response:
-    raw = await _body(request)
-    if not auth.signature_ok(raw, request.headers.get("X-Signature"), request.app[CONFIG].outbound.shared_secrets):
+    raw = await _body(request, request.app[CONFIG].server.webhook_max_body_bytes)
+    outbound_config = request.app[CONFIG].outbound
+    if not auth.signature_ok(raw, request.headers.get("X-Signature"), outbound_config.shared_secrets):
         raise Unauthenticated("X-Signature")
     body = _json(raw)
+    if isinstance(body, list) and len(body) > 1 and not outbound_config.accept_unsigned_array_tails:
+        raise Unauthenticated("X-Signature covers only the first element of an array and "
+                              "outbound.accept_unsigned_array_tails is false: a signature for every element")
     if isinstance(body, list):
         return await _record_outbound(request, body, single=False)
     return await _record_outbound(request, [body], single=True)

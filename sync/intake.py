@@ -10,12 +10,13 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sync import inbound, outbound, segment_events
-from sync.errors import InvalidEvent, LedgerUnavailable
-from sync.ledger import Direction, Ledger, NewEvent, Status
+from sync.errors import InvalidEvent, LedgerError, LedgerUnavailable, Overloaded
+from sync.ledger import Direction, NewEvent, Status
 from sync.metrics import Metrics
+from sync.wire import finite
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -41,7 +42,7 @@ def outbound_rows(events: Sequence[Any], options: outbound.Options) -> tuple[lis
                                  user_key=outbound.user_key(event)))
         else:
             rows.append(NewEvent(direction=Direction.OUTBOUND, key=event["messageId"], kind=event["type"],
-                                 payload=event, user_key=mapped.user_key))
+                                 payload=event, user_key=mapped.user_key, identities=outbound.identities(event)))
     return rows, rejected
 
 
@@ -51,7 +52,7 @@ def _rejected_outbound(raw: Any, error: str) -> NewEvent:
     if isinstance(message_id, str) and 0 < len(message_id) <= 100 and segment_events.storable(message_id):
         key = message_id
     kind = raw["type"] if isinstance(raw, dict) and raw.get("type") in segment_events.TYPES else "unknown"
-    payload = raw if isinstance(raw, dict) else {"body": raw}
+    payload = finite(raw) if isinstance(raw, dict) else {"body": finite(raw)}
     return NewEvent(direction=Direction.OUTBOUND, key=key, kind=kind, payload=payload,
                     status=Status.REJECTED, reason=error)
 
@@ -62,7 +63,7 @@ def inbound_row(webhook: Any, *, event_names: str, now: datetime) -> NewEvent:
     key = inbound.inbound_key(webhook)
     user_key = (inbound.recipient(webhook) or "").lower() or None
     row = NewEvent(direction=Direction.INBOUND, key=key, kind=webhook["eventName"].strip()[:255],
-                   payload=webhook, user_key=user_key)
+                   payload=webhook, user_key=user_key, identities=inbound.identities(webhook))
     try:
         inbound.to_track(webhook, event_names=event_names, received_at=now)
     except InvalidEvent as exc:
@@ -72,38 +73,55 @@ def inbound_row(webhook: Any, *, event_names: str, now: datetime) -> NewEvent:
 
 
 Batch = list[tuple[Sequence[NewEvent], "asyncio.Future[set[tuple[Direction, str]]]"]]
+MAX_QUEUED_ROWS = 20_000  # rows waiting for a commit; past this, ingest answers 503 at once (backpressure)
+
+
+class Recorder(Protocol):
+    async def record(self, batch: Sequence[NewEvent], now: datetime) -> set[str]: ...
 
 
 class GroupCommit:
     """Concurrent requests share one transaction; each still gets its answer only after that commit.
 
     While one commit runs, new requests queue; the first of them to get the lock commits the whole
-    queue. A failed commit fails every request in it (they answer 503 and their senders retry).
+    queue. When a shared commit fails, each request is committed on its own, so a request whose rows
+    the database refuses fails alone (503) and the others are answered as usual. At most
+    ``max_queued`` rows wait: past that a request is refused with ``Overloaded`` before it queues.
     """
 
-    def __init__(self, ledger: Ledger, clock: Callable[[], datetime]) -> None:
-        self.ledger, self.clock = ledger, clock
+    def __init__(self, ledger: Recorder, clock: Callable[[], datetime], *,
+                 max_queued: int = MAX_QUEUED_ROWS) -> None:
+        self.ledger, self.clock, self.max_queued = ledger, clock, max_queued
         self._queue: Batch = []
+        self._queued = 0
         self._lock = asyncio.Lock()
 
     async def record(self, rows: Sequence[NewEvent]) -> set[tuple[Direction, str]]:
         """Commit ``rows`` (with whatever else is waiting); return those already recorded before."""
+        if self._queued and self._queued + len(rows) > self.max_queued:
+            raise Overloaded(f"{self._queued} events are waiting for the ledger; retry shortly")
         future: asyncio.Future[set[tuple[Direction, str]]] = asyncio.get_running_loop().create_future()
         self._queue.append((rows, future))
+        self._queued += len(rows)
         async with self._lock:
             if not future.done():
                 batch, self._queue = self._queue, []
+                self._queued -= sum(len(r) for r, _ in batch)
                 await self._commit(batch)
         return await future
 
     async def _commit(self, batch: Batch) -> None:
         try:
             known = await self.ledger.record([row for rows, _ in batch for row in rows], self.clock())
-        except BaseException as exc:  # every waiting request re-raises it (a cancelled commit: unknown, so 503)
-            failure = exc if isinstance(exc, Exception) else LedgerUnavailable("the commit was interrupted")
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(failure)
+        except LedgerError as exc:
+            if len(batch) == 1:
+                _fail(batch, exc)
+            else:
+                for entry in batch:  # one request at a time: only a request the database refuses fails
+                    await self._commit([entry])
+            return
+        except BaseException as exc:  # a cancelled commit: unknown outcome, so every waiting request answers 503
+            _fail(batch, exc if isinstance(exc, Exception) else LedgerUnavailable("the commit was interrupted"))
             if not isinstance(exc, Exception):
                 raise
             return
@@ -114,10 +132,16 @@ class GroupCommit:
             seen.update(ids)
 
 
+def _fail(batch: Batch, error: BaseException) -> None:
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(error)
+
+
 class Intake:
     """Records rows through group commit, counts them and wakes the delivery workers."""
 
-    def __init__(self, ledger: Ledger, metrics: Metrics, *, notify: Callable[[Direction], None] = lambda d: None,
+    def __init__(self, ledger: Recorder, metrics: Metrics, *, notify: Callable[[Direction], None] = lambda d: None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.ledger, self.metrics, self.notify, self.clock = ledger, metrics, notify, clock
         self.commits = GroupCommit(ledger, clock)

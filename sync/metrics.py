@@ -6,7 +6,7 @@ from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from sync.ledger.model import Direction, Stats, Status
+from sync.ledger.model import Direction, Pending
 
 DIRECTIONS = tuple(d.value for d in Direction)
 
@@ -36,10 +36,10 @@ class Metrics:
                            self.paused):
                 metric.labels(direction=direction)
 
-    def observe_ledger(self, stats: Stats, now: datetime) -> None:
+    def observe_ledger(self, pending: Pending, now: datetime) -> None:
         for direction in DIRECTIONS:
-            self.pending.labels(direction=direction).set(stats.counts.get((direction, Status.PENDING), 0))
-            oldest = stats.oldest_pending.get(direction)
+            self.pending.labels(direction=direction).set(pending.counts.get(direction, 0))
+            oldest = pending.oldest.get(direction)
             self.oldest.labels(direction=direction).set((now - oldest).total_seconds() if oldest else 0)
 
     def render(self) -> bytes:

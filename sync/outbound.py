@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from sync import people
 from sync.errors import InvalidEvent
 from sync.segment_events import as_dict, event_time, is_email, iterable_dates, text_id
 
@@ -70,6 +71,14 @@ def user_key(event: dict[str, Any]) -> str | None:
     return ids.get("userId") or ids.get("email")
 
 
+def identities(event: dict[str, Any]) -> tuple[str, ...]:
+    """The ``sync.people`` identifiers an event names; an alias names both of its ids."""
+    if event.get("type") == "alias":
+        return people.of(people.identifier(event.get("userId")), people.identifier(event.get("previousId")))
+    ids = _raw_ids(event)
+    return people.of(people.identifier(ids.get("userId")), people.email_identifier(ids.get("email")))
+
+
 def _opted_out(event: dict[str, Any]) -> str | None:
     integrations = as_dict(event.get("integrations"))
     choice = integrations.get("Iterable")
@@ -114,10 +123,8 @@ def _merge_nested(event: dict[str, Any], options: Options) -> bool:
 
 def _user_fields(fields: dict[str, Any]) -> dict[str, Any]:
     data = {k: v for k, v in fields.items() if k not in ("email", "id", "userId")}
-    if "phone" in data:
-        phone = data.pop("phone")
-        if phone is not None:
-            data["phoneNumber"] = phone
+    if "phone" in data:  # a null clears Iterable's phoneNumber, as Segment's destination does
+        data["phoneNumber"] = data.pop("phone")
     converted: dict[str, Any] = iterable_dates(data)
     return converted
 
@@ -190,9 +197,7 @@ def _purchase(event: dict[str, Any], ids: dict[str, Any], options: Options) -> I
         total = _float(total)
     if isinstance(total, bool) or not isinstance(total, int | float) or not math.isfinite(total):
         raise InvalidEvent("properties.total: required for Order Completed (a number)")
-    order_id = text_id(properties.get("order_id"))
-    if order_id is None:
-        raise InvalidEvent("properties.order_id: required for Order Completed")
+    order_id = text_id(properties.get("order_id")) or event["messageId"]  # still idempotent without one
     products = properties.get("products")
     rest = {k: v for k, v in properties.items() if k not in ("products", "total", "campaignId", "templateId")}
     user = _user(ids, as_dict(as_dict(event.get("context")).get("traits")), event, options)

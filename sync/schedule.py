@@ -5,12 +5,15 @@ Pure functions over plain values; the caller passes ``now`` and a random source.
 
 from __future__ import annotations
 
+import math
 import random
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 
 BASE_SECONDS = 1.0
 CAP_SECONDS = 1800.0
+MAX_RETRY_AFTER = 3600.0  # a Retry-After above this (or "inf") is read as this: an hour, never days
 
 
 def backoff(attempts: int, rng: random.Random, *, base: float = BASE_SECONDS, cap: float = CAP_SECONDS) -> float:
@@ -28,33 +31,64 @@ def next_attempt(
     rng: random.Random,
     retry_after: float | None = None,
     base: float = BASE_SECONDS,
+    excluded_seconds: float = 0.0,
 ) -> datetime | None:
     """The time of the next try, or None once the retry window of ``received_at`` has run out.
 
     ``attempts`` counts tries already made, this one included. A server's ``Retry-After`` is a
-    floor: the row never goes back before it, jitter may push it later.
+    floor: the row never goes back before it, jitter may push it later. ``excluded_seconds`` is
+    time inside the window in which the direction could not deliver (paused, ledger down): it
+    does not count, so the window ends that much later.
     """
-    deadline = received_at + timedelta(hours=max_retry_hours)
+    deadline = received_at + timedelta(hours=max_retry_hours, seconds=max(0.0, excluded_seconds))
     if now >= deadline:
         return None
     delay = backoff(attempts - 1, rng, base=base)
     if retry_after is not None:
+        retry_after = clamp_retry_after(retry_after)
         delay = max(delay, retry_after) + rng.uniform(0, min(retry_after, 1.0) * 0.1)
     return min(now + timedelta(seconds=delay), deadline)
 
 
+def downtime_within(spans: Iterable[tuple[datetime, datetime | None]], start: datetime, end: datetime) -> float:
+    """Seconds of [start, end) covered by the union of ``spans`` (an open span runs until ``end``)."""
+    clipped = sorted((max(s, start), min(e or end, end)) for s, e in spans)
+    total, reach = 0.0, start
+    for s, e in clipped:
+        s = max(s, reach)
+        if e > s:
+            total += (e - s).total_seconds()
+            reach = e
+    return total
+
+
+def clamp_retry_after(seconds: float) -> float:
+    """A server's wait within [0, MAX_RETRY_AFTER]; NaN counts as no wait asked."""
+    if math.isnan(seconds):
+        return 0.0
+    return min(max(0.0, seconds), MAX_RETRY_AFTER)
+
+
 def parse_retry_after(value: str | None, now: datetime) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP date); None when absent or bad."""
+    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP date), clamped to
+    [0, MAX_RETRY_AFTER]; None when absent or unreadable (``soon``, ``nan``)."""
     if not value:
         return None
+    seconds: float | None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        pass
+        seconds = _from_date(value, now)
+    if seconds is None or math.isnan(seconds):
+        return None
+    return clamp_retry_after(seconds)
+
+
+def _from_date(value: str, now: datetime) -> float | None:
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
     if when.tzinfo is None:
         return None
-    return max(0.0, (when - now).total_seconds())
+    return (when - now).total_seconds()

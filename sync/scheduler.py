@@ -38,7 +38,8 @@ class Jobs:
         return count
 
     async def refresh_gauges(self) -> None:
-        self.metrics.observe_ledger(await self.ledger.stats(), self.clock())
+        """The pending gauges, read here on a timer so a scrape never reads the ledger."""
+        self.metrics.observe_ledger(await self.ledger.pending(), self.clock())
 
     async def retention(self) -> int | None:
         """Prune terminal rows older than ``ledger.retention_days``, in chunks (None: another process ran it)."""

@@ -10,8 +10,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sync.batches import json_size
 from sync.errors import InvalidEvent
+from sync.wire import json_size, non_finite
 
 TYPES = ("identify", "track", "page", "screen", "group", "alias", "delete")  # delete: Webhooks (Classic)
 MAX_EVENT_BYTES = 32 * 1024
@@ -80,6 +80,9 @@ def validate(event: Any) -> dict[str, Any]:
         if name in event and event[name] is not None and not isinstance(event[name], dict):
             raise InvalidEvent(f"{name}: expected an object")
     require_storable(event, ("messageId", "userId", "anonymousId", "previousId", "event", "name"))
+    overflow = non_finite(event)
+    if overflow:
+        raise InvalidEvent(f"{overflow}: a number too large to represent (not finite)")
     if kind == "track" and not (isinstance(event.get("event"), str) and event["event"].strip()):
         raise InvalidEvent("event: required for track (a non-empty string)")
     if "timestamp" in event and event["timestamp"] is not None and parse_time(event["timestamp"]) is None:

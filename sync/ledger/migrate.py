@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from pathlib import Path
 
@@ -32,7 +33,9 @@ def alembic_config() -> AlembicConfig:
     return config
 
 
+@functools.cache
 def head_revision() -> str:
+    """The newest revision the code knows (read from the scripts once per process)."""
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert head is not None
     return head

@@ -23,8 +23,6 @@ class Status(StrEnum):
 
 TERMINAL = (Status.DELIVERED, Status.DEAD, Status.SKIPPED, Status.REJECTED)
 
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NewEvent:
     """An event as ingress records it. ``key`` is the idempotency key, unique per direction."""
@@ -33,7 +31,8 @@ class NewEvent:
     key: str
     kind: str
     payload: dict[str, Any]
-    user_key: str | None = None
+    user_key: str | None = None  # the ordering key when ``identities`` is empty
+    identities: tuple[str, ...] = ()  # ``sync.people`` identifiers: the ledger resolves them to one person
     status: Status = Status.PENDING
     reason: str | None = None
 
@@ -57,6 +56,7 @@ class Row:
     reason: str | None
     received_at: datetime
     updated_at: datetime
+    retry_from: datetime  # start of the retry window: received_at, or the last requeue
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -81,6 +81,25 @@ class Settlement:
     @property
     def size(self) -> int:
         return len(self.delivered) + len(self.retry) + len(self.dead) + len(self.released)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Downtime:
+    """A span in which a direction could not deliver (``ended_at`` None: still going on)."""
+
+    direction: Direction
+    kind: str  # "paused" (credentials refused) or "ledger" (the ledger was unreachable)
+    reason: str
+    started_at: datetime
+    ended_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Pending:
+    """What the gauges show: pending rows and the oldest pending receive time, per direction."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    oldest: dict[str, datetime] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -52,6 +52,7 @@ events = sa.Table(
     sa.Column("payload", sa.JSON(), nullable=False),
     sa.Column("received_at", UTCDateTime(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Column("retry_from", UTCDateTime(), nullable=True),  # start of the retry window (NULL: received_at)
     sa.UniqueConstraint("direction", "key", name="uq_events_direction_key"),
     sa.Index(
         "ix_events_due",
@@ -72,12 +73,24 @@ events = sa.Table(
     sa.Index("ix_events_status_updated", "status", "updated_at"),
 )
 
-pauses = sa.Table(
-    "pauses",
+downtime = sa.Table(  # spans in which a direction could not deliver: open (ended_at NULL) while paused
+    "downtime",
     metadata,
-    sa.Column("direction", sa.String(16), primary_key=True),
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("direction", sa.String(16), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),  # "paused" (credentials) or "ledger" (outage)
     sa.Column("reason", sa.Text(), nullable=False),
-    sa.Column("since", UTCDateTime(), nullable=False),
+    sa.Column("started_at", UTCDateTime(), nullable=False),
+    sa.Column("ended_at", UTCDateTime(), nullable=True),
+    sa.Index("ix_downtime_direction_ended", "direction", "ended_at"),
+)
+
+identities = sa.Table(  # every identifier seen (``u:<userId>``, ``e:<email>``) -> the person it names
+    "identities",
+    metadata,
+    sa.Column("identifier", sa.String(255), primary_key=True),
+    sa.Column("person", sa.String(255), nullable=False),
+    sa.Index("ix_identities_person", "person"),
 )
 
 cursors = sa.Table(

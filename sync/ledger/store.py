@@ -13,9 +13,21 @@ from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from sync import people
 from sync.errors import LedgerNotMigrated, LedgerUnavailable
-from sync.ledger.model import TERMINAL, Claim, Direction, NewEvent, Row, Settlement, Stats, Status
-from sync.ledger.schema import cursors, events, pauses
+from sync.ledger.model import (
+    TERMINAL,
+    Claim,
+    Direction,
+    Downtime,
+    NewEvent,
+    Pending,
+    Row,
+    Settlement,
+    Stats,
+    Status,
+)
+from sync.ledger.schema import cursors, downtime, events, identities
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
 
@@ -66,6 +78,7 @@ def _row(mapping: Any) -> Row:
         reason=mapping["reason"],
         received_at=mapping["received_at"],
         updated_at=mapping["updated_at"],
+        retry_from=mapping["retry_from"] or mapping["received_at"],
     )
 
 
@@ -92,16 +105,47 @@ class Ledger:
     # -- ingest ---------------------------------------------------------------------------------
 
     async def record(self, batch: Sequence[NewEvent], now: datetime) -> set[str]:
-        """Insert new events in one transaction; return the keys that were already recorded."""
-        unique = {(e.direction, e.key): e for e in batch}
+        """Insert new events in one transaction; return the keys that were already recorded.
+
+        The first copy of a key wins (a later copy in the same batch is a duplicate). Events that
+        carry identities get their person's key as ordering key.
+        """
+        unique: dict[tuple[Direction, str], NewEvent] = {}
+        for e in batch:
+            unique.setdefault((e.direction, e.key), e)
         if not unique:
             return set()
-        values = [_insert_values(e, now) for e in unique.values()]
         insert = (postgresql.insert if self.is_postgres else sqlite.insert)(events)
         stmt = insert.on_conflict_do_nothing(index_elements=["direction", "key"]).returning(events.c.key)
         async with self._tx() as conn:
+            persons = await self._people(conn, [e.identities for e in unique.values() if e.identities])
+            values = [_insert_values(e, now, persons) for e in unique.values()]
             inserted = {r.key for r in (await conn.execute(stmt, values)).all()}
         return {key for (_, key) in unique} - inserted
+
+    async def _people(self, conn: AsyncConnection, groups: list[tuple[str, ...]]) -> dict[str, str]:
+        """Link the identifiers of ``groups`` into people (merging where a group joins two); return them all."""
+        wanted = sorted({ident for group in groups for ident in group})
+        if not wanted:
+            return {}
+        if self.is_postgres:  # replicas link people one at a time, so two never create one person twice
+            await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_lock_id("people"))))
+        known: dict[str, str] = {}
+        for at in range(0, len(wanted), 500):
+            query = sa.select(identities).where(identities.c.identifier.in_(wanted[at:at + 500]))
+            known.update({r.identifier: r.person for r in (await conn.execute(query)).all()})
+        links, merges = people.link(known, groups)
+        for old, new in merges.items():
+            await conn.execute(identities.update().where(identities.c.person == old).values(person=new))
+            await conn.execute(events.update().where(events.c.user_key == old, events.c.status == Status.PENDING)
+                               .values(user_key=new))
+        if links:
+            upsert = (postgresql.insert if self.is_postgres else sqlite.insert)(identities)
+            upsert = upsert.on_conflict_do_update(index_elements=["identifier"],
+                                                  set_={"person": upsert.excluded.person})
+            await conn.execute(upsert, [{"identifier": k, "person": v} for k, v in links.items()])
+        resolved = {ident: merges.get(person, person) for ident, person in known.items()}
+        return {**resolved, **links}
 
     # -- delivery -------------------------------------------------------------------------------
 
@@ -138,25 +182,34 @@ class Ledger:
             rows = (await conn.execute(sa.select(events).where(events.c.id.in_(ids)).order_by(events.c.id))).mappings()
             return [_row(r) for r in rows]
 
-    async def settle(self, settlement: Settlement, now: datetime) -> None:
-        """Apply one delivery round's outcome; only pending rows change."""
+    async def renew(self, owner: str, ids: Sequence[int], until: datetime) -> int:
+        """Extend ``owner``'s leases on ``ids``; return how many it still holds."""
+        if not ids:
+            return 0
+        stmt = events.update().where(events.c.id.in_(list(ids)), events.c.lease_owner == owner,
+                                     events.c.status == Status.PENDING)
+        async with self._tx() as conn:
+            return int((await conn.execute(stmt.values(lease_expires_at=until))).rowcount or 0)
+
+    async def settle(self, settlement: Settlement, now: datetime, *, owner: str) -> None:
+        """Apply one delivery round's outcome; only pending rows ``owner`` still leases change."""
         free = {"lease_owner": None, "lease_expires_at": None, "updated_at": now}
-        pending = events.c.status == Status.PENDING
+        mine = sa.and_(events.c.status == Status.PENDING, events.c.lease_owner == owner)
         tried = {**free, "attempts": events.c.attempts + 1}
         async with self._tx() as conn:
             if settlement.delivered:
                 ids = list(settlement.delivered)
-                stmt = events.update().where(events.c.id.in_(ids), pending)
+                stmt = events.update().where(events.c.id.in_(ids), mine)
                 await conn.execute(stmt.values(status=Status.DELIVERED, last_error=None, **tried))
             for row_id, at, error in settlement.retry:
-                stmt = events.update().where(events.c.id == row_id, pending)
+                stmt = events.update().where(events.c.id == row_id, mine)
                 await conn.execute(stmt.values(next_attempt_at=at, last_error=error[:2000], **tried))
             for row_id, reason in settlement.dead:
-                stmt = events.update().where(events.c.id == row_id, pending)
+                stmt = events.update().where(events.c.id == row_id, mine)
                 await conn.execute(stmt.values(status=Status.DEAD, reason=reason[:2000], **tried))
             if settlement.released:
                 ids = list(settlement.released)
-                await conn.execute(events.update().where(events.c.id.in_(ids), pending).values(**free))
+                await conn.execute(events.update().where(events.c.id.in_(ids), mine).values(**free))
 
     async def release_owner(self, owner: str, now: datetime) -> int:
         """Give back every lease ``owner`` holds (clean shutdown)."""
@@ -172,16 +225,37 @@ class Ledger:
             result = await conn.execute(stmt.values(lease_owner=None, lease_expires_at=None))
             return int(result.rowcount or 0)
 
-    # -- pause ----------------------------------------------------------------------------------
+    # -- downtime ---------------------------------------------------------------------------------
 
     async def pause(self, direction: Direction, reason: str, now: datetime) -> None:
+        """Open a pause span for ``direction`` unless one is open already."""
+        open_span = sa.select(downtime.c.id).where(downtime.c.direction == direction, downtime.c.ended_at.is_(None),
+                                                   downtime.c.kind == "paused")
         async with self._tx() as conn:
-            await conn.execute(pauses.delete().where(pauses.c.direction == direction))
-            await conn.execute(pauses.insert().values(direction=direction, reason=reason, since=now))
+            if (await conn.execute(open_span)).first() is None:
+                await conn.execute(downtime.insert().values(direction=direction, kind="paused", reason=reason,
+                                                            started_at=now))
 
-    async def resume(self, direction: Direction) -> None:
+    async def resume(self, direction: Direction, now: datetime) -> int:
+        """Close every open pause span of ``direction``; return how many there were."""
+        stmt = downtime.update().where(downtime.c.direction == direction, downtime.c.ended_at.is_(None))
         async with self._tx() as conn:
-            await conn.execute(pauses.delete().where(pauses.c.direction == direction))
+            return int((await conn.execute(stmt.values(ended_at=now))).rowcount or 0)
+
+    async def add_downtime(self, span: Downtime) -> None:
+        """Record a finished span (a ledger outage is written once the ledger answers again)."""
+        async with self._tx() as conn:
+            await conn.execute(downtime.insert().values(direction=span.direction, kind=span.kind,
+                                                        reason=span.reason[:2000], started_at=span.started_at,
+                                                        ended_at=span.ended_at))
+
+    async def downtime(self, direction: Direction, since: datetime) -> list[Downtime]:
+        """Spans of ``direction`` still open or ended after ``since``."""
+        query = sa.select(downtime).where(downtime.c.direction == direction).where(
+            sa.or_(downtime.c.ended_at.is_(None), downtime.c.ended_at > since))
+        async with self._tx() as conn:
+            return [Downtime(direction=Direction(r.direction), kind=r.kind, reason=r.reason,
+                             started_at=r.started_at, ended_at=r.ended_at) for r in (await conn.execute(query)).all()]
 
     # -- reading and operating ------------------------------------------------------------------
 
@@ -197,8 +271,22 @@ class Ledger:
         async with self._tx() as conn:
             counts = {(d, s): n for d, s, n in (await conn.execute(counts_q)).all()}
             oldest_rows = (await conn.execute(oldest_q)).all()
-            paused = {r.direction: r.reason for r in (await conn.execute(sa.select(pauses))).all()}
+            paused = await self._paused(conn)
         return Stats(counts=counts, oldest_pending={d: t for d, t in oldest_rows if t}, paused=paused)
+
+    async def pending(self) -> Pending:
+        """Pending counts and oldest pending receive time per direction (reads only pending rows)."""
+        query = (sa.select(events.c.direction, sa.func.count(), sa.func.min(events.c.received_at))
+                 .where(events.c.status == Status.PENDING).group_by(events.c.direction))
+        async with self._tx() as conn:
+            found = (await conn.execute(query)).all()
+        return Pending(counts={d: n for d, n, _ in found}, oldest={d: t for d, _, t in found if t})
+
+    @staticmethod
+    async def _paused(conn: AsyncConnection) -> dict[str, str]:
+        query = sa.select(downtime.c.direction, downtime.c.reason).where(
+            downtime.c.ended_at.is_(None), downtime.c.kind == "paused").order_by(downtime.c.id)
+        return {r.direction: r.reason for r in (await conn.execute(query)).all()}
 
     async def rows(
         self, *, status: Status, direction: Direction | None = None, limit: int = 50
@@ -212,7 +300,10 @@ class Ledger:
     async def requeue(
         self, now: datetime, *, status: Status | None = None, ids: Sequence[int] = (), direction: Direction | None = None
     ) -> int:
-        """Make dead (or other terminal) rows pending again, due now."""
+        """Make dead (or other terminal) rows pending again, due now, with a fresh retry window.
+
+        ``received_at`` stays: it is when the event arrived.
+        """
         stmt = events.update()
         stmt = stmt.where(events.c.status == status) if status else stmt.where(events.c.id.in_(list(ids)))
         stmt = stmt.where(events.c.status != Status.PENDING)
@@ -220,7 +311,7 @@ class Ledger:
             stmt = stmt.where(events.c.direction == direction)
         values = {"status": Status.PENDING, "next_attempt_at": now, "reason": None, "updated_at": now}
         async with self._tx() as conn:
-            return int((await conn.execute(stmt.values(received_at=now, **values))).rowcount or 0)
+            return int((await conn.execute(stmt.values(retry_from=now, **values))).rowcount or 0)
 
     async def purge(self, older_than: datetime, *, chunk: int = 1000) -> int:
         """Delete terminal rows last changed before ``older_than``, ``chunk`` rows per transaction."""
@@ -276,12 +367,13 @@ class Ledger:
         return _row(found) if found else None
 
 
-def _insert_values(e: NewEvent, now: datetime) -> dict[str, Any]:
+def _insert_values(e: NewEvent, now: datetime, persons: dict[str, str]) -> dict[str, Any]:
+    user_key = persons[e.identities[0]] if e.identities else e.user_key
     return {
         "direction": e.direction,
         "key": e.key,
         "kind": e.kind[:255],
-        "user_key": e.user_key[:255] if e.user_key else None,
+        "user_key": user_key[:255] if user_key else None,
         "status": e.status,
         "attempts": 0,
         "next_attempt_at": now,
@@ -289,6 +381,7 @@ def _insert_values(e: NewEvent, now: datetime) -> dict[str, Any]:
         "payload": e.payload,
         "received_at": now,
         "updated_at": now,
+        "retry_from": now,
     }
 
 

@@ -61,7 +61,7 @@ async def seeded(ledger: Ledger) -> None:
                                   status=Status.SKIPPED, reason="group is not supported by Iterable")], t0)
     rows = await ledger.claim(Claim(direction=Direction.OUTBOUND, owner="t", limit=3, lease_seconds=5), t0)
     await ledger.settle(Settlement(delivered=(rows[0].id,), dead=((rows[1].id, "HTTP 400 BadParams: nope"),
-                                                                  (rows[2].id, "HTTP 409 conflict"))), t0)
+                                                                  (rows[2].id, "HTTP 409 conflict"))), t0, owner="t")
     await ledger.pause(Direction.INBOUND, "Segment answered HTTP 401", t0)
 
 

@@ -50,7 +50,7 @@ async def test_retention_prunes_old_terminal_rows_in_chunks_and_keeps_the_rest(l
     old = T0 - timedelta(days=10)
     await ledger.record(rows(2500, "old"), old)
     claimed = await ledger.claim(Claim(direction=Direction.OUTBOUND, owner="w", limit=2400, lease_seconds=60), old)
-    await ledger.settle(Settlement(delivered=tuple(r.id for r in claimed)), old)
+    await ledger.settle(Settlement(delivered=tuple(r.id for r in claimed)), old, owner="w")
     await ledger.record(rows(5, "new"), T0)
     config = make_config(ledger_url=ledger_url)
     assert await jobs_for(ledger, config, T0).retention() == 2400

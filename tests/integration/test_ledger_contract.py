@@ -74,7 +74,7 @@ async def test_a_user_waiting_to_retry_holds_back_their_later_rows(ledger: Ledge
     await ledger.record([event("first", user="u1"), event("second", user="u1"), event("other", user="u2")], T0)
     rows = await ledger.claim(claim(limit=1), T0)
     assert [r.key for r in rows] == ["first"]
-    await ledger.settle(Settlement(retry=((rows[0].id, T0 + timedelta(minutes=5), "HTTP 500"),)), T0)
+    await ledger.settle(Settlement(retry=((rows[0].id, T0 + timedelta(minutes=5), "HTTP 500"),)), T0, owner="w1")
     later = await ledger.claim(claim(), T0 + timedelta(seconds=1))
     assert [r.key for r in later] == ["other"]  # "second" waits behind "first"
     due = await ledger.claim(claim(owner="w2"), T0 + timedelta(minutes=6))
@@ -93,7 +93,7 @@ async def test_settle_marks_delivered_retry_dead_and_released(ledger: Ledger) ->
     a, b, c, d = await ledger.claim(claim(), T0)
     later = T0 + timedelta(minutes=1)
     await ledger.settle(Settlement(delivered=(a.id,), retry=((b.id, later, "HTTP 503"),), dead=((c.id, "bad"),),
-                                   released=(d.id,)), T0)
+                                   released=(d.id,)), T0, owner="w1")
     rows = {k: await ledger.get(OUT, k) for k in "abcd"}
     assert rows["a"].status is Status.DELIVERED and rows["a"].attempts == 1  # type: ignore[union-attr]
     assert rows["b"].status is Status.PENDING and rows["b"].next_attempt_at == later  # type: ignore[union-attr]
@@ -106,8 +106,8 @@ async def test_settle_marks_delivered_retry_dead_and_released(ledger: Ledger) ->
 async def test_settle_never_changes_a_terminal_row(ledger: Ledger) -> None:
     await ledger.record([event("a")], T0)
     (row,) = await ledger.claim(claim(), T0)
-    await ledger.settle(Settlement(delivered=(row.id,)), T0)
-    await ledger.settle(Settlement(dead=((row.id, "late failure"),)), T0)
+    await ledger.settle(Settlement(delivered=(row.id,)), T0, owner="w1")
+    await ledger.settle(Settlement(dead=((row.id, "late failure"),)), T0, owner="w1")
     assert (await ledger.get(OUT, "a")).status is Status.DELIVERED  # type: ignore[union-attr]
 
 
@@ -127,14 +127,14 @@ async def test_stats_pauses_and_oldest_pending(ledger: Ledger) -> None:
     stats = await ledger.stats()
     assert stats.oldest_pending == {"outbound": T0, "inbound": T0 + timedelta(minutes=1)}
     assert stats.paused == {"outbound": "HTTP 401 BadApiKey"}
-    await ledger.resume(OUT)
+    await ledger.resume(OUT, T0)
     assert (await ledger.stats()).paused == {}
 
 
 async def test_requeue_and_purge(ledger: Ledger) -> None:
     await ledger.record([event("a", user="1"), event("b", user="2")], T0)
     a, b = await ledger.claim(claim(), T0)
-    await ledger.settle(Settlement(dead=((a.id, "bad"),), delivered=(b.id,)), T0)
+    await ledger.settle(Settlement(dead=((a.id, "bad"),), delivered=(b.id,)), T0, owner="w1")
     assert [r.key for r in await ledger.rows(status=Status.DEAD)] == ["a"]
     later = T0 + timedelta(days=1)
     assert await ledger.requeue(later, status=Status.DEAD) == 1

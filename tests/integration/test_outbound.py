@@ -358,7 +358,7 @@ async def test_dead_and_oldest_pending_metrics(daemon: Daemon, fake_iterable: tu
              {"type": "track", "userId": "other", "event": "Waits", "messageId": "dm-2"}]
     assert (await post(daemon, "/v1/batch", {"batch": batch}))[0] == 200
     await wait_for(lambda: _status(daemon, "dm-1", Status.DEAD))
-    await asyncio.sleep(0.2)
+    await daemon.jobs.refresh_gauges()  # the periodic job (every 15 s) fills the gauges a scrape serves
     async with aiohttp.ClientSession() as session, session.get(url(daemon, "/metrics")) as response:
         text = await response.text()
     assert 'sync_events_dead_total{direction="outbound"} 1.0' in text

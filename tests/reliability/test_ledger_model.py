@@ -91,7 +91,7 @@ def machine_for(url: str, reset: Any) -> type[RuleBasedStateMachine]:
                           "retry": Settlement(retry=((row_id, later, "HTTP 503"),)),
                           "dead": Settlement(dead=((row_id, "HTTP 400"),)),
                           "released": Settlement(released=(row_id,))}[outcome]
-            self.run(self.ledger.settle(settlement, self.now))
+            self.run(self.ledger.settle(settlement, self.now, owner=self.leases[row_id][0]))
             del self.leases[row_id]
             if entry["status"] is not Status.PENDING:
                 return

@@ -13,7 +13,7 @@ import pytest
 from sync import auth, schedule
 from sync.batches import chunks
 from sync.delivery import Failure, Results, settlement_for
-from sync.iterable import bulk_failures, waves
+from sync.iterable_bulk import bulk_failures, waves
 from sync.ledger import Direction, Row, Status
 from sync.outbound import IterableCall
 from sync.throttle import new_bucket, reserve
@@ -21,10 +21,11 @@ from sync.throttle import new_bucket, reserve
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 
 
-def row(row_id: int, attempts: int = 0, received: datetime = NOW) -> Row:
-    return Row(id=row_id, direction=Direction.OUTBOUND, key=str(row_id), kind="track", user_key="u", payload={},
+def row(row_id: int, attempts: int = 0, received: datetime = NOW, user: str = "u") -> Row:
+    return Row(id=row_id, direction=Direction.OUTBOUND, key=str(row_id), kind="track", user_key=user, payload={},
                status=Status.PENDING, attempts=attempts, next_attempt_at=received, lease_owner="w",
-               lease_expires_at=None, last_error=None, reason=None, received_at=received, updated_at=received)
+               lease_expires_at=None, last_error=None, reason=None, received_at=received, updated_at=received,
+               retry_from=received)
 
 
 @pytest.mark.parametrize("attempts", [1, 2, 5, 10, 30])
@@ -121,7 +122,7 @@ def test_settlement_retries_dead_letters_and_releases() -> None:
 
 def test_waves_keep_each_users_order_across_endpoints() -> None:
     def item(row_id: int, endpoint: str, user: str) -> tuple[Row, IterableCall]:
-        return row(row_id), IterableCall(endpoint=endpoint, body={}, user_key=user)
+        return row(row_id, user=user), IterableCall(endpoint=endpoint, body={}, user_key=None)
 
     batch = [item(1, "events/track", "a"), item(2, "users/update", "a"), item(3, "users/update", "b"),
              item(4, "events/track", "b"), item(5, "events/track", "a"), item(6, "commerce/updateCart", "b")]
@@ -134,14 +135,14 @@ def test_bulk_failures_match_items_by_identifier() -> None:
     response = {"successCount": 1, "failCount": 4, "disallowedEventNames": ["Nope"],
                 "failedUpdates": {"invalidEmails": ["a@x.io"], "notFoundUserIds": ["u2"],
                                   "forgottenEmails": ["c@x.io"], "conflictEmails": []}}
-    found = bulk_failures(response, bodies)
+    found = bulk_failures(response, bodies).failed
     assert found == {0: ("Iterable rejected the item: failedUpdates.invalidEmails", False),
                      1: ("Iterable rejected the item: failedUpdates.notFoundUserIds", True),
                      2: ("Iterable rejected the item: failedUpdates.forgottenEmails", False),
                      3: ("Iterable rejected the item: disallowedEventNames", False)}
-    assert bulk_failures({"invalidEmails": ["e@x.io"]}, bodies) == {
+    assert bulk_failures({"invalidEmails": ["e@x.io"]}, bodies).failed == {
         4: ("Iterable rejected the item: invalidEmails", False)}
-    assert bulk_failures("not json", bodies) == {}
+    assert bulk_failures("not json", bodies).failed == {}
 
 
 async def test_throttle_paces_requests_on_a_real_loop() -> None:

@@ -93,8 +93,7 @@ def test_order_completed_becomes_track_purchase() -> None:
 
 @pytest.mark.parametrize(("properties", "field"), [
     ({"order_id": "o"}, "properties.total"), ({"order_id": "o", "total": "lots"}, "properties.total"),
-    ({"total": 5}, "properties.order_id"), ({"order_id": "o", "total": 5, "products": [{"name": "x"}]},
-                                            "properties.products[0].product_id"),
+    ({"order_id": "o", "total": 5, "products": [{"name": "x"}]}, "properties.products[0].product_id"),
 ])
 def test_order_completed_without_required_fields_is_rejected_naming_them(properties: dict[str, Any],
                                                                          field: str) -> None:
@@ -242,3 +241,19 @@ def test_mapper_never_raises_unexpectedly_is_deterministic_and_fits_the_schema(e
         assert isinstance(item["price"], float) and isinstance(item["quantity"], int)
     for key in ("campaignId", "templateId"):
         assert isinstance(body.get(key, 0), int)
+
+
+def test_order_completed_without_order_id_is_sent_with_the_message_id_as_purchase_id() -> None:
+    """Issue 10 item 11: SPEC requires only ``total``; Iterable's purchase ``id`` is optional."""
+    result = call({"type": "track", "event": "Order Completed", "userId": "u1", "messageId": "msg-77",
+                   "properties": {"total": 5}})
+    assert result.endpoint == "commerce/trackPurchase" and result.body["id"] == "msg-77"
+    again = call({"type": "track", "event": "Order Completed", "userId": "u1", "messageId": "msg-77",
+                  "properties": {"total": 5}})
+    assert again.body == result.body  # a retry is the same purchase
+
+
+def test_a_null_phone_clears_phone_number() -> None:
+    """Issue 10 item 11: null is how Segment's destination clears ``phoneNumber`` in Iterable."""
+    result = call({"type": "identify", "userId": "u1", "traits": {"phone": None, "plan": "pro"}})
+    assert result.body["dataFields"] == {"phoneNumber": None, "plan": "pro"}

@@ -15,10 +15,11 @@ from segment.analytics import Client
 from segment.analytics import request as segment_request
 
 from sync import inbound, schedule
-from sync.batches import chunks, json_size
+from sync.batches import chunks
 from sync.delivery import Failure, Results
 from sync.ledger import Direction, Row
 from sync.metrics import Metrics
+from sync.wire import segment_size
 
 MAX_BATCH_EVENTS = 2500
 MAX_BATCH_BYTES = 475_000  # the library's own margin under Segment's 500 KB
@@ -49,7 +50,7 @@ class SegmentSink:
         results = Results()
         messages = [m for m in (self._message(row, results) for row in rows) if m is not None]
         for batch in chunks(messages, max_items=MAX_BATCH_EVENTS, max_bytes=MAX_BATCH_BYTES,
-                            size_of=lambda m: json_size(m[1])):
+                            size_of=lambda m: segment_size(m[1])):
             if results.auth_error:
                 break
             await self._send(batch, results)

@@ -1,4 +1,6 @@
-"""The Iterable sink: outbound rows become Iterable API requests, batched and in per-user order."""
+"""The Iterable sink: outbound rows become Iterable API requests, batched and in per-person order.
+
+The rules (waves, reading bulk answers) are pure, in ``sync.iterable_bulk``; this module does the I/O."""
 
 from __future__ import annotations
 
@@ -11,23 +13,17 @@ from typing import Any
 import aiohttp
 
 from sync import outbound, schedule
-from sync.batches import chunks, json_size
+from sync.batches import chunks
 from sync.delivery import NOT_FOUND_RETRIES, Failure, Results
 from sync.errors import InvalidEvent, RetryableUpstream
+from sync.iterable_bulk import MAX_BULK_BYTES, MAX_BULK_ITEMS, Item, bulk_failures, group_of, waves
 from sync.ledger import Direction, Row
 from sync.metrics import Metrics
 from sync.outbound import BULK_FORM, EVENTS_TRACK, USERS_UPDATE, IterableCall, Options, Skip
 from sync.throttle import Throttle
+from sync.wire import json_size
 
-MAX_BULK_ITEMS = 1000
-MAX_BULK_BYTES = 4 * 1024 * 1024
 RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
-
-_FAILURE_LISTS = {
-    "invalidEmails": False, "invalidUserIds": False, "conflictEmails": False, "conflictUserIds": False,
-    "forgottenEmails": False, "forgottenUserIds": False, "invalidDataEmails": False, "invalidDataUserIds": False,
-    "notFoundEmails": True, "notFoundUserIds": True,
-}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -39,53 +35,6 @@ class Reply:
     def describe(self) -> str:
         body = self.body if isinstance(self.body, dict) else {}
         return f"HTTP {self.status} {body.get('code', '')}: {str(body.get('msg', ''))[:300]}".strip()
-
-
-Item = tuple[Row, IterableCall]
-
-
-def waves(items: Sequence[Item]) -> list[list[Item]]:
-    """Split a claimed batch so a user's rows on different endpoints go out in received order."""
-    last: dict[str, tuple[int, str]] = {}
-    out: list[list[Item]] = []
-    for row, call in items:
-        key = call.user_key or f"row:{row.id}"
-        group = _group(call)
-        wave, previous = last.get(key, (0, group))
-        wave += previous != group
-        last[key] = (wave, group)
-        while len(out) <= wave:
-            out.append([])
-        out[wave].append((row, call))
-    return out
-
-
-def _group(call: IterableCall) -> str:
-    return call.endpoint if call.endpoint in BULK_FORM else "single"
-
-
-def bulk_failures(response: Any, bodies: Sequence[dict[str, Any]]) -> dict[int, tuple[str, bool]]:
-    """Items of a 200 bulk response that failed: index -> (Iterable's reason, retryable)."""
-    if not isinstance(response, dict):
-        return {}
-    failures: dict[int, tuple[str, bool]] = {}
-    failed: dict[str, Any] = response["failedUpdates"] if isinstance(response.get("failedUpdates"), dict) else {}
-    lists = [(f"failedUpdates.{k}", v) for k, v in failed.items()]
-    lists += [(k, response.get(k)) for k in ("invalidEmails", "invalidUserIds")]
-    for name, values in lists:
-        key = name.rsplit(".", 1)[-1]
-        if key not in _FAILURE_LISTS or not isinstance(values, list) or not values:
-            continue
-        field = "email" if key.endswith("Emails") else "userId"
-        wanted = {str(v).lower() for v in values}
-        for index, body in enumerate(bodies):
-            if index not in failures and str(body.get(field, "")).lower() in wanted and body.get(field):
-                failures[index] = (f"Iterable rejected the item: {name}", _FAILURE_LISTS[key])
-    disallowed = set(response.get("disallowedEventNames") or [])
-    for index, body in enumerate(bodies):
-        if index not in failures and body.get("eventName") in disallowed:
-            failures[index] = ("Iterable rejected the item: disallowedEventNames", False)
-    return failures
 
 
 class IterableClient:
@@ -147,12 +96,12 @@ class IterableSink:
             call = self._call(row, results)
             if call is not None:
                 items.append((row, call))
-        run = _Run(self.client, results)
+        run = DeliveryRound(self.client, results)
         for wave in waves(items):
             for group in (USERS_UPDATE, EVENTS_TRACK, "single"):
                 if results.auth_error:
                     return results
-                members = [item for item in wave if _group(item[1]) == group]
+                members = [item for item in wave if group_of(item[1]) == group]
                 await (run.singles(members) if group == "single" else run.bulk(group, members))
         return results
 
@@ -172,15 +121,15 @@ class IterableSink:
         return call
 
 
-class _Run:
-    """One delivery round: remembers users whose earlier row must be retried first."""
+class DeliveryRound:
+    """One delivery round: remembers people whose earlier row must be retried first."""
 
     def __init__(self, client: IterableClient, results: Results) -> None:
         self.client, self.results = client, results
         self.blocked: set[str] = set()
 
     def _live(self, items: Sequence[Item]) -> list[Item]:
-        return [item for item in items if not (item[1].user_key and item[1].user_key in self.blocked)]
+        return [item for item in items if not (item[0].user_key and item[0].user_key in self.blocked)]
 
     async def bulk(self, endpoint: str, items: Sequence[Item]) -> None:
         def size(item: Item) -> int:
@@ -195,27 +144,34 @@ class _Run:
         if reply is None:
             return
         if 200 <= reply.status < 300:
-            failures = bulk_failures(reply.body, [call.body for _, call in chunk])
-            for index, (row, call) in enumerate(chunk):
-                if index in failures:
-                    reason, retryable = failures[index]
-                    limit = NOT_FOUND_RETRIES if retryable else None
-                    self._fail(row, call, reason, retryable=retryable, max_attempts=limit)
-                else:
-                    self.results.delivered.append(row.id)
+            await self._bulk_answer(reply, chunk)
         elif reply.status in (400, 413) and len(chunk) > 1:
-            middle = len(chunk) // 2  # find the bad item: each half on its own
-            await self._bulk_chunk(endpoint, chunk[:middle])
-            if not self.results.auth_error:
-                await self._bulk_chunk(endpoint, self._live(chunk[middle:]))
+            # the request as a whole was refused: find the bad items with single calls, whose rate
+            # limit is 100x the bulk one, instead of bisecting at the bulk rate
+            await self.singles(chunk)
         else:
             self._settle(reply, chunk)
+
+    async def _bulk_answer(self, reply: Reply, chunk: list[Item]) -> None:
+        outcome = bulk_failures(reply.body, [call.body for _, call in chunk])
+        unsure = []
+        for index, (row, call) in enumerate(chunk):
+            if index in outcome.failed:
+                reason, retryable = outcome.failed[index]
+                limit = NOT_FOUND_RETRIES if retryable else None
+                self._fail(row, call, reason, retryable=retryable, max_attempts=limit)
+            elif outcome.unmatched:
+                unsure.append((row, call))
+            else:
+                self.results.delivered.append(row.id)
+        if unsure:  # Iterable counted failures it did not name: no row is delivered on a guess
+            await self.singles(unsure)
 
     async def singles(self, items: Sequence[Item]) -> None:
         for row, call in items:
             if self.results.auth_error:
                 return
-            if call.user_key and call.user_key in self.blocked:
+            if row.user_key and row.user_key in self.blocked:
                 continue
             reply = await self._post(call.endpoint, call.body, [(row, call)])
             if reply is not None:
@@ -243,7 +199,5 @@ class _Run:
               retry_after: float | None = None, max_attempts: int | None = None) -> None:
         self.results.failed.append(Failure(row_id=row.id, error=error, retryable=retryable,
                                            retry_after=retry_after, max_attempts=max_attempts))
-        if retryable and call.user_key:
-            self.blocked.add(call.user_key)
-
-
+        if retryable and row.user_key:
+            self.blocked.add(row.user_key)

@@ -1,0 +1,99 @@
+"""Pure rules for Iterable's bulk endpoints: rounds in per-person order, and reading bulk answers.
+
+No I/O: the sink (``sync.iterable_sink``) sends what these functions decide.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sync.ledger import Row
+from sync.outbound import BULK_FORM, IterableCall
+
+MAX_BULK_ITEMS = 1000
+MAX_BULK_BYTES = 4 * 1024 * 1024
+
+# failedUpdates lists -> whether the item may succeed later ("not found" can be creation lag)
+FAILURE_LISTS = {
+    "invalidEmails": False, "invalidUserIds": False, "conflictEmails": False, "conflictUserIds": False,
+    "forgottenEmails": False, "forgottenUserIds": False, "invalidDataEmails": False, "invalidDataUserIds": False,
+    "notFoundEmails": True, "notFoundUserIds": True,
+}
+
+Item = tuple[Row, IterableCall]
+
+
+def group_of(call: IterableCall) -> str:
+    """The queue a call goes through: its bulk endpoint, or "single" for calls that have none."""
+    return call.endpoint if call.endpoint in BULK_FORM else "single"
+
+
+def waves(items: Sequence[Item]) -> list[list[Item]]:
+    """Split a claimed batch so a person's rows on different endpoints go out in received order.
+
+    The person is the row's ordering key (``Row.user_key``), which joins a person's userId, email
+    and aliases.
+    """
+    last: dict[str, tuple[int, str]] = {}
+    out: list[list[Item]] = []
+    for row, call in items:
+        key = row.user_key or f"row:{row.id}"
+        group = group_of(call)
+        wave, previous = last.get(key, (0, group))
+        wave += previous != group
+        last[key] = (wave, group)
+        while len(out) <= wave:
+            out.append([])
+        out[wave].append((row, call))
+    return out
+
+
+@dataclass(slots=True, kw_only=True)
+class BulkOutcome:
+    """A 200 bulk answer read item by item: ``failed`` index -> (reason, retryable); ``unmatched`` is
+    how many failures Iterable counted that no item could be matched to."""
+
+    failed: dict[int, tuple[str, bool]] = field(default_factory=dict)
+    unmatched: int = 0
+
+
+def bulk_failures(response: Any, bodies: Sequence[dict[str, Any]]) -> BulkOutcome:
+    """Match the failures of a 200 bulk answer to the items sent.
+
+    userIds match exactly (they are case-sensitive in Iterable); emails match without regard to case.
+    """
+    outcome = BulkOutcome()
+    if not isinstance(response, dict):
+        return outcome
+    failed: dict[str, Any] = response["failedUpdates"] if isinstance(response.get("failedUpdates"), dict) else {}
+    lists = [(f"failedUpdates.{k}", v) for k, v in failed.items()]
+    lists += [(k, response.get(k)) for k in ("invalidEmails", "invalidUserIds")]
+    for name, values in lists:
+        key = name.rsplit(".", 1)[-1]
+        if key in FAILURE_LISTS and isinstance(values, list) and values:
+            _match(outcome.failed, bodies, key, values, f"Iterable rejected the item: {name}")
+    disallowed = set(response.get("disallowedEventNames") or [])
+    for index, body in enumerate(bodies):
+        if index not in outcome.failed and body.get("eventName") in disallowed:
+            outcome.failed[index] = ("Iterable rejected the item: disallowedEventNames", False)
+    count = response.get("failCount")
+    if isinstance(count, int) and not isinstance(count, bool):
+        outcome.unmatched = max(0, count - len(outcome.failed))
+    return outcome
+
+
+def _match(failures: dict[int, tuple[str, bool]], bodies: Sequence[dict[str, Any]], key: str,
+           values: list[Any], reason: str) -> None:
+    by_email = key.endswith("Emails")
+    field_name = "email" if by_email else "userId"
+    wanted = {_norm(v, by_email) for v in values}
+    for index, body in enumerate(bodies):
+        value = body.get(field_name)
+        if index not in failures and value and _norm(value, by_email) in wanted:
+            failures[index] = (reason, FAILURE_LISTS[key])
+
+
+def _norm(value: Any, by_email: bool) -> str:
+    return str(value).lower() if by_email else str(value)

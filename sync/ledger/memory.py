@@ -1,0 +1,115 @@
+"""An in-memory ledger with the semantics of ``sync.ledger.store.Ledger``, for fast unit tests of
+the delivery engine and intake (procrastinate's ``InMemoryConnector`` is the model). Not durable:
+the daemon never uses it; the contract suite runs the real one on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sync import people
+from sync.ledger.model import Claim, Direction, Downtime, NewEvent, Row, Settlement, Status
+
+
+class MemoryLedger:
+    def __init__(self) -> None:
+        self.rows: dict[int, Row] = {}
+        self.keys: dict[tuple[Direction, str], int] = {}
+        self.links: dict[str, str] = {}
+        self.spans: list[Downtime] = []
+
+    async def record(self, batch: Sequence[NewEvent], now: datetime) -> set[str]:
+        fresh = [e for e in batch if (e.direction, e.key) not in self.keys]
+        groups = [e.identities for e in fresh if e.identities]
+        links, merges = people.link(self.links, groups)
+        for ident, person in list(self.links.items()):
+            self.links[ident] = merges.get(person, person)
+        self.links.update(links)
+        for row_id, row in self.rows.items():
+            if row.status is Status.PENDING and row.user_key in merges:
+                self.rows[row_id] = dataclasses.replace(row, user_key=merges[row.user_key])
+        known = {e.key for e in batch if (e.direction, e.key) in self.keys}
+        for e in fresh:
+            if (e.direction, e.key) in self.keys:
+                continue
+            row_id = len(self.rows) + 1
+            self.keys[(e.direction, e.key)] = row_id
+            self.rows[row_id] = Row(
+                id=row_id, direction=e.direction, key=e.key, kind=e.kind, payload=e.payload, status=e.status,
+                user_key=self.links[e.identities[0]] if e.identities else e.user_key, attempts=0,
+                next_attempt_at=now, lease_owner=None, lease_expires_at=None, last_error=None, reason=e.reason,
+                received_at=now, updated_at=now, retry_from=now)
+        return known
+
+    async def claim(self, claim: Claim, now: datetime) -> list[Row]:
+        waiting: dict[str, int] = {}
+        for row in self._pending(claim.direction):
+            if row.user_key and (row.next_attempt_at > now or self._leased(row, now)):
+                waiting.setdefault(row.user_key, row.id)
+        chosen = [row for row in self._pending(claim.direction)
+                  if row.next_attempt_at <= now and not self._leased(row, now)
+                  and not (row.user_key in waiting and row.id > waiting[row.user_key])][:claim.limit]
+        until = now + timedelta(seconds=claim.lease_seconds)
+        for row in chosen:
+            self.rows[row.id] = dataclasses.replace(row, lease_owner=claim.owner, lease_expires_at=until)
+        return [self.rows[row.id] for row in chosen]
+
+    async def renew(self, owner: str, ids: Sequence[int], until: datetime) -> int:
+        held = [i for i in ids if self._mine(i, owner)]
+        for i in held:
+            self.rows[i] = dataclasses.replace(self.rows[i], lease_expires_at=until)
+        return len(held)
+
+    async def settle(self, settlement: Settlement, now: datetime, *, owner: str) -> None:
+        def change(row_id: int, tried: bool = True, **values: Any) -> None:
+            if self._mine(row_id, owner):
+                row = self.rows[row_id]
+                self.rows[row_id] = dataclasses.replace(row, lease_owner=None, lease_expires_at=None,
+                                                        updated_at=now, attempts=row.attempts + tried, **values)
+
+        for row_id in settlement.delivered:
+            change(row_id, status=Status.DELIVERED, last_error=None)
+        for row_id, at, error in settlement.retry:
+            change(row_id, next_attempt_at=at, last_error=error)
+        for row_id, reason in settlement.dead:
+            change(row_id, status=Status.DEAD, reason=reason)
+        for row_id in settlement.released:
+            change(row_id, tried=False)
+
+    async def release_owner(self, owner: str, now: datetime) -> int:
+        mine = [i for i in self.rows if self._mine(i, owner)]
+        await self.settle(Settlement(released=tuple(mine)), now, owner=owner)
+        return len(mine)
+
+    async def pause(self, direction: Direction, reason: str, now: datetime) -> None:
+        if not any(s.direction == direction and s.ended_at is None and s.kind == "paused" for s in self.spans):
+            self.spans.append(Downtime(direction=direction, kind="paused", reason=reason, started_at=now))
+
+    async def resume(self, direction: Direction, now: datetime) -> int:
+        open_spans = [i for i, s in enumerate(self.spans) if s.direction == direction and s.ended_at is None]
+        for i in open_spans:
+            self.spans[i] = dataclasses.replace(self.spans[i], ended_at=now)
+        return len(open_spans)
+
+    async def add_downtime(self, span: Downtime) -> None:
+        self.spans.append(span)
+
+    async def downtime(self, direction: Direction, since: datetime) -> list[Downtime]:
+        return [s for s in self.spans if s.direction == direction and (s.ended_at is None or s.ended_at > since)]
+
+    async def get(self, direction: Direction, key: str) -> Row | None:
+        row_id = self.keys.get((direction, key))
+        return self.rows[row_id] if row_id else None
+
+    def _pending(self, direction: Direction) -> list[Row]:
+        return [r for r in self.rows.values() if r.direction == direction and r.status is Status.PENDING]
+
+    @staticmethod
+    def _leased(row: Row, now: datetime) -> bool:
+        return row.lease_expires_at is not None and row.lease_expires_at > now
+
+    def _mine(self, row_id: int, owner: str) -> bool:
+        row = self.rows.get(row_id)
+        return row is not None and row.status is Status.PENDING and row.lease_owner == owner

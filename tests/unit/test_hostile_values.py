@@ -1,0 +1,111 @@
+"""Pure rules under values nobody expected (issue 10): Retry-After, overflowing numbers, sizes,
+credentials, downtime and people."""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from sync import auth, people, schedule
+from sync.errors import InvalidEvent
+from sync.inbound import MAX_MESSAGE_BYTES, to_track
+from sync.iterable_bulk import bulk_failures
+from sync.segment_events import validate
+from sync.wire import non_finite, segment_size, strict_loads
+
+NOW = datetime(2026, 6, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("header", "expected"), [
+    ("inf", schedule.MAX_RETRY_AFTER), ("1e15", schedule.MAX_RETRY_AFTER), ("-5", 0.0), ("soon", None),
+    ("nan", None), ("30", 30.0), ("Thu, 01 Jan 2099 00:00:00 GMT", schedule.MAX_RETRY_AFTER),
+    ("Mon, 01 Jun 2026 00:00:10 GMT", 10.0), ("", None),
+])
+def test_retry_after_is_clamped_to_a_documented_maximum(header: str, expected: float | None) -> None:
+    assert schedule.parse_retry_after(header, NOW) == expected
+
+
+def test_an_infinite_retry_after_schedules_a_finite_time() -> None:
+    """Before the fix ``inf`` raised OverflowError in timedelta and the worker (and daemon) died."""
+    at = schedule.next_attempt(now=NOW, received_at=NOW, attempts=1, max_retry_hours=72, rng=random.Random(1),
+                               retry_after=float("inf"))
+    assert at is not None and NOW < at <= NOW + timedelta(seconds=schedule.MAX_RETRY_AFTER + 1)
+
+
+def test_downtime_does_not_use_up_the_retry_window() -> None:
+    """Issue 10 item 3: a row received 100 h ago, 40 h of which the direction was paused, is still
+    inside a 72 h window of time in which it could have been tried."""
+    received = NOW - timedelta(hours=100)
+    paused = [(NOW - timedelta(hours=90), NOW - timedelta(hours=50))]
+    excluded = schedule.downtime_within(paused, received, NOW)
+    assert excluded == 40 * 3600
+    rng = random.Random(3)
+    assert schedule.next_attempt(now=NOW, received_at=received, attempts=3, max_retry_hours=72, rng=rng) is None
+    assert schedule.next_attempt(now=NOW, received_at=received, attempts=3, max_retry_hours=72, rng=rng,
+                                 excluded_seconds=excluded) is not None
+
+
+def test_downtime_spans_overlapping_or_open_count_once() -> None:
+    spans = [(NOW - timedelta(hours=5), NOW - timedelta(hours=2)), (NOW - timedelta(hours=3), None),
+             (NOW - timedelta(hours=20), NOW - timedelta(hours=19))]
+    assert schedule.downtime_within(spans, NOW - timedelta(hours=10), NOW) == 5 * 3600
+
+
+def test_numbers_that_overflow_are_invalid_naming_the_field() -> None:
+    event = strict_loads(b'{"type":"track","userId":"u","event":"E","properties":{"price":1e999}}')
+    assert non_finite(event) == "properties.price"
+    with pytest.raises(InvalidEvent, match="properties.price"):
+        validate(event)
+    with pytest.raises(ValueError):
+        strict_loads(b'{"x": NaN}')
+
+
+def test_the_segment_size_limit_counts_bytes_as_the_library_sends_them() -> None:
+    """Issue 10 item 10: the library escapes non-ASCII (six bytes for an ``é``), so 12,000 of them are
+    24 KB of UTF-8 but 72 KB on the wire: the webhook must be refused at intake, not die later."""
+    text = "é" * 12_000
+    assert len(json.dumps(text, ensure_ascii=False).encode()) < MAX_MESSAGE_BYTES < segment_size(text)
+    webhook = {"email": "a@x.io", "eventName": "emailOpen", "dataFields": {"note": text}}
+    with pytest.raises(InvalidEvent, match="32 KB"):
+        to_track(webhook, event_names="segment", received_at=NOW)
+
+
+@pytest.mark.parametrize("header", ["Basic ñandú", "Basic \u00e9\u00e9==", "ñ"])
+def test_a_non_ascii_authorization_header_is_no_write_key(header: str) -> None:
+    assert auth.basic_username(header) is None
+
+
+def test_the_body_write_key_is_checked_before_parsing() -> None:
+    assert auth.body_key_plausible(b'{"batch": [], "writeKey": "k1"}', ["k0", "k1"])
+    assert not auth.body_key_plausible(b'{"batch": [], "writeKey": "nope"}', ["k1"])
+    assert not auth.body_key_plausible(b'{"batch": []}', ["k1"])
+    stuffed = b'{"a":[' + b",".join(b'{"writeKey":"x%d"}' % i for i in range(10_000)) + b'], "writeKey": "k1"}'
+    assert not auth.body_key_plausible(stuffed, ["k1"])  # only the first few candidates are looked at
+
+
+def test_bulk_failures_match_user_ids_exactly_and_count_what_they_cannot_match() -> None:
+    bodies = [{"userId": "Ann"}, {"userId": "ann"}, {"email": "B@x.io"}]
+    outcome = bulk_failures({"failCount": 3, "failedUpdates": {"invalidUserIds": ["ann"],
+                                                               "invalidEmails": ["b@x.io"]}}, bodies)
+    assert set(outcome.failed) == {1, 2} and outcome.unmatched == 1
+
+
+def test_people_join_identifiers_and_merge_in_one_direction() -> None:
+    links, merges = people.link({}, [("u:u1", "e:a@x.io")])
+    assert links == {"u:u1": "u:u1", "e:a@x.io": "u:u1"} and merges == {}
+    known = {**links, "e:new@x.io": "e:new@x.io"}
+    links, merges = people.link(known, [("e:new@x.io", "e:a@x.io")])  # an alias joins two people
+    assert merges == {"u:u1": "e:new@x.io"}  # two stored people: the smaller key survives
+    assert links == {"e:a@x.io": "e:new@x.io"}  # u:u1 follows its person through the merge
+    assert people.identifier("Ann@X.io") == "e:ann@x.io" and people.identifier("Ann") == "u:Ann"
+    assert people.identifier(42) == "u:42" and people.identifier(None) is None
+    assert len(people.identifier("u" * 400) or "") < 100
+
+
+def test_basic_header_still_works() -> None:
+    header = "Basic " + base64.b64encode(b"key:").decode()
+    assert auth.basic_username(header) == "key"
