@@ -93,15 +93,17 @@ class ExportPuller:
                   report: Callable[[str, Progress], None] = lambda kind, p: None) -> Progress:
         """Pull every window of every kind; with ``resume``, carry on after the windows a previous
         run of the same command finished (``open_ended``: the command named no end, it ran "until now")."""
-        names = {kind: cursor_name(kind, since, None if open_ended else until) for kind in kinds}
-        starts = {kind: await self._resume_point(names[kind], since) if resume else since for kind in kinds}
-        plan = {kind: slices(starts[kind], until, slice_hours) for kind in kinds}
-        total = Progress(slices_total=sum(len(windows) for windows in plan.values()))
-        for kind, windows in plan.items():
+        windows = slices(since, until, slice_hours)
+        total = Progress(slices_total=len(windows) * len(kinds))
+        for kind in kinds:
+            name = cursor_name(kind, since, None if open_ended else until)
+            done = await self._resume_point(name, since) if resume else since
             for start, end in windows:
-                total = replace(total.add(await self.pull(kind, start, end)), slices_done=total.slices_done + 1)
-                if resume:
-                    await self.ledger.set_cursor(names[kind], end.isoformat(), datetime.now(UTC))
+                if end > done:  # a window the earlier run did not finish (or finished only in part)
+                    total = total.add(await self.pull(kind, max(start, done), end))
+                    if resume:
+                        await self.ledger.set_cursor(name, end.isoformat(), datetime.now(UTC))
+                total = replace(total, slices_done=total.slices_done + 1)
                 report(kind, total)
         return total
 

@@ -108,7 +108,9 @@ def build(config: Config, ledger: Ledger, session: aiohttp.ClientSession, metric
     workers: list[Worker] = []
 
     def worker(sink: Sink) -> Worker:
-        return Worker(ledger, sink, metrics, owner=owner, max_retry_hours=config.delivery.max_retry_hours,
+        # one owner per worker: a worker that stops releases only its own leases, never its sibling's
+        return Worker(ledger, sink, metrics, owner=f"{owner}:{sink.direction.value}",
+                      max_retry_hours=config.delivery.max_retry_hours,
                       lease_seconds=config.delivery.lease_seconds)
 
     if config.outbound.enabled:
@@ -127,6 +129,7 @@ def build(config: Config, ledger: Ledger, session: aiohttp.ClientSession, metric
     intake = Intake(ledger, metrics, notify=notify)
     puller = ExportPuller(client, intake, ledger, event_names=config.inbound.event_names)
     jobs = Jobs(ledger, metrics, config, puller if config.reconcile.enabled else None)
+    migrate.head_revision()  # read the scripts once, here: /readyz then costs one small query
     health = Health(check=lambda: migrate.ensure_current(ledger.engine))
     app = create_app(config, intake, metrics, health)
     daemon = Daemon(config=config, ledger=ledger, metrics=metrics, workers=workers, health=health, app=app,
@@ -208,5 +211,6 @@ async def _drain(daemon: Daemon) -> None:
         task.cancel()
     if pending:
         await asyncio.wait(pending, timeout=5)
-        with contextlib.suppress(SyncError):
-            await daemon.ledger.release_owner(daemon.workers[0].owner, now())
+        for worker in daemon.workers:
+            with contextlib.suppress(SyncError):
+                await daemon.ledger.release_owner(worker.owner, now())

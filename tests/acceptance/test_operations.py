@@ -66,9 +66,17 @@ async def test_two_replicas_share_the_work_and_survive_a_kill(
     ledger = Ledger(create_engine(pg_url))
     try:
         await wait_for(lambda: _all_delivered(ledger, 400), within=20)
+        rows = await ledger.rows(status=Status.DELIVERED, limit=1000)
     finally:
         await ledger.close()
     assert await two.stop() == 0
+    received = {row.key: row.id for row in rows}  # ledger id order is received order
+    first_sent: dict[str, list[int]] = {}
+    for event in fake.event_log:  # per user, first deliveries follow received order across replicas
+        order = first_sent.setdefault(event["userId"], [])
+        if received[event["id"]] not in order:
+            order.append(received[event["id"]])
+    assert all(order == sorted(order) for order in first_sent.values()), first_sent
 
 
 async def _all_delivered(ledger: Ledger, count: int) -> bool:

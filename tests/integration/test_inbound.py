@@ -66,8 +66,7 @@ async def test_concurrent_copies_of_one_webhook_become_one_message(daemon: Daemo
     webhook = ITERABLE_WEBHOOKS[1]
     replies = await asyncio.gather(*(send(daemon, copy.deepcopy(webhook)) for _ in range(8)))
     assert all(status == 200 for status, _ in replies)
-    await wait_for(lambda: len(fake.messages) >= 1)
-    await asyncio.sleep(0.3)
+    await wait_for(lambda: _settled(daemon))  # the one row is delivered: nothing more can go out
     assert len(fake.messages) == 1
     assert 'sync_duplicates_total{direction="inbound"} 7.0' in daemon.metrics.render().decode()
 
@@ -176,3 +175,8 @@ async def test_uses_the_configured_write_key(daemon: Daemon, fake_segment: tuple
     assert (await send(daemon, ITERABLE_WEBHOOKS[0]))[0] == 200
     await wait_for(lambda: len(fake.dropped) == 1)  # like Segment: 200, but not for this workspace
     assert fake.messages == [] and SEGMENT_KEY != "another"
+
+
+async def _settled(daemon: Daemon) -> bool:
+    counts = (await daemon.ledger.stats()).counts
+    return counts.get(("inbound", "delivered"), 0) >= 1 and not counts.get(("inbound", "pending"))
