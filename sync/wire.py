@@ -17,32 +17,27 @@ def _not_json(constant: str) -> Any:
     raise ValueError(f"{constant} is not JSON")
 
 
-def non_finite(value: Any, path: str = "") -> str | None:
-    """The path of the first number inside ``value`` that is not finite (None when all are)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return path or "value"
-    if isinstance(value, dict):
-        for key, item in value.items():
-            found = non_finite(item, f"{path}.{key}" if path else str(key))
-            if found:
-                return found
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            found = non_finite(item, f"{path}[{index}]")
-            if found:
-                return found
+def non_finite(value: Any) -> str | None:
+    """The path of the first number inside ``value`` that is not finite (None when all are).
+
+    Iterative: a body nested a thousand levels deep must not raise RecursionError here."""
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return path or "value"
+        if isinstance(item, dict):
+            stack.extend(reversed([(v, f"{path}.{k}" if path else str(k)) for k, v in item.items()]))
+        elif isinstance(item, list):
+            stack.extend(reversed([(v, f"{path}[{i}]") for i, v in enumerate(item)]))
     return None
 
 
 def finite(value: Any) -> Any:
     """``value`` with non-finite numbers replaced by their text, so it can be stored as evidence."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [finite(v) for v in value]
-    return value
+    if non_finite(value) is None:
+        return value
+    return json.loads(json.dumps(value), parse_constant=str)
 
 
 def json_size(value: Any) -> int:
