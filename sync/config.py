@@ -59,6 +59,7 @@ class IterableConfig:
     base_url: str = ""
     project_type: ProjectType = "hybrid"
     timeout_seconds: float = 30.0
+    queue_settle_seconds: float = 60.0  # how long a person's calls stay in one of Iterable's two queues
     rate_limits: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_RATE_LIMITS))
 
     @property
@@ -261,6 +262,8 @@ def _cross_checks(config: Config) -> list[str]:
         problems.append("ledger.retention_days: must be at least 1")
     if config.iterable.timeout_seconds <= 0:
         problems.append("iterable.timeout_seconds: must be positive")
+    if config.iterable.queue_settle_seconds < 0:
+        problems.append("iterable.queue_settle_seconds: must not be negative")
     if config.delivery.max_retry_hours <= 0:
         problems.append("delivery.max_retry_hours: must be positive")
     if config.delivery.lease_seconds < 1:

@@ -116,7 +116,7 @@ def build(config: Config, ledger: Ledger, session: aiohttp.ClientSession, metric
     if config.outbound.enabled:
         options = Options(project_type=config.iterable.project_type,
                           merge_nested_objects=config.outbound.merge_nested_objects)
-        workers.append(worker(IterableSink(client, options)))
+        workers.append(worker(IterableSink(client, options, settle_seconds=config.iterable.queue_settle_seconds)))
     if config.inbound.enabled:
         workers.append(worker(SegmentSink(write_key=config.segment.write_key, host=config.segment.host,
                                           event_names=config.inbound.event_names, metrics=metrics)))

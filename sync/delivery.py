@@ -24,16 +24,15 @@ from sync.metrics import Metrics
 
 log = logging.getLogger("sync.delivery")
 
-NOT_FOUND_RETRIES = 5  # an Iterable "user not found" may be creation lag; retry a few times first
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Failure:
     row_id: int
     error: str
     retryable: bool
-    retry_after: float | None = None
-    max_attempts: int | None = None  # give up after this many tries even inside the retry window
+    retry_after: float | None = None  # the upstream asked the whole direction to wait this long
+    wait: float | None = None  # this row (and its person) may not go before this many seconds
+    window_seconds: float | None = None  # give up this long after the retry window started (not max_retry_hours)
+    max_delay: float | None = None  # cap on the wait between tries (default: schedule.CAP_SECONDS)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -68,10 +67,12 @@ def settlement_for(
         row = by_id[failure.row_id]
         attempts = row.attempts + 1
         at = None
-        if failure.retryable and (failure.max_attempts is None or attempts < failure.max_attempts):
+        if failure.retryable:
+            hours = failure.window_seconds / 3600 if failure.window_seconds else max_retry_hours
+            floor = max(failure.retry_after or 0.0, failure.wait or 0.0) or None
             at = schedule.next_attempt(now=now, received_at=row.retry_from, attempts=attempts,
-                                       max_retry_hours=max_retry_hours, rng=rng, retry_after=failure.retry_after,
-                                       base=retry_base,
+                                       max_retry_hours=hours, rng=rng, retry_after=floor, base=retry_base,
+                                       cap=failure.max_delay or schedule.CAP_SECONDS,
                                        excluded_seconds=schedule.downtime_within(spans, row.retry_from, now))
         if at is None:
             reason = failure.error if not failure.retryable else f"gave up after {attempts} attempts: {failure.error}"

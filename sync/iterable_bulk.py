@@ -5,7 +5,7 @@ No I/O: the sink (``sync.iterable_sink``) sends what these functions decide.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,7 +13,7 @@ from sync.ledger import Row
 from sync.outbound import BULK_FORM, IterableCall
 
 MAX_BULK_ITEMS = 1000
-MAX_BULK_BYTES = 4 * 1024 * 1024
+MAX_BULK_BYTES = 4_000_000  # Iterable's "4MB" as bytes on the wire (RudderStack's reading)
 
 # failedUpdates lists -> whether the item may succeed later ("not found" can be creation lag)
 FAILURE_LISTS = {
@@ -25,12 +25,60 @@ FAILURE_LISTS = {
 Item = tuple[Row, IterableCall]
 
 
-def group_of(call: IterableCall) -> str:
-    """The queue a call goes through: its bulk endpoint, or "single" for calls that have none."""
-    return call.endpoint if call.endpoint in BULK_FORM else "single"
+def group_of(call: IterableCall, singles: Collection[int] = (), row_id: int = 0) -> str:
+    """The request group a call goes in: its bulk endpoint, or "single" for calls that have no bulk
+    form or that were planned as single calls (``singles``)."""
+    return call.endpoint if call.endpoint in BULK_FORM and row_id not in singles else "single"
 
 
-def waves(items: Sequence[Item]) -> list[list[Item]]:
+@dataclass(slots=True, kw_only=True)
+class Plan:
+    """How one round sends each person's calls: Iterable processes bulk and single calls in two queues,
+    so a person's writes must not be in both at once. ``singles``: bulk-able rows sent as single calls;
+    ``held``: rows that must wait this many seconds for the bulk queue to settle; ``families``: the
+    queue each person used."""
+
+    send: list[Item] = field(default_factory=list)
+    singles: set[int] = field(default_factory=set)
+    held: dict[int, float] = field(default_factory=dict)
+    families: dict[str, str] = field(default_factory=dict)
+
+
+def plan(items: Sequence[Item], recent: Mapping[str, tuple[str, float]], now: float, settle: float) -> Plan:
+    """Choose the queue of every call, person by person, in received order.
+
+    ``recent`` is person -> (queue, when) of their last call (monotonic seconds). A person keeps the
+    queue they used in the last ``settle`` seconds; a person whose round holds a call that only has a
+    single form (purchase, cart, email change) sends everything single; a single-only call for a
+    person who used the bulk queue less than ``settle`` ago waits until it has settled.
+    """
+    result = Plan()
+    people: dict[str, list[Item]] = {}
+    for row, call in items:
+        people.setdefault(row.user_key or f"row:{row.id}", []).append((row, call))
+    for person, mine in people.items():
+        family, since = recent.get(person, ("", -settle))
+        family = family if now - since < settle else ""
+        sent = False
+        for index, (row, call) in enumerate(mine):
+            if call.endpoint not in BULK_FORM:
+                if family == "bulk":
+                    result.held[row.id] = max(0.0, settle - (now - since))
+                    break  # the person's later rows wait behind this one
+                family = "single"
+            elif family == "single" or (not family and any(c.endpoint not in BULK_FORM for _, c in mine[index:])):
+                result.singles.add(row.id)
+                family = "single"
+            elif family != "bulk":
+                family, since = "bulk", now
+            result.send.append((row, call))
+            sent = True
+        if sent:
+            result.families[person] = family
+    return result
+
+
+def waves(items: Sequence[Item], singles: Collection[int] = ()) -> list[list[Item]]:
     """Split a claimed batch so a person's rows on different endpoints go out in received order.
 
     The person is the row's ordering key (``Row.user_key``), which joins a person's userId, email
@@ -40,7 +88,7 @@ def waves(items: Sequence[Item]) -> list[list[Item]]:
     out: list[list[Item]] = []
     for row, call in items:
         key = row.user_key or f"row:{row.id}"
-        group = group_of(call)
+        group = group_of(call, singles, row.id)
         wave, previous = last.get(key, (0, group))
         wave += previous != group
         last[key] = (wave, group)

@@ -5,6 +5,8 @@ The rules (waves, reading bulk answers) are pure, in ``sync.iterable_bulk``; thi
 from __future__ import annotations
 
 import json
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -14,9 +16,18 @@ import aiohttp
 
 from sync import outbound, schedule
 from sync.batches import chunks
-from sync.delivery import NOT_FOUND_RETRIES, Failure, Results
+from sync.delivery import Failure, Results
 from sync.errors import InvalidEvent, RetryableUpstream
-from sync.iterable_bulk import MAX_BULK_BYTES, MAX_BULK_ITEMS, Item, bulk_failures, group_of, waves
+from sync.iterable_bulk import (
+    MAX_BULK_BYTES,
+    MAX_BULK_ITEMS,
+    Item,
+    Plan,
+    bulk_failures,
+    group_of,
+    plan,
+    waves,
+)
 from sync.ledger import Direction, Row
 from sync.metrics import Metrics
 from sync.outbound import BULK_FORM, EVENTS_TRACK, USERS_UPDATE, IterableCall, Options, Skip
@@ -36,6 +47,12 @@ class Reply:
         body = self.body if isinstance(self.body, dict) else {}
         return f"HTTP {self.status} {body.get('code', '')}: {str(body.get('msg', ''))[:300]}".strip()
 
+    @property
+    def not_found(self) -> bool:
+        """A single call refused because Iterable cannot see the user yet (creation lags)."""
+        body = self.body if isinstance(self.body, dict) else {}
+        return self.status == 400 and "does not exist" in str(body.get("msg", "")).lower()
+
 
 class IterableClient:
     """One persistent aiohttp session to Iterable; network failures become ``RetryableUpstream``."""
@@ -47,7 +64,7 @@ class IterableClient:
         self.timeout, self.throttle, self.metrics, self.clock = aiohttp.ClientTimeout(total=timeout), throttle, metrics, clock
 
     async def post(self, endpoint: str, body: dict[str, Any]) -> Reply:
-        data = json.dumps(body, separators=(",", ":")).encode()
+        data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()  # the bytes json_size counts
         status, raw, retry_after = await self._call("POST", endpoint, data=data,
                                                     headers={"Content-Type": "application/json"})
         return Reply(status=status, body=_json(raw), retry_after=retry_after)
@@ -80,14 +97,23 @@ def _json(raw: bytes) -> Any:
         return None
 
 
+NOT_FOUND_WINDOW = 15 * 60.0  # a user Iterable cannot see yet is retried this long (it asks for 60 s)
+NOT_FOUND_MAX_DELAY = 30.0  # between those tries, so the user's events follow soon after they appear
+QUEUE_SETTLE_SECONDS = 60.0  # Iterable asks for a 60 s buffer between a write and dependent calls
+
+
 class IterableSink:
-    """Delivers outbound rows: users and events in bulk, commerce and email changes singly."""
+    """Delivers outbound rows: users and events in bulk, commerce and email changes singly, each
+    person's calls through one of Iterable's two processing queues at a time (``iterable_bulk.plan``)."""
 
     direction = Direction.OUTBOUND
     batch_limit = 2 * MAX_BULK_ITEMS
 
-    def __init__(self, client: IterableClient, options: Options) -> None:
+    def __init__(self, client: IterableClient, options: Options, *, settle_seconds: float = QUEUE_SETTLE_SECONDS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.client, self.options = client, options
+        self.settle_seconds, self.clock = settle_seconds, clock
+        self.recent: OrderedDict[str, tuple[str, float]] = OrderedDict()  # person -> (queue, last call)
 
     async def deliver(self, rows: Sequence[Row]) -> Results:
         results = Results()
@@ -96,14 +122,29 @@ class IterableSink:
             call = self._call(row, results)
             if call is not None:
                 items.append((row, call))
+        now = self.clock()
+        planned = self._plan(items, now)
+        for row_id, wait in planned.held.items():
+            results.failed.append(Failure(
+                row_id=row_id, retryable=True, wait=wait,
+                error=f"waiting {wait:.0f} s for Iterable's bulk queue (this person's earlier writes went through it)"))
         run = DeliveryRound(self.client, results)
-        for wave in waves(items):
+        for wave in waves(planned.send, planned.singles):
             for group in (USERS_UPDATE, EVENTS_TRACK, "single"):
                 if results.auth_error:
                     return results
-                members = [item for item in wave if group_of(item[1]) == group]
+                members = [item for item in wave if group_of(item[1], planned.singles, item[0].id) == group]
                 await (run.singles(members) if group == "single" else run.bulk(group, members))
         return results
+
+    def _plan(self, items: Sequence[Item], now: float) -> Plan:
+        while self.recent and now - next(iter(self.recent.values()))[1] >= self.settle_seconds:
+            self.recent.popitem(last=False)
+        planned = plan(items, self.recent, now, self.settle_seconds)
+        for person, family in planned.families.items():
+            self.recent[person] = (family, now)
+            self.recent.move_to_end(person)
+        return planned
 
     def _call(self, row: Row, results: Results) -> IterableCall | None:
         try:
@@ -158,8 +199,7 @@ class DeliveryRound:
         for index, (row, call) in enumerate(chunk):
             if index in outcome.failed:
                 reason, retryable = outcome.failed[index]
-                limit = NOT_FOUND_RETRIES if retryable else None
-                self._fail(row, call, reason, retryable=retryable, max_attempts=limit)
+                self._fail(row, call, reason, retryable=retryable, not_found=retryable)
             elif outcome.unmatched:
                 unsure.append((row, call))
             else:
@@ -190,14 +230,19 @@ class DeliveryRound:
             self.results.delivered.extend(row.id for row, _ in chunk)
         elif reply.status in (401, 403):
             self.results.auth_error = f"Iterable answered {reply.describe()}"
+        elif reply.not_found:
+            for row, call in chunk:
+                self._fail(row, call, reply.describe(), retryable=True, not_found=True)
         else:
             retryable = reply.status in RETRYABLE_STATUSES or reply.status >= 500
             for row, call in chunk:
                 self._fail(row, call, reply.describe(), retryable=retryable, retry_after=reply.retry_after)
 
     def _fail(self, row: Row, call: IterableCall, error: str, *, retryable: bool,
-              retry_after: float | None = None, max_attempts: int | None = None) -> None:
-        self.results.failed.append(Failure(row_id=row.id, error=error, retryable=retryable,
-                                           retry_after=retry_after, max_attempts=max_attempts))
+              retry_after: float | None = None, not_found: bool = False) -> None:
+        """Record a failure; a user Iterable cannot see yet is retried for NOT_FOUND_WINDOW, not 72 h."""
+        window = (NOT_FOUND_WINDOW, NOT_FOUND_MAX_DELAY) if not_found else (None, None)
+        self.results.failed.append(Failure(row_id=row.id, error=error, retryable=retryable, retry_after=retry_after,
+                                           window_seconds=window[0], max_delay=window[1]))
         if retryable and row.user_key:
             self.blocked.add(row.user_key)

@@ -56,7 +56,7 @@ def map_event(event: dict[str, Any], options: Options) -> IterableCall | Skip:
     if kind == "delete":
         return Skip(reason="user deletion is not forwarded to Iterable (delete the user there)")
     if kind == "alias":
-        return _alias(event)
+        return _alias(event, options)
     ids = _identifiers(event, options)
     if isinstance(ids, Skip):
         return ids
@@ -129,15 +129,29 @@ def _user_fields(fields: dict[str, Any]) -> dict[str, Any]:
     return converted
 
 
+def naming(ids: dict[str, Any], options: Options) -> dict[str, Any]:
+    """How a request names the person: Iterable takes "an email or a userId (but not both)". Email
+    projects name by email; userId and hybrid projects by userId when there is one, else by email."""
+    if options.project_type == "email" or "userId" not in ids:
+        return {"email": ids["email"]}
+    return {"userId": ids["userId"]}
+
+
 def _user(ids: dict[str, Any], fields: dict[str, Any], event: dict[str, Any], options: Options) -> dict[str, Any]:
-    user = {**ids, "dataFields": _user_fields(fields), "mergeNestedObjects": _merge_nested(event, options)}
-    if "userId" in ids and options.project_type in ("userId", "hybrid"):
+    user = {**naming(ids, options), "dataFields": _user_fields(fields),
+            "mergeNestedObjects": _merge_nested(event, options)}
+    if "userId" in user:
         user["preferUserId"] = True
+    elif "userId" in ids:  # email projects: the userId is a field of the profile the email names
+        user["userId"] = ids["userId"]
     return user
 
 
 def _identify(event: dict[str, Any], ids: dict[str, Any], options: Options) -> IterableCall:
     body = _user(ids, as_dict(event.get("traits")), event, options)
+    if "userId" in body and body.get("preferUserId") and "email" in ids:
+        # userId and hybrid projects change (or set) a user's email through dataFields.email
+        body["dataFields"] = {**body["dataFields"], "email": ids["email"]}
     return IterableCall(endpoint=USERS_UPDATE, body=body, user_key=user_key(event))
 
 
@@ -151,7 +165,8 @@ def _track_like(event: dict[str, Any], ids: dict[str, Any], options: Options) ->
         user = _user(ids, as_dict(as_dict(event.get("context")).get("traits")), event, options)
         body = {"user": user, "items": _items(products)}
         return IterableCall(endpoint=UPDATE_CART, body=body, user_key=user_key(event))
-    body = {**ids, "eventName": name, "id": event["messageId"], "dataFields": iterable_dates(_fields(event))}
+    body = {**naming(ids, options), "eventName": name, "id": event["messageId"],
+            "dataFields": iterable_dates(_fields(event))}
     return IterableCall(endpoint=EVENTS_TRACK, body={**body, **_created_at(event), **_campaign(properties)},
                         user_key=user_key(event))
 
@@ -251,7 +266,9 @@ def _int(value: Any, default: int) -> int:
     return int(number) if number is not None and abs(number) < 2**53 else default
 
 
-def _alias(event: dict[str, Any]) -> IterableCall | Skip:
+def _alias(event: dict[str, Any], options: Options) -> IterableCall | Skip:
+    if options.project_type == "userId":
+        return Skip(reason="alias is not sent in a userId-based project: send identify with the new email")
     previous, new = text_id(event.get("previousId")), text_id(event.get("userId"))
     if not (is_email(previous) and is_email(new)):
         return Skip(reason="alias needs previousId and userId that are both email addresses")

@@ -31,6 +31,7 @@ def next_attempt(
     rng: random.Random,
     retry_after: float | None = None,
     base: float = BASE_SECONDS,
+    cap: float = CAP_SECONDS,
     excluded_seconds: float = 0.0,
 ) -> datetime | None:
     """The time of the next try, or None once the retry window of ``received_at`` has run out.
@@ -43,7 +44,7 @@ def next_attempt(
     deadline = received_at + timedelta(hours=max_retry_hours, seconds=max(0.0, excluded_seconds))
     if now >= deadline:
         return None
-    delay = backoff(attempts - 1, rng, base=base)
+    delay = backoff(attempts - 1, rng, base=base, cap=cap)
     if retry_after is not None:
         retry_after = clamp_retry_after(retry_after)
         delay = max(delay, retry_after) + rng.uniform(0, min(retry_after, 1.0) * 0.1)

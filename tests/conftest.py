@@ -20,7 +20,12 @@ from sync.ledger import Ledger, migrate
 from sync.ledger.store import create_engine
 from sync.sandbox import FakeIterable, FakeSegment
 from tests.processes import spawn, tcp_proxy  # noqa: F401 - fixtures
-from tests.support import ITERABLE_KEY, SEGMENT_KEY, make_config
+from tests.support import FAKE_QUEUE_DELAY, FAKE_VISIBILITY_LAG, ITERABLE_KEY, SEGMENT_KEY, make_config
+
+# the realistic setting: a hybrid project, users visible only after a lag, bulk and single calls applied
+# in two queues after independent random delays
+STRICT = {"project_type": "hybrid", "visibility_lag": FAKE_VISIBILITY_LAG, "bulk_delay": FAKE_QUEUE_DELAY,
+          "single_delay": FAKE_QUEUE_DELAY}
 
 PG_ADMIN_URL = os.environ.get("SYNC_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -96,7 +101,7 @@ async def serving(app: Any) -> AsyncIterator[str]:
 
 @pytest.fixture
 async def fake_iterable() -> AsyncIterator[tuple[FakeIterable, str]]:
-    fake = FakeIterable(ITERABLE_KEY)
+    fake = FakeIterable(ITERABLE_KEY, **STRICT)
     async with serving(fake.app()) as url:
         yield fake, url
 

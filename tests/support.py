@@ -16,6 +16,10 @@ SHARED_SECRET = "test-shared-secret"
 WEBHOOK_TOKEN = "test-webhook-token"
 ITERABLE_KEY = "iterable-test-key"
 SEGMENT_KEY = "segment-test-key"
+# the fakes' queues apply within FAKE_QUEUE_DELAY; a person's calls stay in one queue for longer than that
+FAKE_QUEUE_DELAY = 0.2
+FAKE_VISIBILITY_LAG = 0.5
+QUEUE_SETTLE = 0.5
 
 
 def config_dict(*, ledger_url: str, iterable_url: str = "http://127.0.0.1:9", segment_url: str = "http://127.0.0.1:9",
@@ -23,7 +27,8 @@ def config_dict(*, ledger_url: str, iterable_url: str = "http://127.0.0.1:9", se
     raw: dict[str, Any] = {
         "server": {"host": "127.0.0.1", "port": port or 8787},
         "ledger": {"url": ledger_url},
-        "iterable": {"api_key": ITERABLE_KEY, "base_url": iterable_url, "timeout_seconds": 5},
+        "iterable": {"api_key": ITERABLE_KEY, "base_url": iterable_url, "timeout_seconds": 5,
+                     "queue_settle_seconds": QUEUE_SETTLE},
         "segment": {"write_key": SEGMENT_KEY, "host": segment_url},
         "outbound": {"write_keys": [WRITE_KEY], "shared_secrets": [SHARED_SECRET]},
         "inbound": {"auth_tokens": [WEBHOOK_TOKEN]},
@@ -45,6 +50,7 @@ url = "{ledger_url}"
 api_key = "{ITERABLE_KEY}"
 base_url = "{iterable_url}"
 timeout_seconds = {timeout}
+queue_settle_seconds = {QUEUE_SETTLE}
 [segment]
 write_key = "{SEGMENT_KEY}"
 host = "{segment_url}"

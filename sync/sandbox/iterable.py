@@ -1,25 +1,29 @@
-"""A fake Iterable API, faithful to Iterable's spec where the daemon depends on it.
+"""A fake Iterable API, as strict as the real one where the daemon depends on it.
 
 Auth by ``Api-Key`` (401 ``BadApiKey``), envelope bodies, 400 for bad JSON or parameters, bulk
-responses with ``failedUpdates``, 413 over 4 MB, 429 over the documented per-project rate limits,
-users created by users/update, bulkUpdate and commerce calls but not by events, event ``id`` upserts.
+responses with ``failedUpdates``, 413 over 4,000,000 bytes on the wire, 429 without ``Retry-After`` over
+the documented per-project rate limits. The project itself (project types, two processing queues,
+visibility lag, field types, conflicts, forgotten users) is ``sync.sandbox.iterable_project``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 
 from sync.sandbox.faults import Faults
+from sync.sandbox.iterable_project import ItemError, Project
 from sync.segment_events import is_email
 
-MAX_BODY = 4 * 1024 * 1024
+MAX_BODY = 4_000_000  # Iterable's "4MB", as RudderStack reads it: bytes on the wire
 LIMITS = {"users/update": 500, "users/bulkUpdate": 5, "events/track": 2000, "events/trackBulk": 10,
           "export/data.json": 4 / 60}
 FAILURE_KEYS = ("conflictEmails", "conflictUserIds", "forgottenEmails", "forgottenUserIds", "invalidDataEmails",
@@ -30,27 +34,28 @@ def envelope(msg: str, code: str = "Success", params: Any = None, status: int = 
     return web.json_response({"msg": msg, "code": code, "params": params}, status=status)
 
 
-class ItemError(Exception):
-    def __init__(self, kind: str, value: str, msg: str) -> None:
-        self.kind, self.value, self.msg = kind, value, msg
-        super().__init__(msg)
+def refused(exc: ItemError) -> web.Response:
+    return envelope(exc.msg, exc.code, None, exc.status)
 
 
 class FakeIterable:
+    """The HTTP face of a fake project. ``project_type``, ``visibility_lag`` and the two queues' delays
+    pick how strict it is; ``process()`` applies what is due (a background task does it every 10 ms)."""
+
     def __init__(self, api_key: str = "iterable-test-key", *, enforce_rate_limits: bool = True,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, project_type: str = "hybrid",
+                 visibility_lag: float = 0.0, bulk_delay: float = 0.0, single_delay: float = 0.0,
+                 seed: int = 0) -> None:
         self.api_key = api_key
         self.enforce_rate_limits, self.clock = enforce_rate_limits, clock
+        self.settings: dict[str, Any] = {"project_type": project_type, "visibility_lag": visibility_lag,
+                         "bulk_delay": bulk_delay, "single_delay": single_delay, "seed": seed}
         self.faults = Faults()
         self.reset()
 
-    def reset(self) -> None:
-        self.users: list[dict[str, Any]] = []
-        self.events: dict[str, dict[str, Any]] = {}  # by event id (same id = update)
-        self.event_log: list[dict[str, Any]] = []  # every event accepted, in order
-        self.purchases: dict[str, dict[str, Any]] = {}
-        self.carts: dict[str, list[Any]] = {}
-        self.email_changes: list[dict[str, Any]] = []
+    def reset(self, **settings: Any) -> None:
+        self.settings.update(settings)
+        self.project = Project(**self.settings)
         self.requests: list[tuple[str, Any]] = []  # requests served normally (not faulted)
         self.hits: list[tuple[str, float]] = []  # every request that arrived, with its monotonic time
         self.export_records: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -59,6 +64,35 @@ class FakeIterable:
         self.invalid_data_emails: set[str] = set()  # bulk items reported in failedUpdates.invalidDataEmails
         self._windows: dict[str, list[float]] = defaultdict(list)
         self.faults.clear()
+
+    # -- the project's state, as applied so far ---------------------------------------------------
+
+    def process(self, *, everything: bool = False) -> None:
+        self.project.process(self.clock(), everything=everything)
+
+    @property
+    def users(self) -> list[dict[str, Any]]:
+        return self.project.users
+
+    @property
+    def events(self) -> dict[str, dict[str, Any]]:
+        return self.project.events
+
+    @property
+    def event_log(self) -> list[dict[str, Any]]:
+        return self.project.event_log
+
+    @property
+    def purchases(self) -> dict[str, dict[str, Any]]:
+        return self.project.purchases
+
+    @property
+    def carts(self) -> dict[str, list[Any]]:
+        return self.project.carts
+
+    @property
+    def email_changes(self) -> list[dict[str, Any]]:
+        return self.project.email_changes
 
     # -- app ------------------------------------------------------------------------------------
 
@@ -75,7 +109,20 @@ class FakeIterable:
         app.router.add_get("/api/export/data.json", self._wrap("export/data.json", self._export))
         app.router.add_get("/api/webhooks", self._wrap("webhooks", self._webhooks))
         app.router.add_get("/_fake/state", self._state)
+        app.cleanup_ctx.append(self._processor)
         return app
+
+    async def _processor(self, _: web.Application) -> AsyncIterator[None]:
+        async def run() -> None:
+            while True:
+                self.process()
+                await asyncio.sleep(0.01)
+
+        task = asyncio.create_task(run(), name="fake-iterable-queues")
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
     def _wrap(self, endpoint: str, handler: Callable[[Any], Any]) -> Callable[[web.Request], Awaitable[Any]]:
         async def serve(request: web.Request) -> Any:
@@ -86,7 +133,7 @@ class FakeIterable:
             if request.headers.get("Api-Key", request.headers.get("Api_Key")) != self.api_key:
                 return envelope("Invalid API key", "BadApiKey", {"endpoint": f"/api/{endpoint}"}, 401)
             if self._over_limit(endpoint):
-                return envelope("Rate limit exceeded", "RateLimitExceeded", None, 429)
+                return envelope("Rate limit exceeded", "RateLimitExceeded", None, 429)  # no Retry-After
             if request.method == "GET":
                 return await handler(request)
             raw = await request.read()
@@ -102,6 +149,7 @@ class FakeIterable:
             if self._poisoned(body):
                 return envelope("Project 1: The request does not have the same data types",
                                 "RequestFieldsTypesMismatched", {"validationErrors": {}}, 400)
+            self.process()
             return handler(body)
 
         return serve
@@ -126,111 +174,98 @@ class FakeIterable:
     # -- users ----------------------------------------------------------------------------------
 
     def add_users(self, count: int, prefix: str) -> None:
-        """Seed users ``<prefix>0`` .. (email ``<prefix>N@example.com``) that events may name right away."""
-        self.users.extend({"email": f"{prefix}{n}@example.com", "userId": f"{prefix}{n}", "dataFields": {}}
-                          for n in range(count))
+        """Seed visible users ``<prefix>0`` .. (email ``<prefix>N@example.com``) that events may name at once."""
+        for n in range(count):
+            self.project.users.append({"email": f"{prefix}{n}@example.com", "userId": f"{prefix}{n}",
+                                       "dataFields": {}})
 
     def find_user(self, email: Any = None, user_id: Any = None) -> dict[str, Any] | None:
-        for user in self.users:
-            if (email and user.get("email") == email) or (user_id and user.get("userId") == user_id):
-                return user
-        return None
+        self.process()
+        return self.project.find("userId", user_id) or self.project.find("email", email)
 
-    def _identify(self, body: dict[str, Any]) -> tuple[str, str]:
-        email, user_id = body.get("email"), body.get("userId")
-        if email is None and user_id is None:
-            raise ItemError("", "", "email or userId is required")
-        if email is not None and not is_email(email):
-            raise ItemError("invalidEmails", str(email), f"Invalid email: {email}")
-        if user_id is not None and (not isinstance(user_id, str) or not user_id or len(user_id) > 52
-                                    or user_id != user_id.strip()):
-            raise ItemError("invalidUserIds", str(user_id), f"Invalid userId: {user_id}")
-        return email or "", user_id or ""
+    @property
+    def idle(self) -> bool:
+        """Whether Iterable has processed every write it accepted (nothing waits in its queues)."""
+        self.process()
+        return self.project.pending() == 0
 
-    def _upsert(self, body: dict[str, Any]) -> dict[str, Any]:
-        email, user_id = self._identify(body)
-        if email in self.invalid_data_emails:
-            raise ItemError("invalidDataEmails", email, "invalid data")
-        user = self.find_user(email, user_id)
-        if user is None:
-            user = {"email": email or f"{user_id}@placeholder.email", "userId": user_id or None, "dataFields": {}}
-            self.users.append(user)
-        if user_id:
-            user["userId"] = user_id
-        fields = body.get("dataFields") or {}
-        if body.get("mergeNestedObjects"):
-            for key, value in fields.items():
-                old = user["dataFields"].get(key)
-                user["dataFields"][key] = {**old, **value} if isinstance(old, dict) and isinstance(value, dict) else value
-        else:
-            user["dataFields"].update(fields)
-        return user
+    def _check_user(self, body: dict[str, Any]) -> None:
+        by, value = self.project.check_user(body)
+        email = body.get("email") or (body.get("dataFields") or {}).get("email")
+        if email in self.invalid_data_emails:  # reported by the identifier the item was named by
+            raise ItemError("invalidDataEmails" if by == "email" else "invalidDataUserIds", value, "invalid data")
 
     def _users_update(self, body: dict[str, Any]) -> web.Response:
         try:
-            self._upsert(body)
+            self._check_user(body)
         except ItemError as exc:
-            code = "InvalidEmailAddressError" if exc.kind == "invalidEmails" else "BadParams"
-            return envelope(exc.msg, code, None, 400)
+            return refused(exc)
+        self.project.enqueue("single", self.clock(), "users/update", lambda: self._upsert(body))
         return envelope("User update requested", "Success")
+
+    def _upsert(self, body: dict[str, Any]) -> None:
+        self.project.upsert(body, self.clock())
 
     def _users_bulk_update(self, body: dict[str, Any]) -> web.Response:
         users = body.get("users")
         if not isinstance(users, list):
             return envelope("users is required", "BadParams", None, 400)
-        return web.json_response(self._bulk(users, self._upsert))
+        return web.json_response(self._bulk("users/bulkUpdate", users, self._check_user, self.project.upsert))
 
-    def _bulk(self, items: list[Any], apply: Callable[[dict[str, Any]], Any]) -> dict[str, Any]:
+    def _bulk(self, name: str, items: list[Any], check: Callable[[dict[str, Any]], Any],
+              apply: Callable[[dict[str, Any], float], Any]) -> dict[str, Any]:
         failed: dict[str, list[str]] = {key: [] for key in FAILURE_KEYS}
         disallowed: list[str] = []
-        ok = 0
+        accepted = []
         for item in items:
+            item = item if isinstance(item, dict) else {}
             try:
-                apply(item if isinstance(item, dict) else {})
-                ok += 1
+                check(item)
+                accepted.append(item)
             except ItemError as exc:
                 if exc.kind == "disallowedEventNames":
                     disallowed.append(exc.value)
                 elif exc.kind:
                     failed[exc.kind].append(exc.value)
-        return {"successCount": ok, "failCount": len(items) - ok, "createdFields": [], "filteredOutFields": [],
-                "disallowedEventNames": disallowed, "invalidEmails": failed["invalidEmails"],
+        if accepted:
+            def apply_all() -> None:
+                for item in accepted:
+                    apply(item, self.clock())
+
+            self.project.enqueue("bulk", self.clock(), name, apply_all)
+        return {"successCount": len(accepted), "failCount": len(items) - len(accepted), "createdFields": [],
+                "filteredOutFields": [], "disallowedEventNames": disallowed, "invalidEmails": failed["invalidEmails"],
                 "invalidUserIds": failed["invalidUserIds"], "failedUpdates": failed}
 
     # -- events ---------------------------------------------------------------------------------
 
-    def _track(self, body: dict[str, Any]) -> None:
+    def _check_event(self, body: dict[str, Any]) -> None:
         name = body.get("eventName")
         if not isinstance(name, str) or not name:
             raise ItemError("", "", "eventName is required")
         if name in self.disallowed_event_names:
             raise ItemError("disallowedEventNames", name, f"event name {name} is not allowed")
-        email, user_id = self._identify(body)
-        if self.find_user(email, user_id) is None:
-            kind, value = ("notFoundUserIds", user_id) if user_id and not email else ("notFoundEmails", email)
-            raise ItemError(kind, value, f"User does not exist. Email: {email} UserId: {user_id}")
         if "createdAt" in body and not isinstance(body["createdAt"], int):
             raise ItemError("", "", "createdAt: Number value expected")
-        event_id = str(body.get("id") or f"auto-{len(self.event_log)}")
-        self.events[event_id] = body
-        self.event_log.append(body)
+        self.project.check_event(body, self.clock())
 
     def _events_track(self, body: dict[str, Any]) -> web.Response:
         try:
-            self._track(body)
+            self._check_event(body)
         except ItemError as exc:
-            return envelope(exc.msg, "BadParams", None, 400)
+            return refused(exc)
+        self.project.enqueue("single", self.clock(), "events/track", lambda: self.project.track(body, self.clock()))
         return envelope(f"Event with id: {body.get('id')} tracked.", "Success", {"id": body.get("id")})
 
     def _events_track_bulk(self, body: dict[str, Any]) -> web.Response:
         events = body.get("events")
         if not isinstance(events, list):
             return envelope("events is required", "BadParams", None, 400)
-        return web.json_response(self._bulk(events, self._track))
+        return web.json_response(self._bulk("events/trackBulk", events, self._check_event, self.project.track))
 
     # -- commerce and email ---------------------------------------------------------------------
 
-    def _commerce_user(self, body: dict[str, Any]) -> dict[str, Any]:
+    def _check_commerce(self, body: dict[str, Any]) -> None:
         if not isinstance(body.get("user"), dict):
             raise ItemError("", "", "user is required")
         items = body.get("items")
@@ -238,38 +273,52 @@ class FakeIterable:
             isinstance(i, dict) and {"id", "name", "price", "quantity"} <= i.keys() for i in items
         ):
             raise ItemError("", "", "items: each needs id, name, price and quantity")
-        return self._upsert(body["user"])
+        self._check_user(body["user"])
 
     def _track_purchase(self, body: dict[str, Any]) -> web.Response:
         try:
-            user = self._commerce_user(body)
+            self._check_commerce(body)
             if not isinstance(body.get("total"), int | float):
                 raise ItemError("", "", "total is required")
         except ItemError as exc:
-            return envelope(exc.msg, "BadParams", None, 400)
-        self.purchases[str(body.get("id") or len(self.purchases))] = body
-        self.carts[user["email"]] = []
+            return refused(exc)
+
+        def apply() -> None:
+            user = self.project.upsert(body["user"], self.clock())
+            self.project.purchases[str(body.get("id") or len(self.project.purchases))] = body
+            self.project.carts[user["userId"] or user["email"]] = []
+
+        self.project.enqueue("single", self.clock(), "commerce/trackPurchase", apply)
         return envelope("Purchase tracked", "Success")
 
     def _update_cart(self, body: dict[str, Any]) -> web.Response:
         try:
-            user = self._commerce_user(body)
+            self._check_commerce(body)
         except ItemError as exc:
-            return envelope(exc.msg, "BadParams", None, 400)
-        self.carts[user["email"]] = body["items"]
+            return refused(exc)
+
+        def apply() -> None:
+            user = self.project.upsert(body["user"], self.clock())
+            self.project.carts[user["userId"] or user["email"]] = body["items"]
+
+        self.project.enqueue("single", self.clock(), "commerce/updateCart", apply)
         return envelope("Cart updated", "Success")
 
     def _update_email(self, body: dict[str, Any]) -> web.Response:
         new = body.get("newEmail")
-        user = self.find_user(body.get("currentEmail"), body.get("currentUserId"))
         if not is_email(new):
             return envelope(f"Invalid email: {new}", "InvalidEmailAddressError", None, 400)
+        if self.project.project_type == "userId":
+            return envelope("Use POST /api/users/update to change an email in a userID-based project",
+                            "BadParams", None, 400)
+        now = self.clock()
+        user = self.project.find("email", body.get("currentEmail"), now) or \
+            self.project.find("userId", body.get("currentUserId"), now)
         if user is None:
             return envelope("User does not exist", "BadParams", None, 400)
-        if self.find_user(new) is not None:
+        if self.project.find("email", new) is not None or f"email:{new}" in self.project.forgotten:
             return envelope("Email/userId conflict", "EmailAlreadyExists", None, 409)
-        self.email_changes.append({"from": user["email"], "to": new})
-        user["email"] = new
+        self.project.enqueue("single", now, "users/updateEmail", lambda: self.project.update_email(user, str(new)))
         return envelope("Email updated", "Success")
 
     # -- export and misc ------------------------------------------------------------------------
@@ -287,6 +336,7 @@ class FakeIterable:
         return web.json_response({"webhooks": []})
 
     async def _state(self, request: web.Request) -> web.Response:
+        self.process()
         return web.json_response({"users": self.users, "events": self.event_log, "purchases": self.purchases,
                                   "carts": self.carts, "email_changes": self.email_changes,
                                   "requests": [endpoint for endpoint, _ in self.requests]})

@@ -108,9 +108,10 @@ def test_basic_username_and_constant_time_match() -> None:
 
 
 def test_settlement_retries_dead_letters_and_releases() -> None:
-    rows = [row(1), row(2, attempts=4), row(3), row(4), row(5, received=NOW - timedelta(hours=80))]
+    rows = [row(1), row(2, attempts=4, received=NOW - timedelta(seconds=61)), row(3), row(4),
+            row(5, received=NOW - timedelta(hours=80))]
     results = Results(delivered=[1], failed=[
-        Failure(row_id=2, error="notFound", retryable=True, max_attempts=5),
+        Failure(row_id=2, error="notFound", retryable=True, window_seconds=60),
         Failure(row_id=3, error="HTTP 503", retryable=True, retry_after=10),
         Failure(row_id=5, error="HTTP 503", retryable=True)])
     settlement = settlement_for(rows, results, now=NOW, max_retry_hours=72, rng=random.Random(1))

@@ -32,11 +32,39 @@ def test_identify_becomes_users_update_with_converted_traits() -> None:
         "email": "ann@example.com", "phone": "+15551234567", "signedUpAt": "2026-01-02T03:04:05+02:00",
         "birthday": "1990-05-06", "address": {"city": "Oslo", "since": "2020-01-01T00:00:00Z"}}})
     assert result.endpoint == "users/update" and result.user_key == "u1"
-    assert result.body == {
-        "email": "ann@example.com", "userId": "u1", "preferUserId": True, "mergeNestedObjects": False,
+    assert result.body == {  # hybrid: named by userId; the email is set (or changed) through dataFields.email
+        "userId": "u1", "preferUserId": True, "mergeNestedObjects": False,
         "dataFields": {"phoneNumber": "+15551234567", "signedUpAt": "2026-01-02 01:04:05 +00:00",
-                       "birthday": "1990-05-06", "address": {"city": "Oslo", "since": "2020-01-01 00:00:00 +00:00"}},
+                       "birthday": "1990-05-06", "address": {"city": "Oslo", "since": "2020-01-01 00:00:00 +00:00"},
+                       "email": "ann@example.com"},
     }
+
+
+@pytest.mark.parametrize(("project_type", "expected"), [
+    ("email", {"email": "ann@example.com", "userId": "u1", "dataFields": {"plan": "pro"}}),
+    ("userId", {"userId": "u1", "preferUserId": True, "dataFields": {"plan": "pro", "email": "ann@example.com"}}),
+    ("hybrid", {"userId": "u1", "preferUserId": True, "dataFields": {"plan": "pro", "email": "ann@example.com"}}),
+])
+def test_identify_names_the_person_as_the_project_type_requires(project_type: str,
+                                                                expected: dict[str, Any]) -> None:
+    """Iterable takes an email or a userId, not both; userId and hybrid projects change email via dataFields."""
+    result = call({"type": "identify", "userId": "u1", "traits": {"email": "ann@example.com", "plan": "pro"}},
+                  Options(project_type=project_type))
+    assert result.body == {**expected, "mergeNestedObjects": False}
+
+
+@pytest.mark.parametrize(("project_type", "expected"), [
+    ("email", "users/updateEmail"), ("hybrid", "users/updateEmail"),
+    ("userId", "alias is not sent in a userId-based project"),
+])
+def test_alias_follows_the_project_type(project_type: str, expected: str) -> None:
+    result = mapped({"type": "alias", "previousId": "old@example.com", "userId": "new@example.com"},
+                    Options(project_type=project_type))
+    if isinstance(result, Skip):
+        assert expected in result.reason
+    else:
+        assert result.endpoint == expected and result.body == {"currentEmail": "old@example.com",
+                                                                "newEmail": "new@example.com"}
 
 
 @pytest.mark.parametrize(("integrations", "config", "expected"), [
@@ -56,7 +84,7 @@ def test_track_becomes_events_track_with_id_created_at_and_campaign() -> None:
                    "context": {"traits": {"email": "ann@example.com"}},
                    "properties": {"song": "x", "at": TS, "campaignId": 12, "templateId": "34", "bad": True}})
     assert result.endpoint == "events/track"
-    assert result.body == {"email": "ann@example.com", "userId": "u1", "eventName": "Played", "id": "mid-1",
+    assert result.body == {"userId": "u1", "eventName": "Played", "id": "mid-1",
                            "createdAt": TS_UNIX, "campaignId": 12, "templateId": 34,
                            "dataFields": {"song": "x", "at": "2026-03-04 05:06:07 +00:00", "campaignId": 12,
                                           "templateId": "34", "bad": True}}
@@ -69,7 +97,10 @@ def test_properties_email_wins_over_context_traits() -> None:
 
 
 def test_email_falls_back_to_an_email_shaped_user_id() -> None:
-    assert call({"type": "track", "event": "E", "userId": "ann@example.com"}).body["email"] == "ann@example.com"
+    email_project = Options(project_type="email")
+    assert call({"type": "track", "event": "E", "userId": "ann@example.com"}, email_project).body["email"] == \
+        "ann@example.com"
+    assert call({"type": "track", "event": "E", "userId": "ann@example.com"}).body["userId"] == "ann@example.com"
     assert "email" not in call({"type": "track", "event": "E", "userId": "ann"}).body
 
 
@@ -83,7 +114,7 @@ def test_order_completed_becomes_track_purchase() -> None:
     assert result.endpoint == "commerce/trackPurchase"
     assert result.body == {
         "id": "o-9", "total": 30.5, "createdAt": TS_UNIX, "campaignId": 5,
-        "user": {"email": "ann@example.com", "userId": "u1", "preferUserId": True, "mergeNestedObjects": False,
+        "user": {"userId": "u1", "preferUserId": True, "mergeNestedObjects": False,
                  "dataFields": {"phoneNumber": "+1555"}},
         "items": [{"id": "p1", "sku": "S1", "name": "Shoe", "price": 10.25, "quantity": 2, "categories": ["Shoes"],
                    "url": "https://x/p1", "imageUrl": "https://x/p1.png", "dataFields": {"color": "red"}}],
