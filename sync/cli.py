@@ -151,7 +151,28 @@ async def _migrate(config: Config, args: argparse.Namespace) -> int:
 async def _check(config: Config, args: argparse.Namespace) -> int:
     enabled = [name for name, on in (("outbound", config.outbound.enabled), ("inbound", config.inbound.enabled)) if on]
     print(f"config {args.config} is valid (directions: {', '.join(enabled) or 'none'})")
+    for line in setup_notes(config):
+        print(line)
     return 0
+
+
+def setup_notes(config: Config) -> list[str]:
+    """What a valid config cannot prove: where events go, and how to see that they arrive."""
+    notes = []
+    if config.outbound.enabled:
+        notes.append(f"outbound: Iterable at {config.iterable.api_url} ({config.iterable.project_type} project); "
+                     "a wrong API key pauses outbound and /readyz says so")
+    if config.inbound.enabled:
+        region = "EU" if "eu1" in config.segment.host else "US"
+        notes.append(f"inbound: Segment at {config.segment.host} ({region} region). Segment answers 200 even for "
+                     "a write key of another region or workspace and then drops the events: after the first "
+                     "inbound event, find it in the Segment source's Debugger (an 'Email Opened'-style track with "
+                     "context.integration.name = iterable); if it is not there, check segment.write_key and "
+                     "segment.host (EU workspaces: https://events.eu1.segmentapis.com)")
+        notes.append("inbound: reconciliation from Iterable's export API is "
+                     + ("on" if config.reconcile.enabled else "OFF: webhooks refused during a restart are lost "
+                        "unless you run `backfill`"))
+    return notes
 
 
 async def _ledger(config: Config, args: argparse.Namespace) -> int:

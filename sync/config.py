@@ -98,7 +98,7 @@ class DeliveryConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ReconcileConfig:
-    enabled: bool = False
+    enabled: bool = True  # while inbound is enabled: Iterable does not promise to retry refused webhooks
     interval_minutes: int = 15
     lookback_minutes: int = 60
     event_types: tuple[str, ...] = (
@@ -146,6 +146,9 @@ def parse(raw: Mapping[str, Any], env: Mapping[str, str]) -> Config:
     """Build a ``Config`` from parsed TOML; raise ``ConfigError`` naming every bad key."""
     problems: list[str] = []
     config: Config = _build(Config, raw, "", env, problems)
+    reconcile_set = isinstance(raw.get("reconcile"), Mapping) and "enabled" in raw["reconcile"]
+    if not problems and not reconcile_set and not config.inbound.enabled:  # the default follows inbound
+        config = dataclasses.replace(config, reconcile=dataclasses.replace(config.reconcile, enabled=False))
     if not problems:
         problems.extend(_cross_checks(config))
     if problems:
@@ -287,7 +290,9 @@ def _credential_checks(config: Config) -> list[str]:
         if not config.segment.write_key:
             problems.append("segment.write_key: required while inbound.enabled (is its variable set?)")
     if config.reconcile.enabled and not config.iterable.api_key:
-        problems.append("iterable.api_key: required while reconcile.enabled")
+        problems.append("iterable.api_key: required for reconciliation, which is on by default while inbound is "
+                        "enabled (it recovers webhooks Iterable never retried); set reconcile.enabled = false "
+                        "to run without it")
     if config.reconcile.enabled and not config.inbound.enabled:
         problems.append("reconcile.enabled: needs inbound.enabled (reconciled events go to Segment)")
     return problems

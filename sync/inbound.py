@@ -7,6 +7,7 @@ API, so a retried webhook and the same event pulled later dedupe to one ledger r
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -103,8 +104,17 @@ def _email(webhook: dict[str, Any]) -> str | None:
     return None
 
 
+# Without a messageId, these tell two real events of one recipient in the same second apart (two list
+# subscriptions, two channel unsubscribes, opens on two devices); a retried webhook and the export
+# record of the same event carry the same values, so they still dedupe.
+DISTINGUISHING = ("emailListIds", "emailListId", "listId", "channelIds", "channelId", "messageTypeIds",
+                  "messageTypeId", "workflowId", "platformEndpoint", "deviceToken", "token", "pushMessageId",
+                  "inboxSessionId", "smsMessageId", "toPhoneNumber", "fromPhoneNumber", "url", "linkUrl")
+
+
 def inbound_key(webhook: dict[str, Any]) -> str:
-    """Stable identity of an Iterable event: name, recipient, createdAt, message (or campaign+template), URL."""
+    """Stable identity of an Iterable event: name, recipient, createdAt, message (or campaign+template and
+    the fields that tell events apart when there is no messageId), URL for clicks."""
     fields = as_dict(webhook.get("dataFields"))
     message = fields.get("messageId") or f"c{fields.get('campaignId')}:t{fields.get('templateId')}"
     created = created_at(webhook)
@@ -112,7 +122,11 @@ def inbound_key(webhook: dict[str, Any]) -> str:
              str(message)]
     if webhook["eventName"] in CLICK_EVENTS:
         parts.append(str(fields.get("url") or fields.get("linkUrl") or fields.get("clickedUrl") or ""))
-    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+    if not fields.get("messageId"):
+        present = {name: fields[name] for name in DISTINGUISHING if fields.get(name) is not None}
+        if present:
+            parts.append(json.dumps(present, sort_keys=True, default=str))
+    return hashlib.sha256("\x1f".join(parts).encode(errors="surrogatepass")).hexdigest()
 
 
 def message_id(key: str) -> str:

@@ -4,6 +4,7 @@ The rules (waves, reading bulk answers) are pure, in ``sync.iterable_bulk``; thi
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from collections import OrderedDict
@@ -65,7 +66,8 @@ class IterableClient:
 
     async def post(self, endpoint: str, body: dict[str, Any]) -> Reply:
         data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()  # the bytes json_size counts
-        status, raw, retry_after = await self._call("POST", endpoint, data=data,
+        # a stream, not bytes: aiohttp writes a large bytes body in one go and warns that it blocks the loop
+        status, raw, retry_after = await self._call("POST", endpoint, data=io.BytesIO(data),
                                                     headers={"Content-Type": "application/json"})
         return Reply(status=status, body=_json(raw), retry_after=retry_after)
 

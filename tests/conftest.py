@@ -118,13 +118,20 @@ def stack_config(ledger_url: str, fake_iterable: Any, fake_segment: Any) -> Conf
     return make_config(ledger_url=ledger_url, iterable_url=fake_iterable[1], segment_url=fake_segment[1])
 
 
-@pytest.fixture
-async def daemon(stack_config: Config, ledger_url: str) -> AsyncIterator[Daemon]:
-    """The real daemon, in-process, against the fakes; ``daemon.address`` is its HTTP port."""
+@contextlib.asynccontextmanager
+async def started(config: Config, ledger_url: str) -> AsyncIterator[Daemon]:
+    """The real daemon, in-process, with test-sized waits (polls, probes, backoff base)."""
     if ledger_url.startswith("postgresql"):
         await _reset_pg(ledger_url)
-    async with running(stack_config) as running_daemon:
+    async with running(config) as running_daemon:
         for worker in running_daemon.workers:
             worker.idle_seconds, worker.probe_seconds, worker._probe_delay = 0.05, 0.2, 0.2
             worker.retry_base = 0.05
+        yield running_daemon
+
+
+@pytest.fixture
+async def daemon(stack_config: Config, ledger_url: str) -> AsyncIterator[Daemon]:
+    """The real daemon, in-process, against the fakes; ``daemon.address`` is its HTTP port."""
+    async with started(stack_config, ledger_url) as running_daemon:
         yield running_daemon

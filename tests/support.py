@@ -32,6 +32,7 @@ def config_dict(*, ledger_url: str, iterable_url: str = "http://127.0.0.1:9", se
         "segment": {"write_key": SEGMENT_KEY, "host": segment_url},
         "outbound": {"write_keys": [WRITE_KEY], "shared_secrets": [SHARED_SECRET]},
         "inbound": {"auth_tokens": [WEBHOOK_TOKEN]},
+        "reconcile": {"enabled": False},  # on by default; the tests that need it turn it on
     }
     for name, values in sections.items():
         raw[name] = {**raw.get(name, {}), **values}
@@ -39,7 +40,7 @@ def config_dict(*, ledger_url: str, iterable_url: str = "http://127.0.0.1:9", se
 
 
 def daemon_config(port: int, ledger_url: str, iterable_url: str, segment_url: str, *, lease: float = 2.0,
-                  timeout: float = 5.0, extra: str = "") -> str:
+                  timeout: float = 5.0, extra: str = "", reconcile: bool = False) -> str:
     """A daemon config file's text for the process tests (fakes on loopback, short leases)."""
     return f"""
 [server]
@@ -60,6 +61,8 @@ write_keys = ["{WRITE_KEY}"]
 auth_tokens = ["{WEBHOOK_TOKEN}"]
 [delivery]
 lease_seconds = {lease}
+[reconcile]
+enabled = {str(reconcile).lower()}
 {extra}"""
 
 

@@ -3,7 +3,10 @@
 ``POST /v1/batch`` (also ``/v1/import``): Basic auth or ``writeKey`` in the body; gzip bodies; 400
 for invalid JSON, a body over 500 KB or an event over 32 KB; 200 ``{"success": true}`` otherwise.
 Like the real edge, a wrong write key still gets 200 (the events are dropped) unless
-``strict_write_key`` is set.
+``strict_write_key`` is set; ``drop_all`` answers 200 and drops everything, as Segment does for a write key
+of another region (an EU workspace posted to api.segment.io). Over ``rate_limit`` requests a second it
+answers 429 with ``Retry-After`` and ``X-RateLimit-Reset``. Sizes are measured on the bytes the library
+sends (after gzip is undone; ``json.dumps`` with its ASCII escaping for each event).
 """
 
 from __future__ import annotations
@@ -24,8 +27,10 @@ MAX_BATCH_EVENTS = 2500
 
 
 class FakeSegment:
-    def __init__(self, write_key: str = "segment-test-key", *, strict_write_key: bool = False) -> None:
+    def __init__(self, write_key: str = "segment-test-key", *, strict_write_key: bool = False,
+                 drop_all: bool = False, rate_limit: float | None = None) -> None:
         self.write_key, self.strict_write_key = write_key, strict_write_key
+        self.drop_all, self.rate_limit = drop_all, rate_limit
         self.faults = Faults()
         self.reset()
 
@@ -53,6 +58,10 @@ class FakeSegment:
         injected = await self.faults.apply(request)
         if injected is not None:
             return injected
+        if self._over_limit():
+            wait = "1"
+            return web.json_response({"code": "too_many_requests", "message": "rate limit exceeded"}, status=429,
+                                     headers={"Retry-After": wait, "X-RateLimit-Reset": wait})
         raw = await request.read()
         if request.headers.get("Content-Encoding") == "gzip" and raw[:2] == b"\x1f\x8b":
             raw = gzip.decompress(raw)
@@ -69,6 +78,9 @@ class FakeSegment:
         if any(isinstance(m, dict) and m.get("event") in self.poison_events for m in body["batch"]):
             return _error(400, "invalid event")
         key = _basic_user(request.headers.get("Authorization")) or body.get("writeKey")
+        if self.drop_all:
+            self.dropped.extend(body["batch"])
+            return web.json_response({"success": True})
         if key != self.write_key:
             if self.strict_write_key:
                 return _error(401, "invalid write key")
@@ -79,6 +91,13 @@ class FakeSegment:
         self.messages.extend(keep)
         self.dropped.extend(drop)
         return web.json_response({"success": True})
+
+    def _over_limit(self) -> bool:
+        if not self.rate_limit:
+            return False
+        now = time.monotonic()
+        recent = [t for t in self.hits if now - t < 1.0]
+        return len(recent) > self.rate_limit
 
     async def _state(self, request: web.Request) -> web.Response:
         return web.json_response({"messages": self.messages, "batches": self.batches,

@@ -138,6 +138,8 @@ def test_usage_errors_exit_2_and_config_comes_from_sync_config(tmp_path: Path) -
     env = example_env(tmp_path, 8787, "http://x", "http://y")
     done = run_cli("check-config", env={**env, "SYNC_CONFIG": str(ROOT / "config.example.toml")})
     assert done.returncode == 0 and "is valid" in done.stdout
+    # a 200 from Segment proves nothing: check-config says where events go and how to see them arrive
+    assert "Segment at http://y" in done.stdout and "Debugger" in done.stdout and "reconciliation" in done.stdout
 
 
 def test_migrate_command_and_console_script(tmp_path: Path) -> None:

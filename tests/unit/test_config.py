@@ -27,8 +27,20 @@ def test_defaults_follow_the_spec() -> None:
     assert config.ledger.url == "sqlite:///data/ledger.db" and config.ledger.retention_days == 7
     assert config.iterable.api_url == "https://api.iterable.com" and config.iterable.project_type == "hybrid"
     assert config.segment.host == "https://api.segment.io" and config.inbound.auth_header == "Authorization"
-    assert config.delivery.max_retry_hours == 72 and config.reconcile.enabled is False
+    assert config.delivery.max_retry_hours == 72 and config.reconcile.enabled is True  # inbound is on
     assert config.iterable.rate_limits == DEFAULT_RATE_LIMITS
+    assert config.server.webhook_max_body_bytes == 16_777_216 and config.outbound.accept_unsigned_array_tails
+    assert config.iterable.queue_settle_seconds == 60
+
+
+def test_reconciliation_is_on_by_default_with_inbound_and_says_what_it_needs() -> None:
+    """Iterable does not promise to retry a webhook the daemon refused: the export API is the safety net."""
+    assert parse({**CREDENTIALS, "inbound": {"enabled": False}}, {}).reconcile.enabled is False
+    without_key = {**CREDENTIALS, "outbound": {"enabled": False}, "iterable": {"api_key": ""}}
+    (problem,) = problems(without_key)
+    assert problem.startswith("iterable.api_key: required for reconciliation") and "reconcile.enabled = false" \
+        in problem
+    assert parse({**without_key, "reconcile": {"enabled": False}}, {}).reconcile.enabled is False
 
 
 def test_region_and_base_url() -> None:
