@@ -124,16 +124,17 @@ class Ledger:
         return {key for (_, key) in unique} - inserted
 
     async def _people(self, conn: AsyncConnection, groups: list[tuple[str, ...]]) -> dict[str, str]:
-        """Link the identifiers of ``groups`` into people (merging where a group joins two); return them all."""
+        """Link the identifiers of ``groups`` into people (merging where a group joins two); return them all.
+
+        On PostgreSQL the whole step holds a lock, readers included: a row recorded under a person key while
+        another replica merges that person away would otherwise keep the old key and escape the merge.
+        """
         wanted = sorted({ident for group in groups for ident in group})
         if not wanted:
             return {}
-        if self.is_postgres:  # replicas link people one at a time, so two never create one person twice
+        if self.is_postgres:
             await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_lock_id("people"))))
-        known: dict[str, str] = {}
-        for at in range(0, len(wanted), 500):
-            query = sa.select(identities).where(identities.c.identifier.in_(wanted[at:at + 500]))
-            known.update({r.identifier: r.person for r in (await conn.execute(query)).all()})
+        known = await self._known(conn, wanted)
         links, merges = people.link(known, groups)
         for old, new in merges.items():
             await conn.execute(identities.update().where(identities.c.person == old).values(person=new))
@@ -146,6 +147,14 @@ class Ledger:
             await conn.execute(upsert, [{"identifier": k, "person": v} for k, v in links.items()])
         resolved = {ident: merges.get(person, person) for ident, person in known.items()}
         return {**resolved, **links}
+
+    @staticmethod
+    async def _known(conn: AsyncConnection, wanted: list[str]) -> dict[str, str]:
+        known: dict[str, str] = {}
+        for at in range(0, len(wanted), 500):
+            query = sa.select(identities).where(identities.c.identifier.in_(wanted[at:at + 500]))
+            known.update({r.identifier: r.person for r in (await conn.execute(query)).all()})
+        return known
 
     # -- delivery -------------------------------------------------------------------------------
 

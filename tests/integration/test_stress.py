@@ -22,7 +22,7 @@ from sync.ledger import Claim, Direction, Ledger, NewEvent, Settlement, Status
 from sync.metrics import Metrics
 from sync.outbound import Options
 from sync.sandbox import FakeIterable
-from tests.integration.test_outbound import post, url
+from tests.integration.test_outbound import BASIC, post, url
 from tests.support import SHARED_SECRET, sign, wait_for
 
 OUT = Direction.OUTBOUND
@@ -287,3 +287,31 @@ async def test_hostile_retry_after_values_never_stop_delivery(
 async def _attempted(daemon: Daemon) -> bool:
     row = await daemon.ledger.get(OUT, "h-1")
     return row is not None and row.attempts >= 1
+
+
+async def test_overload_is_a_quick_503_with_retry_after(daemon: Daemon, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Item 14 over HTTP: when too much waits for the ledger, the sender is told to come back, at once."""
+    from sync.ingress import INTAKE
+
+    commits = daemon.app[INTAKE].commits
+    gate = asyncio.Event()
+    real = commits.ledger.record
+
+    async def stuck(batch: Any, now: datetime) -> set[str]:
+        await gate.wait()
+        return await real(batch, now)
+
+    monkeypatch.setattr(commits.ledger, "record", stuck)
+    commits.max_queued = 150
+    events = [{"type": "track", "userId": "o", "event": "E", "messageId": f"ov-{n}"} for n in range(100)]
+    first = asyncio.create_task(post(daemon, "/v1/batch", {"batch": events[:1]}))
+    await asyncio.sleep(0.05)  # its commit is stuck; the next request waits in the queue
+    second = asyncio.create_task(post(daemon, "/v1/batch", {"batch": events[1:100]}))
+    await asyncio.sleep(0.05)
+    async with aiohttp.ClientSession() as session, session.post(
+            url(daemon, "/v1/batch"), json={"batch": [{**e, "messageId": f"x-{n}"} for n, e in enumerate(events)]},
+            headers=BASIC) as reply:
+        assert reply.status == 503 and reply.headers["Retry-After"] == "1"
+        assert "overloaded" in (await reply.json())["error"]
+    gate.set()
+    assert (await first)[0] == 200 and (await second)[0] == 200
