@@ -13,9 +13,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sync.errors import AuthRejected, InvalidEvent, RequestRejected, RetryableUpstream, UpstreamError
+from sync.inbound import SPEC_MAPPING
 from sync.intake import Intake, inbound_row
 from sync.iterable_sink import IterableClient
 from sync.ledger import Ledger, NewEvent
+from sync.mapping import InboundMapping
 from sync.wire import strict_loads
 
 log = logging.getLogger("sync.backfill")
@@ -84,9 +86,11 @@ class ExportPuller:
     """Reads export windows and records their rows; respects 429s and the configured 4/minute."""
 
     def __init__(self, client: IterableClient, intake: Intake, ledger: Ledger, *, event_names: str,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, mapping: InboundMapping = SPEC_MAPPING,
+                 digest: str | None = None) -> None:
         self.client, self.intake, self.ledger = client, intake, ledger
         self.event_names, self.sleep = event_names, sleep
+        self.mapping, self.digest = mapping, digest
 
     async def run(self, kinds: Sequence[str], since: datetime, until: datetime, *, slice_hours: float = 24.0,
                   resume: bool = True, open_ended: bool = False,
@@ -122,7 +126,7 @@ class ExportPuller:
             try:
                 record = strict_loads(line)
                 rows.append(inbound_row(as_webhook(kind, record), event_names=self.event_names,
-                                        now=datetime.now(UTC)))
+                                        now=datetime.now(UTC), mapping=self.mapping, digest=self.digest))
             except (ValueError, RecursionError, InvalidEvent, AttributeError, TypeError):
                 invalid += 1
         duplicates = 0

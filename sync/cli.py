@@ -12,18 +12,20 @@ import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from sync import config as config_module
-from sync import logs
+from sync import logs, mapping
 from sync.backfill import EXPORT_TYPES, ExportPuller, Progress
 from sync.config import Config
 from sync.errors import ConfigError, SyncError
 from sync.intake import Intake
 from sync.ledger import Direction, Ledger, Status
 from sync.ledger import migrate as migrations
+from sync.ledger.model import Remapped
 from sync.ledger.store import create_engine
 from sync.metrics import Metrics
 
@@ -42,7 +44,11 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-format", choices=("text", "json"), default="text")
     serve.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     command("migrate", "apply ledger migrations")
-    command("check-config", "validate a config file")
+    check = command("check-config", "validate a config file")
+    check.add_argument("--try", dest="trial", metavar="EVENT.json",
+                       help="print the call the daemon would make for this event, or why it would not send it")
+    check.add_argument("--direction", choices=[d.value for d in Direction], default="outbound",
+                       help="with --try: a Segment event (outbound) or an Iterable webhook (inbound)")
     ledger = command("ledger", "inspect and operate the ledger")
     actions = ledger.add_subparsers(dest="action", required=True, metavar="ACTION")
     stats = actions.add_parser("stats", help="counts by direction and status")
@@ -57,6 +63,10 @@ def parser() -> argparse.ArgumentParser:
     which.add_argument("--status", choices=[Status.DEAD.value, Status.REJECTED.value, Status.SKIPPED.value])
     which.add_argument("--id", type=int, nargs="+", dest="ids")
     retry.add_argument("--direction", choices=[d.value for d in Direction])
+    retry.add_argument("--remap", action="store_true",
+                       help="decide the rows again under the current mapping config (instead of as recorded)")
+    retry.add_argument("--force", action="store_true",
+                       help="with --remap: also re-route rows whose last try's outcome is unknown")
     backfill = command("backfill", "pull Iterable's export API for a window into the inbound pipeline")
     backfill.add_argument("--since", required=True, type=moment, help="ISO-8601 start (inclusive)")
     backfill.add_argument("--until", type=moment, help="ISO-8601 end (exclusive; default: now)")
@@ -149,10 +159,33 @@ async def _migrate(config: Config, args: argparse.Namespace) -> int:
 
 
 async def _check(config: Config, args: argparse.Namespace) -> int:
+    if args.trial:
+        return _try(config, args.trial, args.direction)
     enabled = [name for name, on in (("outbound", config.outbound.enabled), ("inbound", config.inbound.enabled)) if on]
     print(f"config {args.config} is valid (directions: {', '.join(enabled) or 'none'})")
+    print(f"mapping digest {mapping.digest(config_module.mapping_settings(config))}")
     for line in setup_notes(config):
         print(line)
+    return 0
+
+
+def _try(config: Config, path: str, direction: str) -> int:
+    """``check-config --try``: the decision for one event, as the daemon would take it now."""
+    from sync import explain
+    from sync.wire import strict_loads
+
+    try:
+        payload = strict_loads(Path(path).read_bytes())
+    except (OSError, ValueError, RecursionError) as exc:
+        print(f"error: {path}: cannot read a JSON event: {exc}", file=sys.stderr)
+        return 2
+    digest = mapping.digest(config_module.mapping_settings(config))
+    try:
+        decided = explain.decide(config, payload, direction, digest, datetime.now(UTC))
+    except SyncError as exc:  # an inbound webhook of the wrong shape
+        print(f"rejected: {exc}")
+        return 0
+    print(explain.describe(decided))
     return 0
 
 
@@ -186,6 +219,8 @@ async def _ledger(config: Config, args: argparse.Namespace) -> int:
         if args.action == "list":
             rows = await ledger.rows(status=Status(args.status), direction=_direction(args), limit=args.limit)
             return _print_rows(rows, as_json=args.json)
+        if args.action == "retry" and args.remap:
+            return await _remap(config, ledger, args, now)
         if args.action == "retry":
             status = Status(args.status) if args.status else None
             count = await ledger.requeue(now, status=status, ids=args.ids or (), direction=_direction(args))
@@ -218,7 +253,8 @@ async def _backfill(config: Config, args: argparse.Namespace) -> int:
         ledger, metrics = Ledger(engine), Metrics()
         async with aiohttp.ClientSession() as session:
             puller = ExportPuller(iterable_client(config, session, metrics), Intake(ledger, metrics), ledger,
-                                  event_names=config.inbound.event_names)
+                                  event_names=config.inbound.event_names, mapping=config.inbound.mapping,
+                                  digest=mapping.digest(config_module.mapping_settings(config)))
             print(f"backfill {', '.join(kinds)} from {args.since.isoformat()} to {until.isoformat()}",
                   file=sys.stderr)
             total = await puller.run(kinds, args.since, until, slice_hours=args.slice_hours,
@@ -256,6 +292,43 @@ class ProgressLine:
 
 def _direction(args: argparse.Namespace) -> Direction | None:
     return Direction(args.direction) if getattr(args, "direction", None) else None
+
+
+async def _remap(config: Config, ledger: Ledger, args: argparse.Namespace, now: datetime) -> int:
+    """``ledger retry --remap``: the chosen rows decided again under the current mapping."""
+    from sync import explain, remap
+
+    digest = mapping.digest(config_module.mapping_settings(config))
+    status = Status(args.status) if args.status else None
+    changes: list[Remapped] = []
+    refused: list[str] = []
+    after = 0
+    while True:
+        rows = await ledger.rows(status=status, ids=args.ids or (), direction=_direction(args), limit=500,
+                                 after_id=after)
+        for row in rows:
+            decided = explain.decide(config, row.payload, row.direction.value, digest, now)
+            change = remap.remap(row, decided, force=args.force)
+            if isinstance(change, str):
+                refused.append(change)
+            else:
+                changes.append(change)
+        if len(rows) < 500:
+            break
+        after = rows[-1].id
+    count = await ledger.remap(changes, now)
+    outcome = ", ".join(f"{n} {s}" for s, n in sorted(_tally(changes).items())) or "none"
+    print(f"re-mapped {count} rows under mapping {digest[:12]} ({outcome})")
+    for reason in refused:
+        print(f"refused: {reason}", file=sys.stderr)
+    return 1 if refused else 0
+
+
+def _tally(changes: Sequence[Remapped]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for change in changes:
+        counts[change.status.value] = counts.get(change.status.value, 0) + 1
+    return counts
 
 
 def _print_stats(stats: Any, now: datetime, *, as_json: bool) -> int:

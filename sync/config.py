@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from sync import mapping_config
 from sync.errors import ConfigError
+from sync.mapping import InboundMapping, OutboundMapping
 
 Region = Literal["us", "eu"]
 ProjectType = Literal["email", "userId", "hybrid"]
@@ -80,6 +82,7 @@ class OutboundConfig:
     shared_secrets: tuple[str, ...] = ()
     merge_nested_objects: bool = False
     accept_unsigned_array_tails: bool = True  # Segment signs only an array's first element
+    mapping: OutboundMapping = field(default_factory=OutboundMapping)  # [outbound.identity], [outbound.filter] ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -88,6 +91,7 @@ class InboundConfig:
     auth_header: str = "Authorization"
     auth_tokens: tuple[str, ...] = ()
     event_names: EventNames = "segment"
+    mapping: InboundMapping = field(default_factory=InboundMapping)  # [inbound.filter], [inbound.events] ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -149,6 +153,8 @@ def parse(raw: Mapping[str, Any], env: Mapping[str, str]) -> Config:
     reconcile_set = isinstance(raw.get("reconcile"), Mapping) and "enabled" in raw["reconcile"]
     if not problems and not reconcile_set and not config.inbound.enabled:  # the default follows inbound
         config = dataclasses.replace(config, reconcile=dataclasses.replace(config.reconcile, enabled=False))
+    if config.inbound.enabled and config.reconcile.enabled:
+        problems.extend(mapping_config.reconcile_problems(config.inbound.mapping, config.reconcile.event_types))
     if not problems:
         problems.extend(_cross_checks(config))
     if problems:
@@ -164,9 +170,12 @@ def _build(cls: type, raw: Any, prefix: str, env: Mapping[str, str], problems: l
     hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
     nested = {"rate_limits"} if cls is IterableConfig else set()
+    mapping_keys = _MAPPING_KEYS.get(cls, ())
     for key, value in raw.items():
         name = f"{prefix}{key}"
-        if key not in fields:
+        if key in mapping_keys:
+            continue
+        if key not in fields or key == "mapping" and mapping_keys:
             problems.append(f"{name}: unknown key")
         elif key in nested:
             values[key] = _rate_limits(value, name, problems)
@@ -174,10 +183,16 @@ def _build(cls: type, raw: Any, prefix: str, env: Mapping[str, str], problems: l
             values[key] = _build(hints[key], value, f"{name}.", env, problems)
         else:
             values[key] = _coerce(hints[key], value, name, env, problems)
+    if cls is OutboundConfig:
+        values["mapping"] = mapping_config.outbound(raw, problems)
+    elif cls is InboundConfig:
+        values["mapping"] = mapping_config.inbound(raw, problems)
     return cls(**{k: v for k, v in values.items() if v is not _BAD})
 
 
 _BAD = object()
+_MAPPING_KEYS: dict[type, tuple[str, ...]] = {OutboundConfig: mapping_config.OUTBOUND_KEYS,
+                                              InboundConfig: mapping_config.INBOUND_KEYS}
 
 
 def _coerce(hint: Any, value: Any, name: str, env: Mapping[str, str], problems: list[str]) -> Any:
@@ -275,6 +290,13 @@ def _cross_checks(config: Config) -> list[str]:
         problems.append("reconcile.interval_minutes / lookback_minutes: must be at least 1")
     problems.extend(_credential_checks(config))
     return problems
+
+
+def mapping_settings(config: Config) -> dict[str, Any]:
+    """Every setting that shapes what is sent: the input of the mapping digest (SPEC section 10)."""
+    return {"project_type": config.iterable.project_type, "merge_nested_objects": config.outbound.merge_nested_objects,
+            "outbound": config.outbound.mapping, "event_names": config.inbound.event_names,
+            "inbound": config.inbound.mapping}
 
 
 def _credential_checks(config: Config) -> list[str]:

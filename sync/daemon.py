@@ -20,9 +20,10 @@ import aiohttp
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from sync import mapping
 from sync import scheduler as scheduling
 from sync.backfill import ExportPuller
-from sync.config import Config
+from sync.config import Config, mapping_settings
 from sync.delivery import Sink, Worker
 from sync.errors import LedgerLocked, SyncError
 from sync.ingress import Health, create_app
@@ -39,6 +40,7 @@ from sync.throttle import Throttle
 log = logging.getLogger("sync.daemon")
 
 GRACE_SECONDS = 20.0
+MAPPING_CURSOR = "mapping:digest"
 
 
 def now() -> datetime:
@@ -127,7 +129,8 @@ def build(config: Config, ledger: Ledger, session: aiohttp.ClientSession, metric
             by_direction[direction].notify()
 
     intake = Intake(ledger, metrics, notify=notify)
-    puller = ExportPuller(client, intake, ledger, event_names=config.inbound.event_names)
+    puller = ExportPuller(client, intake, ledger, event_names=config.inbound.event_names,
+                          mapping=config.inbound.mapping, digest=mapping.digest(mapping_settings(config)))
     jobs = Jobs(ledger, metrics, config, puller if config.reconcile.enabled else None)
     migrate.head_revision()  # read the scripts once, here: /readyz then costs one small query
     health = Health(check=lambda: migrate.ensure_current(ledger.engine))
@@ -148,6 +151,7 @@ async def running(config: Config) -> AsyncIterator[Daemon]:
         await migrate.upgrade(engine)
         session = await resources.enter_async_context(aiohttp.ClientSession())
         daemon = build(config, Ledger(engine), session, Metrics())
+        await _announce_mapping(daemon)
         resources.callback(_close_sinks, daemon)
         runner = web.AppRunner(daemon.app, access_log=None, handle_signals=False)
         await runner.setup()
@@ -161,6 +165,17 @@ async def running(config: Config) -> AsyncIterator[Daemon]:
         scheduler = scheduling.start(daemon.jobs)
         resources.push_async_callback(_stop, daemon, scheduler)
         yield daemon
+
+
+async def _announce_mapping(daemon: Daemon) -> None:
+    """Log which mapping is in force (and the one before), and export it: replicas that differ show."""
+    digest = mapping.digest(mapping_settings(daemon.config))
+    before = await daemon.ledger.cursor(MAPPING_CURSOR)
+    if before != digest:
+        await daemon.ledger.set_cursor(MAPPING_CURSOR, digest, now())
+    log.info(f"mapping digest {digest[:12]} (was {(before or 'none')[:12]})",
+             extra={"digest": digest, "previous": before})
+    daemon.metrics.mapping.labels(digest=digest).set(1)
 
 
 async def _stop(daemon: Daemon, scheduler: AsyncIOScheduler) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from sync import __version__, people
 from sync.errors import InvalidEvent
+from sync.mapping import FieldRules, InboundMapping, matches, shape
 from sync.segment_events import as_dict, require_storable, text_id
 from sync.wire import non_finite, segment_size
 
@@ -52,6 +53,7 @@ EMAIL_SPEC_NAMES = {"emailId": "email_id", "emailSubject": "email_subject", "cam
 CLICK_SPEC_NAMES = {"linkUrl": "link_url", "linkId": "link_id"}
 CLICK_EVENTS = ("emailClick", "smsClick", "inAppClick", "webPushClick", "hostedUnsubscribeClick")
 MAX_MESSAGE_BYTES = 32 * 1024
+SPEC_MAPPING = InboundMapping()
 ITERABLE_TIME = "%Y-%m-%d %H:%M:%S %z"
 
 
@@ -151,7 +153,17 @@ def created_at(webhook: dict[str, Any]) -> datetime | None:
     return None
 
 
-def to_track(webhook: dict[str, Any], *, event_names: str, received_at: datetime) -> SegmentTrack:
+def skipped_by(webhook: dict[str, Any], mapping: InboundMapping) -> tuple[str, str] | None:
+    """(reason, config key) when ``[inbound.filter]`` keeps this event out of Segment."""
+    name = webhook["eventName"].strip()
+    if mapping.allow and not matches(mapping.allow, name):
+        return f"{name} is not in inbound.filter.allow", "inbound.filter.allow"
+    denied = matches(mapping.deny, name)
+    return (f"{name} matches inbound.filter.deny {denied!r}", "inbound.filter.deny") if denied else None
+
+
+def to_track(webhook: dict[str, Any], *, event_names: str, received_at: datetime,
+             mapping: InboundMapping = SPEC_MAPPING) -> SegmentTrack:
     """Map a validated webhook; raises ``InvalidEvent`` when the message would exceed 32 KB."""
     name = webhook["eventName"].strip()
     fields = as_dict(webhook.get("dataFields"))
@@ -163,10 +175,10 @@ def to_track(webhook: dict[str, Any], *, event_names: str, received_at: datetime
         if isinstance(fields.get(source), str):
             context[target] = fields[source]
     track = SegmentTrack(
-        event=SEGMENT_NAMES.get(name, name) if event_names == "segment" else name,
+        event=mapping.names.get(name) or (SEGMENT_NAMES.get(name, name) if event_names == "segment" else name),
         user_id=user_id,
         anonymous_id=None if user_id else email,
-        properties=_properties(name, fields),
+        properties=_properties(name, fields, mapping),
         context=context,
         integrations={"Iterable": False},
         timestamp=created_at(webhook) or received_at,
@@ -177,12 +189,31 @@ def to_track(webhook: dict[str, Any], *, event_names: str, received_at: datetime
     return track
 
 
-def _properties(name: str, fields: dict[str, Any]) -> dict[str, Any]:
-    properties = dict(fields)
-    if name.startswith("email") or name == "hostedUnsubscribeClick":
+def _properties(name: str, fields: dict[str, Any], mapping: InboundMapping) -> dict[str, Any]:
+    """dataFields through allow -> deny -> rename, then the Email-spec aliases, read from the original
+    fields, but never for a field the rules kept out (a denied emailSubject stays out as email_subject)."""
+    properties = shape(fields, mapping.properties)
+    if mapping.email_spec_properties and (name.startswith("email") or name == "hostedUnsubscribeClick"):
         names = {**EMAIL_SPEC_NAMES, **(CLICK_SPEC_NAMES if name in CLICK_EVENTS else {})}
-        properties.update({target: fields[src] for src, target in names.items() if fields.get(src) is not None})
+        kept = set(shape(dict.fromkeys(fields), FieldRules(allow=mapping.properties.allow,
+                                                           deny=mapping.properties.deny)))
+        properties.update({target: fields[src] for src, target in names.items()
+                           if fields.get(src) is not None and src in kept})
     return properties
+
+
+def frozen(track: SegmentTrack) -> dict[str, Any]:
+    """A track as the ledger stores it (decided at intake, sent as stored)."""
+    return {"event": track.event, "user_id": track.user_id, "anonymous_id": track.anonymous_id,
+            "properties": track.properties, "context": track.context, "integrations": track.integrations,
+            "timestamp": track.timestamp.isoformat(), "message_id": track.message_id}
+
+
+def thawed(stored: dict[str, Any]) -> SegmentTrack:
+    return SegmentTrack(event=stored["event"], user_id=stored["user_id"], anonymous_id=stored["anonymous_id"],
+                        properties=stored["properties"], context=stored["context"],
+                        integrations=stored["integrations"], timestamp=datetime.fromisoformat(stored["timestamp"]),
+                        message_id=stored["message_id"])
 
 
 def _as_message(track: SegmentTrack) -> dict[str, Any]:

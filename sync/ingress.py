@@ -10,10 +10,10 @@ from typing import Any
 
 from aiohttp import web
 
-from sync import auth, outbound
-from sync.config import Config, secrets
+from sync import auth, mapping, outbound
+from sync.config import Config, mapping_settings, secrets
 from sync.errors import InvalidEvent, LedgerError, LedgerNotMigrated, Overloaded, Unauthenticated
-from sync.intake import Intake, Rejection, inbound_row, outbound_rows
+from sync.intake import Intake, Rejection, inbound_row, outbound_options, outbound_rows
 from sync.ledger.model import Status
 from sync.logs import Redactor
 from sync.metrics import Metrics
@@ -40,6 +40,8 @@ INTAKE = web.AppKey("intake", Intake)
 CONFIG = web.AppKey("config", Config)
 METRICS = web.AppKey("metrics", Metrics)
 HEALTH = web.AppKey("health", Health)
+OPTIONS = web.AppKey("options", outbound.Options)
+DIGEST = web.AppKey("digest", str)
 
 
 def create_app(config: Config, intake: Intake, metrics: Metrics, health: Health) -> web.Application:
@@ -47,6 +49,7 @@ def create_app(config: Config, intake: Intake, metrics: Metrics, health: Health)
     app = web.Application(client_max_size=limit, middlewares=[_errors])
     app[CONFIG], app[INTAKE], app[METRICS], app[HEALTH] = config, intake, metrics, health
     app[REDACTOR] = Redactor(secrets(config))
+    app[OPTIONS], app[DIGEST] = outbound_options(config), mapping.digest(mapping_settings(config))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_view)
@@ -164,11 +167,6 @@ def _accepted(rejected: list[Rejection]) -> web.Response:
 # -- outbound: Segment -> Iterable ---------------------------------------------------------------
 
 
-def _options(config: Config) -> outbound.Options:
-    return outbound.Options(project_type=config.iterable.project_type,
-                            merge_nested_objects=config.outbound.merge_nested_objects)
-
-
 async def _write_keyed_body(request: web.Request) -> Any:
     """The parsed body of a Tracking API call, once its write key (Basic username, else ``writeKey``) passed.
 
@@ -222,7 +220,7 @@ async def segment_webhook(request: web.Request) -> web.Response:
 
 
 async def _record_outbound(request: web.Request, events: list[Any], *, single: bool) -> web.Response:
-    rows, rejected = outbound_rows(events, _options(request.app[CONFIG]))
+    rows, rejected = outbound_rows(events, request.app[OPTIONS], request.app[DIGEST])
     if single and rejected:
         raise InvalidEvent(rejected[0].error)
     await request.app[INTAKE].record(rows)
@@ -239,7 +237,8 @@ async def iterable_webhook(request: web.Request) -> web.Response:
         raise Unauthenticated(f"header {config.auth_header}")
     body = _json(await _body(request))
     intake = request.app[INTAKE]
-    row = inbound_row(body, event_names=config.event_names, now=intake.clock())
+    row = inbound_row(body, event_names=config.event_names, now=intake.clock(), mapping=config.mapping,
+                      digest=request.app[DIGEST])
     await intake.record([row])
     rejected = [Rejection(index=0, error=row.reason or "")] if row.status is Status.REJECTED else []
     return _accepted(rejected)

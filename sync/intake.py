@@ -13,8 +13,11 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from sync import inbound, outbound, segment_events
+from sync.config import Config
 from sync.errors import InvalidEvent, LedgerError, LedgerUnavailable, Overloaded
+from sync.inbound import SPEC_MAPPING
 from sync.ledger import Direction, NewEvent, Status
+from sync.mapping import InboundMapping
 from sync.metrics import Metrics
 from sync.wire import finite
 
@@ -25,28 +28,41 @@ class Rejection:
     error: str
 
 
-def outbound_rows(events: Sequence[Any], options: outbound.Options) -> tuple[list[NewEvent], list[Rejection]]:
-    """Classify Segment events: pending (an Iterable call), skipped, or rejected with the reason."""
+def outbound_options(config: Config) -> outbound.Options:
+    """The outbound mapper's options from the config (project type, nested merge, the mapping keys)."""
+    return outbound.Options(project_type=config.iterable.project_type,
+                            merge_nested_objects=config.outbound.merge_nested_objects, mapping=config.outbound.mapping)
+
+
+def outbound_rows(events: Sequence[Any], options: outbound.Options,
+                  digest: str | None = None) -> tuple[list[NewEvent], list[Rejection]]:
+    """Classify Segment events: pending (with the Iterable call, decided here and frozen), skipped, or
+    rejected with the reason. ``digest`` names the mapping that decided."""
     rows, rejected = [], []
     for index, raw in enumerate(events):
         try:
             event = segment_events.validate(raw)
-            mapped = outbound.map_event(event, options)
+            rows.append(outbound_row(event, options, digest))
         except InvalidEvent as exc:
             rejected.append(Rejection(index=index, error=str(exc)))
-            rows.append(_rejected_outbound(raw, str(exc)))
-            continue
-        if isinstance(mapped, outbound.Skip):
-            rows.append(NewEvent(direction=Direction.OUTBOUND, key=event["messageId"], kind=event["type"],
-                                 payload=event, status=Status.SKIPPED, reason=mapped.reason,
-                                 user_key=outbound.user_key(event)))
-        else:
-            rows.append(NewEvent(direction=Direction.OUTBOUND, key=event["messageId"], kind=event["type"],
-                                 payload=event, user_key=mapped.user_key, identities=outbound.identities(event)))
+            rows.append(_rejected_outbound(raw, str(exc), digest))
     return rows, rejected
 
 
-def _rejected_outbound(raw: Any, error: str) -> NewEvent:
+def outbound_row(event: dict[str, Any], options: outbound.Options, digest: str | None) -> NewEvent:
+    """One validated event as a row; raises ``InvalidEvent`` when the mapping rejects it."""
+    identity = options.mapping.identity
+    mapped = outbound.map_event(event, options)
+    if isinstance(mapped, outbound.Skip):
+        return NewEvent(direction=Direction.OUTBOUND, key=event["messageId"], kind=event["type"], payload=event,
+                        status=Status.SKIPPED, reason=mapped.reason, label=mapped.key, mapping_digest=digest,
+                        user_key=outbound.user_key(event, identity))
+    return NewEvent(direction=Direction.OUTBOUND, key=event["messageId"], kind=event["type"], payload=event,
+                    user_key=mapped.user_key, identities=outbound.identities(event, identity),
+                    mapped={"endpoint": mapped.endpoint, "body": mapped.body}, mapping_digest=digest)
+
+
+def _rejected_outbound(raw: Any, error: str, digest: str | None = None) -> NewEvent:
     message_id = raw.get("messageId") if isinstance(raw, dict) else None
     key = f"rejected-{uuid.uuid4()}"
     if isinstance(message_id, str) and 0 < len(message_id) <= 100 and segment_events.storable(message_id):
@@ -54,22 +70,26 @@ def _rejected_outbound(raw: Any, error: str) -> NewEvent:
     kind = raw["type"] if isinstance(raw, dict) and raw.get("type") in segment_events.TYPES else "unknown"
     payload = finite(raw) if isinstance(raw, dict) else {"body": finite(raw)}
     return NewEvent(direction=Direction.OUTBOUND, key=key, kind=kind, payload=payload,
-                    status=Status.REJECTED, reason=error)
+                    status=Status.REJECTED, reason=error, mapping_digest=digest)
 
 
-def inbound_row(webhook: Any, *, event_names: str, now: datetime) -> NewEvent:
-    """Classify an Iterable webhook; raises ``InvalidEvent`` when its shape is wrong."""
+def inbound_row(webhook: Any, *, event_names: str, now: datetime, mapping: InboundMapping = SPEC_MAPPING,
+                digest: str | None = None) -> NewEvent:
+    """Classify an Iterable webhook: pending (with the Segment track, decided here and frozen), skipped by
+    ``[inbound.filter]``, or rejected. Raises ``InvalidEvent`` when its shape is wrong."""
     webhook = inbound.validate(webhook)
-    key = inbound.inbound_key(webhook)
+    key = inbound.inbound_key(webhook)  # never depends on the mapping: a renamed event still dedupes
     user_key = (inbound.recipient(webhook) or "").lower() or None
-    row = NewEvent(direction=Direction.INBOUND, key=key, kind=webhook["eventName"].strip()[:255],
-                   payload=webhook, user_key=user_key, identities=inbound.identities(webhook))
+    base = {"direction": Direction.INBOUND, "key": key, "kind": webhook["eventName"].strip()[:255],
+            "payload": webhook, "user_key": user_key, "mapping_digest": digest}
+    skipped = inbound.skipped_by(webhook, mapping)
+    if skipped:
+        return NewEvent(**base, status=Status.SKIPPED, reason=skipped[0], label=skipped[1])
     try:
-        inbound.to_track(webhook, event_names=event_names, received_at=now)
+        track = inbound.to_track(webhook, event_names=event_names, received_at=now, mapping=mapping)
     except InvalidEvent as exc:
-        return NewEvent(direction=row.direction, key=key, kind=row.kind, payload=webhook, user_key=user_key,
-                        status=Status.REJECTED, reason=str(exc))
-    return row
+        return NewEvent(**base, status=Status.REJECTED, reason=str(exc))
+    return NewEvent(**base, identities=inbound.identities(webhook), mapped=inbound.frozen(track))
 
 
 Batch = list[tuple[Sequence[NewEvent], "asyncio.Future[set[tuple[Direction, str]]]"]]
@@ -164,7 +184,7 @@ class Intake:
     def _count(self, row: NewEvent) -> None:
         direction = row.direction.value
         self.metrics.received.labels(direction=direction, type=row.kind[:64]).inc()
-        if row.status is Status.SKIPPED:
-            self.metrics.skipped.labels(direction=direction, reason=row.reason or "").inc()
+        if row.status is Status.SKIPPED:  # the label is the deciding rule or config key: bounded cardinality
+            self.metrics.skipped.labels(direction=direction, reason=row.label or row.reason or "").inc()
         elif row.status is Status.REJECTED:
             self.metrics.rejected.labels(direction=direction).inc()

@@ -149,7 +149,9 @@ class IterableSink:
         return planned
 
     def _call(self, row: Row, results: Results) -> IterableCall | None:
-        try:
+        if row.mapped is not None:  # decided at intake: a retry is the same request, whatever the config says now
+            return IterableCall(endpoint=row.mapped["endpoint"], body=row.mapped["body"], user_key=row.user_key)
+        try:  # a row recorded before the mapping was frozen at intake
             call = outbound.map_event(row.payload, self.options)
         except InvalidEvent as exc:
             results.failed.append(Failure(row_id=row.id, error=str(exc), retryable=False))

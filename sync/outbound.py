@@ -1,17 +1,34 @@
-"""Outbound mapping: a Segment event becomes one Iterable call, a skip, or a rejection (SPEC section 5).
+"""Outbound mapping: a Segment event becomes one Iterable call, a skip, or a rejection (SPEC sections 5
+and 10).
 
-Pure and deterministic: ingress maps to decide the row's status, delivery maps the stored
-payload again to build the request.
+Pure and deterministic, a function of (event, options). The order of evaluation is that of
+configurable_mapping.md B3: fixed opt-outs, the type filter, ``drop_if``, name filters, routing,
+identifiers, fields (allow, deny, rename, then the fixed conversions), names. Intake maps once and the
+ledger keeps the call it decided; delivery sends it as stored.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sync import people
 from sync.errors import InvalidEvent
+from sync.items import items, number
+from sync.mapping import (
+    EventRule,
+    FieldRules,
+    Identity,
+    OutboundMapping,
+    PageRules,
+    dropped_by,
+    event_layer,
+    lookup,
+    matches,
+    shape,
+    template,
+)
 from sync.segment_events import as_dict, event_time, is_email, iterable_dates, text_id
 
 USERS_UPDATE = "users/update"
@@ -21,14 +38,17 @@ UPDATE_CART = "commerce/updateCart"
 UPDATE_EMAIL = "users/updateEmail"
 
 BULK_FORM = {USERS_UPDATE: ("users/bulkUpdate", "users"), EVENTS_TRACK: ("events/trackBulk", "events")}
-CART_EVENTS = ("Product Added", "Product Removed", "Cart Updated")
-_ITEM_KEYS = {"product_id", "id", "sku", "name", "price", "quantity", "category", "url", "image_url", "description"}
+BUILT_IN_CALLS = {"Order Completed": "purchase", "Product Added": "cart", "Product Removed": "cart",
+                  "Cart Updated": "cart"}
+NO_EVENT_RULE = EventRule()
+SPEC_IDENTITY = Identity()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Options:
     project_type: str = "hybrid"
     merge_nested_objects: bool = False
+    mapping: OutboundMapping = field(default_factory=OutboundMapping)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -42,19 +62,18 @@ class IterableCall:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Skip:
+    """Not sent, on purpose: ``reason`` in full; ``key`` names the rule or config key (a metric label)."""
+
     reason: str
+    key: str = "spec"
 
 
 def map_event(event: dict[str, Any], options: Options) -> IterableCall | Skip:
     """Map a validated Segment event. Raises ``InvalidEvent`` for one Iterable could never take."""
-    skip = _opted_out(event)
+    skip = _opted_out(event) or _filtered(event, options.mapping)
     if skip:
-        return Skip(reason=skip)
+        return skip
     kind = event["type"]
-    if kind == "group":
-        return Skip(reason="group is not supported by Iterable")
-    if kind == "delete":
-        return Skip(reason="user deletion is not forwarded to Iterable (delete the user there)")
     if kind == "alias":
         return _alias(event, options)
     ids = _identifiers(event, options)
@@ -65,68 +84,116 @@ def map_event(event: dict[str, Any], options: Options) -> IterableCall | Skip:
     return _track_like(event, ids, options)
 
 
-def user_key(event: dict[str, Any]) -> str | None:
-    """The key that orders a user's events: Segment userId, else the email."""
-    ids = _raw_ids(event)
+def user_key(event: dict[str, Any], identity: Identity = SPEC_IDENTITY) -> str | None:
+    """The key that orders a user's events before the ledger links them: userId, else the email."""
+    ids = _raw_ids(event, identity)
     return ids.get("userId") or ids.get("email")
 
 
-def identities(event: dict[str, Any]) -> tuple[str, ...]:
+def identities(event: dict[str, Any], identity: Identity = SPEC_IDENTITY) -> tuple[str, ...]:
     """The ``sync.people`` identifiers an event names; an alias names both of its ids."""
     if event.get("type") == "alias":
         return people.of(people.identifier(event.get("userId")), people.identifier(event.get("previousId")))
-    ids = _raw_ids(event)
+    ids = _raw_ids(event, identity)
     return people.of(people.identifier(ids.get("userId")), people.email_identifier(ids.get("email")))
 
 
-def _opted_out(event: dict[str, Any]) -> str | None:
+# -- 1 to 4: what is sent at all ---------------------------------------------------------------
+
+
+def _opted_out(event: dict[str, Any]) -> Skip | None:
     integrations = as_dict(event.get("integrations"))
     choice = integrations.get("Iterable")
     if choice is False:
-        return "integrations.Iterable is false"
+        return Skip(reason="integrations.Iterable is false", key="integrations")
     if integrations.get("All") is False and not choice:
-        return "integrations.All is false and Iterable is not enabled"
+        return Skip(reason="integrations.All is false and Iterable is not enabled", key="integrations")
     if str(as_dict(as_dict(event.get("context")).get("integration")).get("name", "")).lower() == "iterable":
-        return "came from Iterable (loop guard)"
+        return Skip(reason="came from Iterable (loop guard)", key="loop guard")
+    if event["type"] == "group":
+        return Skip(reason="group is not supported by Iterable", key="group")
+    if event["type"] == "delete":
+        return Skip(reason="user deletion is not forwarded to Iterable (delete the user there)", key="delete")
     return None
 
 
-def _raw_ids(event: dict[str, Any]) -> dict[str, Any]:
-    user_id = text_id(event.get("userId"))
-    if event.get("type") == "identify":
-        email = as_dict(event.get("traits")).get("email")
-    else:
-        email = as_dict(event.get("properties")).get("email")
-        if not is_email(email):
-            email = as_dict(as_dict(event.get("context")).get("traits")).get("email")
-    if not is_email(email) and is_email(user_id):
+def _filtered(event: dict[str, Any], mapping: OutboundMapping) -> Skip | None:
+    kind, rules = event["type"], mapping.filter
+    if kind not in rules.types:
+        return Skip(reason=f"type {kind} not in outbound.filter.types", key="outbound.filter.types")
+    index = dropped_by(rules.drop_if, event)
+    if index is not None:
+        return Skip(reason=f"dropped by outbound.filter.drop_if[{index}] ({rules.drop_if[index].path})",
+                    key="outbound.filter.drop_if")
+    if kind == "track":
+        name = str(event["event"]).strip()
+        if rules.allow and not matches(rules.allow, name):
+            return Skip(reason=f"event {name!r} is not in outbound.filter.allow", key="outbound.filter.allow")
+        denied = matches(rules.deny, name)
+        if denied:
+            return Skip(reason=f"event {name!r} matches outbound.filter.deny {denied!r}", key="outbound.filter.deny")
+    if kind in ("page", "screen"):
+        return _page_sent(event, mapping.pages if kind == "page" else mapping.screens, kind)
+    return None
+
+
+def _page_sent(event: dict[str, Any], rules: PageRules, kind: str) -> Skip | None:
+    values = _page_values(event)
+    named, categorized = bool(values["name"]), bool(values["category"])
+    wanted = {"all": True, "none": False, "named": named, "categorized": categorized,
+              "named_or_categorized": named or categorized}[rules.send]
+    key = f"outbound.{kind}s.send"
+    return None if wanted else Skip(reason=f"{kind} not sent: {key} is {rules.send!r}", key=key)
+
+
+def _page_values(event: dict[str, Any]) -> dict[str, str]:
+    properties = as_dict(event.get("properties"))
+    values = {}
+    for name in ("name", "category"):
+        value = event.get(name) or properties.get(name)
+        values[name] = value.strip() if isinstance(value, str) else ""
+    return values
+
+
+# -- 6: who -------------------------------------------------------------------------------------
+
+
+def _raw_ids(event: dict[str, Any], identity: Identity) -> dict[str, Any]:
+    user_id = None
+    for path in identity.user_id_paths:
+        user_id = text_id(lookup(event, path)[1])
+        if user_id:
+            break
+    email = None
+    for path in _email_paths(event, identity):
+        found = lookup(event, path)[1]
+        if is_email(found):
+            email = found
+            break
+    if email is None and identity.email_from_user_id and is_email(user_id):
         email = user_id
-    ids = {"email": email} if is_email(email) else {}
+    ids = {"email": email} if email else {}
     return {**ids, "userId": user_id} if user_id else ids
 
 
+def _email_paths(event: dict[str, Any], identity: Identity) -> tuple[str, ...]:
+    """Paths absent for a call type are skipped: traits are an identify's, properties the others'. With the
+    default paths an identify reads only its traits (SPEC section 5)."""
+    if event.get("type") == "identify":
+        paths = tuple(p for p in identity.email_paths if not p.startswith("properties."))
+        return tuple(p for p in paths if p.startswith("traits.")) if identity == SPEC_IDENTITY else paths
+    return tuple(p for p in identity.email_paths if not p.startswith("traits."))
+
+
 def _identifiers(event: dict[str, Any], options: Options) -> dict[str, Any] | Skip:
-    ids: dict[str, Any] = _raw_ids(event)
+    ids: dict[str, Any] = _raw_ids(event, options.mapping.identity)
     if not ids:
-        return Skip(reason="no email or userId")
+        return Skip(reason="no email or userId", key="no identifier")
     if options.project_type == "userId" and "userId" not in ids:
-        return Skip(reason="no userId (userId-based Iterable project)")
+        return Skip(reason="no userId (userId-based Iterable project)", key="no identifier")
     if options.project_type == "email" and "email" not in ids:
-        return Skip(reason="no email (email-based Iterable project)")
+        return Skip(reason="no email (email-based Iterable project)", key="no identifier")
     return ids
-
-
-def _merge_nested(event: dict[str, Any], options: Options) -> bool:
-    choice = as_dict(as_dict(event.get("integrations")).get("Iterable")).get("mergeNestedObjects")
-    return choice if isinstance(choice, bool) else options.merge_nested_objects
-
-
-def _user_fields(fields: dict[str, Any]) -> dict[str, Any]:
-    data = {k: v for k, v in fields.items() if k not in ("email", "id", "userId")}
-    if "phone" in data:  # a null clears Iterable's phoneNumber, as Segment's destination does
-        data["phoneNumber"] = data.pop("phone")
-    converted: dict[str, Any] = iterable_dates(data)
-    return converted
 
 
 def naming(ids: dict[str, Any], options: Options) -> dict[str, Any]:
@@ -137,9 +204,33 @@ def naming(ids: dict[str, Any], options: Options) -> dict[str, Any]:
     return {"userId": ids["userId"]}
 
 
-def _user(ids: dict[str, Any], fields: dict[str, Any], event: dict[str, Any], options: Options) -> dict[str, Any]:
-    user = {**naming(ids, options), "dataFields": _user_fields(fields),
-            "mergeNestedObjects": _merge_nested(event, options)}
+# -- 5, 7, 8: routes, fields, names ------------------------------------------------------------
+
+
+def _merge_nested(event: dict[str, Any], options: Options, rule: EventRule = NO_EVENT_RULE) -> bool:
+    choice = as_dict(as_dict(event.get("integrations")).get("Iterable")).get("mergeNestedObjects")
+    if isinstance(choice, bool):
+        return choice
+    return rule.merge_nested_objects if rule.merge_nested_objects is not None else options.merge_nested_objects
+
+
+def _user_fields(fields: dict[str, Any], event: dict[str, Any], options: Options) -> dict[str, Any]:
+    rules = options.mapping.traits
+    data = shape({k: v for k, v in fields.items() if k not in ("email", "id", "userId")}, rules)
+    context = as_dict(event.get("context"))
+    data.update({key: context[key] for key in rules.context_fields if key in context})
+    if rules.drop_nulls:
+        data = {k: v for k, v in data.items() if v is not None}
+    if "phone" in data:  # a null clears Iterable's phoneNumber, as Segment's destination does
+        data["phoneNumber"] = data.pop("phone")
+    converted: dict[str, Any] = iterable_dates(data)
+    return converted
+
+
+def _user(ids: dict[str, Any], fields: dict[str, Any], event: dict[str, Any], options: Options,
+          rule: EventRule = NO_EVENT_RULE) -> dict[str, Any]:
+    user = {**naming(ids, options), "dataFields": _user_fields(fields, event, options),
+            "mergeNestedObjects": _merge_nested(event, options, rule)}
     if "userId" in user:
         user["preferUserId"] = True
     elif "userId" in ids:  # email projects: the userId is a field of the profile the email names
@@ -152,38 +243,39 @@ def _identify(event: dict[str, Any], ids: dict[str, Any], options: Options) -> I
     if "userId" in body and body.get("preferUserId") and "email" in ids:
         # userId and hybrid projects change (or set) a user's email through dataFields.email
         body["dataFields"] = {**body["dataFields"], "email": ids["email"]}
-    return IterableCall(endpoint=USERS_UPDATE, body=body, user_key=user_key(event))
+    return IterableCall(endpoint=USERS_UPDATE, body=body, user_key=user_key(event, options.mapping.identity))
 
 
 def _track_like(event: dict[str, Any], ids: dict[str, Any], options: Options) -> IterableCall:
-    properties = as_dict(event.get("properties"))
-    name = _event_name(event)
-    products = properties.get("products")
-    if name == "Order Completed":
-        return _purchase(event, ids, options)
-    if name in CART_EVENTS and isinstance(products, list):
-        user = _user(ids, as_dict(as_dict(event.get("context")).get("traits")), event, options)
-        body = {"user": user, "items": _items(products)}
-        return IterableCall(endpoint=UPDATE_CART, body=body, user_key=user_key(event))
-    body = {**naming(ids, options), "eventName": name, "id": event["messageId"],
-            "dataFields": iterable_dates(_fields(event))}
-    return IterableCall(endpoint=EVENTS_TRACK, body={**body, **_created_at(event), **_campaign(properties)},
-                        user_key=user_key(event))
-
-
-def _event_name(event: dict[str, Any]) -> str:
+    mapping = options.mapping
     kind = event["type"]
-    if kind == "track":
-        return str(event["event"]).strip()
-    name = event.get("name") or as_dict(event.get("properties")).get("name")
-    label = "Page" if kind == "page" else "Screen"
-    return f"{name} {kind}" if isinstance(name, str) and name.strip() else f"Loaded a {label}"
+    name = str(event["event"]).strip() if kind == "track" else _page_name(event, kind, mapping)
+    rule = mapping.events.get(name, NO_EVENT_RULE) if kind == "track" else NO_EVENT_RULE
+    fields = shape(_fields(event), mapping.properties,
+                   event_layer(mapping.properties, rule.properties) if rule.properties != FieldRules() else None)
+    call = rule.call or (BUILT_IN_CALLS.get(name, "track") if kind == "track" else "track")
+    key = user_key(event, mapping.identity)
+    products = fields.get("products")
+    if call == "purchase":
+        return _purchase(event, ids, options, rule, fields, name)
+    if call == "cart" and isinstance(products, list):
+        user = _user(ids, as_dict(as_dict(event.get("context")).get("traits")), event, options, rule)
+        return IterableCall(endpoint=UPDATE_CART, body={"user": user, "items": items(products)}, user_key=key)
+    body = {**naming(ids, options), "eventName": rule.name or name, "id": event["messageId"],
+            "dataFields": iterable_dates(fields)}
+    return IterableCall(endpoint=EVENTS_TRACK, body={**body, **_created_at(event), **_campaign(fields)},
+                        user_key=key)
+
+
+def _page_name(event: dict[str, Any], kind: str, mapping: OutboundMapping) -> str:
+    rules = mapping.pages if kind == "page" else mapping.screens
+    return template(rules.event_name, _page_values(event)) or rules.unnamed_event_name
 
 
 def _fields(event: dict[str, Any]) -> dict[str, Any]:
     properties = as_dict(event.get("properties"))
     if event["type"] != "page":
-        return properties
+        return dict(properties)
     page = as_dict(as_dict(event.get("context")).get("page"))
     extra = {k: event[k] for k in ("name", "category") if isinstance(event.get(k), str)}
     return {**page, **extra, **properties}
@@ -205,72 +297,30 @@ def _campaign(properties: dict[str, Any]) -> dict[str, int]:
     return found
 
 
-def _purchase(event: dict[str, Any], ids: dict[str, Any], options: Options) -> IterableCall:
-    properties = as_dict(event.get("properties"))
+def _purchase(event: dict[str, Any], ids: dict[str, Any], options: Options, rule: EventRule,
+              properties: dict[str, Any], name: str) -> IterableCall:
     total = properties.get("total")
     if isinstance(total, str):
-        total = _float(total)
+        total = number(total)
     if isinstance(total, bool) or not isinstance(total, int | float) or not math.isfinite(total):
-        raise InvalidEvent("properties.total: required for Order Completed (a number)")
+        raise InvalidEvent(f"properties.total: required for {name} (a number; it is a purchase)")
     order_id = text_id(properties.get("order_id")) or event["messageId"]  # still idempotent without one
     products = properties.get("products")
     rest = {k: v for k, v in properties.items() if k not in ("products", "total", "campaignId", "templateId")}
-    user = _user(ids, as_dict(as_dict(event.get("context")).get("traits")), event, options)
-    body = {"id": order_id, "user": user, "items": _items(products if isinstance(products, list) else []),
+    user = _user(ids, as_dict(as_dict(event.get("context")).get("traits")), event, options, rule)
+    body = {"id": order_id, "user": user, "items": items(products if isinstance(products, list) else []),
             "total": float(total), "dataFields": iterable_dates(rest)}
     body.update(_created_at(event))
     body.update(_campaign(properties))
-    return IterableCall(endpoint=TRACK_PURCHASE, body=body, user_key=user_key(event))
-
-
-def _items(products: list[Any]) -> list[dict[str, Any]]:
-    return [_item(product, index) for index, product in enumerate(products)]
-
-
-def _item(product: Any, index: int) -> dict[str, Any]:
-    if not isinstance(product, dict):
-        raise InvalidEvent(f"properties.products[{index}]: expected an object")
-    item_id = text_id(product.get("product_id")) or text_id(product.get("id")) or text_id(product.get("sku"))
-    if item_id is None:
-        raise InvalidEvent(f"properties.products[{index}].product_id: required")
-    name = product.get("name")
-    item: dict[str, Any] = {
-        "id": item_id,
-        "name": name if isinstance(name, str) and name else item_id,
-        "price": _float(product.get("price")) or 0.0,
-        "quantity": _int(product.get("quantity"), 1),
-    }
-    for source, target in (("sku", "sku"), ("url", "url"), ("image_url", "imageUrl"), ("description", "description")):
-        if isinstance(product.get(source), str):
-            item[target] = product[source]
-    if isinstance(product.get("category"), str):
-        item["categories"] = [product["category"]]
-    extra = {k: v for k, v in product.items() if k not in _ITEM_KEYS}
-    if extra:
-        item["dataFields"] = iterable_dates(extra)
-    return item
-
-
-def _float(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError, OverflowError):
-        return None
-    return number if math.isfinite(number) else None
-
-
-def _int(value: Any, default: int) -> int:
-    number = _float(value)
-    return int(number) if number is not None and abs(number) < 2**53 else default
+    return IterableCall(endpoint=TRACK_PURCHASE, body=body, user_key=user_key(event, options.mapping.identity))
 
 
 def _alias(event: dict[str, Any], options: Options) -> IterableCall | Skip:
     if options.project_type == "userId":
-        return Skip(reason="alias is not sent in a userId-based project: send identify with the new email")
+        return Skip(reason="alias is not sent in a userId-based project: send identify with the new email",
+                    key="alias")
     previous, new = text_id(event.get("previousId")), text_id(event.get("userId"))
     if not (is_email(previous) and is_email(new)):
-        return Skip(reason="alias needs previousId and userId that are both email addresses")
+        return Skip(reason="alias needs previousId and userId that are both email addresses", key="alias")
     body = {"currentEmail": previous, "newEmail": new}
     return IterableCall(endpoint=UPDATE_EMAIL, body=body, user_key=previous)

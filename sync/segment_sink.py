@@ -58,7 +58,8 @@ class SegmentSink:
 
     def _message(self, row: Row, results: Results) -> Message | None:
         try:
-            track = inbound.to_track(row.payload, event_names=self.event_names, received_at=row.received_at)
+            track = inbound.thawed(row.mapped) if row.mapped is not None else \
+                inbound.to_track(row.payload, event_names=self.event_names, received_at=row.received_at)
             _, message = self.builder.track(
                 user_id=track.user_id, anonymous_id=track.anonymous_id, event=track.event,
                 properties=track.properties, context=track.context, integrations=track.integrations,

@@ -40,7 +40,7 @@ class MemoryLedger:
                 id=row_id, direction=e.direction, key=e.key, kind=e.kind, payload=e.payload, status=e.status,
                 user_key=self.links[e.identities[0]] if e.identities else e.user_key, attempts=0,
                 next_attempt_at=now, lease_owner=None, lease_expires_at=None, last_error=None, reason=e.reason,
-                received_at=now, updated_at=now, retry_from=now)
+                received_at=now, updated_at=now, retry_from=now, mapped=e.mapped, mapping_digest=e.mapping_digest)
         return known
 
     async def claim(self, claim: Claim, now: datetime) -> list[Row]:

@@ -35,6 +35,9 @@ class NewEvent:
     identities: tuple[str, ...] = ()  # ``sync.people`` identifiers: the ledger resolves them to one person
     status: Status = Status.PENDING
     reason: str | None = None
+    mapped: dict[str, Any] | None = None  # the upstream call decided at intake (frozen: retries send it as is)
+    mapping_digest: str | None = None
+    label: str | None = None  # a bounded metric label for a skip (the config key that decided it); not stored
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -57,6 +60,8 @@ class Row:
     received_at: datetime
     updated_at: datetime
     retry_from: datetime  # start of the retry window: received_at, or the last requeue
+    mapped: dict[str, Any] | None = None
+    mapping_digest: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -81,6 +86,18 @@ class Settlement:
     @property
     def size(self) -> int:
         return len(self.delivered) + len(self.retry) + len(self.dead) + len(self.released)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Remapped:
+    """A row decided again under the current mapping (``ledger retry --remap``); ``was`` guards the update."""
+
+    id: int
+    was: Status
+    status: Status
+    mapped: dict[str, Any] | None
+    mapping_digest: str | None
+    reason: str | None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

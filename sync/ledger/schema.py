@@ -53,6 +53,8 @@ events = sa.Table(
     sa.Column("received_at", UTCDateTime(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
     sa.Column("retry_from", UTCDateTime(), nullable=True),  # start of the retry window (NULL: received_at)
+    sa.Column("mapped", sa.JSON(), nullable=True),  # the upstream call decided at intake (NULL: older rows)
+    sa.Column("mapping_digest", sa.String(64), nullable=True),  # which mapping config decided it
     sa.UniqueConstraint("direction", "key", name="uq_events_direction_key"),
     sa.Index(
         "ix_events_due",

@@ -22,6 +22,7 @@ from sync.ledger.model import (
     Downtime,
     NewEvent,
     Pending,
+    Remapped,
     Row,
     Settlement,
     Stats,
@@ -79,6 +80,8 @@ def _row(mapping: Any) -> Row:
         received_at=mapping["received_at"],
         updated_at=mapping["updated_at"],
         retry_from=mapping["retry_from"] or mapping["received_at"],
+        mapped=mapping["mapped"],
+        mapping_digest=mapping["mapping_digest"],
     )
 
 
@@ -298,13 +301,32 @@ class Ledger:
         return {r.direction: r.reason for r in (await conn.execute(query)).all()}
 
     async def rows(
-        self, *, status: Status, direction: Direction | None = None, limit: int = 50
+        self, *, status: Status | None = None, direction: Direction | None = None, limit: int = 50,
+        ids: Sequence[int] = (), after_id: int = 0,
     ) -> list[Row]:
-        query = sa.select(events).where(events.c.status == status).order_by(events.c.id).limit(limit)
+        """Rows of one status (or the given ids), in id order, ``limit`` at a time after ``after_id``."""
+        query = sa.select(events).where(events.c.id > after_id).order_by(events.c.id).limit(limit)
+        if status is not None:
+            query = query.where(events.c.status == status)
+        if ids:
+            query = query.where(events.c.id.in_(list(ids)))
         if direction:
             query = query.where(events.c.direction == direction)
         async with self._tx() as conn:
             return [_row(r) for r in (await conn.execute(query)).mappings()]
+
+    async def remap(self, changes: Sequence[Remapped], now: datetime) -> int:
+        """Store rows decided again (``ledger retry --remap``): the new call, digest and status; a row that
+        became pending is due now with a fresh retry window. Only rows still in the status they were read in."""
+        count = 0
+        async with self._tx() as conn:
+            for change in changes:
+                stmt = events.update().where(events.c.id == change.id, events.c.status == change.was).values(
+                    status=change.status, mapped=change.mapped, mapping_digest=change.mapping_digest,
+                    reason=change.reason, next_attempt_at=now, retry_from=now, lease_owner=None,
+                    lease_expires_at=None, updated_at=now)
+                count += int((await conn.execute(stmt)).rowcount or 0)
+        return count
 
     async def requeue(
         self, now: datetime, *, status: Status | None = None, ids: Sequence[int] = (), direction: Direction | None = None
@@ -391,6 +413,8 @@ def _insert_values(e: NewEvent, now: datetime, persons: dict[str, str]) -> dict[
         "received_at": now,
         "updated_at": now,
         "retry_from": now,
+        "mapped": e.mapped,
+        "mapping_digest": e.mapping_digest,
     }
 
 

@@ -1,0 +1,27 @@
+"""Frozen mapping: the upstream call decided at intake, and the digest of the mapping that decided it.
+
+A retry sends exactly what was decided when the event arrived, whatever the config became since; rows
+recorded before this revision have NULL and are mapped when they are delivered.
+
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-11-28
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0004"
+down_revision = "0003"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.add_column("events", sa.Column("mapped", sa.JSON(), nullable=True))
+    op.add_column("events", sa.Column("mapping_digest", sa.String(64), nullable=True))
+
+
+def downgrade() -> None:
+    op.drop_column("events", "mapping_digest")
+    op.drop_column("events", "mapped")

@@ -1,0 +1,44 @@
+"""What the daemon would do with one event under the config in force: the Iterable call or Segment track
+it would send, or the reason (and the rule or key) it would skip or reject it. Used by
+``check-config --try`` and by ``ledger retry --remap``. Pure."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sync import inbound
+from sync.config import Config
+from sync.errors import InvalidEvent
+from sync.intake import inbound_row, outbound_options, outbound_row
+from sync.ledger import Direction, NewEvent, Status
+from sync.outbound import BULK_FORM
+from sync.segment_events import validate
+
+
+def decide(config: Config, payload: Any, direction: str, digest: str | None, now: Any) -> NewEvent:
+    """The row intake would record for ``payload`` (a Segment event, or an Iterable webhook inbound)."""
+    if direction == "inbound":
+        return inbound_row(payload, event_names=config.inbound.event_names, now=now,
+                           mapping=config.inbound.mapping, digest=digest)
+    try:
+        return outbound_row(validate(payload), outbound_options(config), digest)
+    except InvalidEvent as exc:
+        return NewEvent(direction=Direction.OUTBOUND, key="-", kind="-", payload={}, status=Status.REJECTED,
+                        reason=str(exc), mapping_digest=digest)
+
+
+def describe(row: NewEvent) -> str:
+    """The decision as an operator reads it."""
+    if row.status is Status.SKIPPED:
+        return f"skipped: {row.reason} (decided by {row.label})"
+    if row.status is Status.REJECTED:
+        return f"rejected: {row.reason}"
+    mapped = row.mapped or {}
+    if "endpoint" in mapped:
+        bulk = BULK_FORM.get(mapped["endpoint"])
+        batched = f" (batched: POST /api/{bulk[0]}, one of its {bulk[1]})" if bulk else ""
+        return f"POST /api/{mapped['endpoint']}{batched}\n{json.dumps(mapped['body'], indent=2, sort_keys=True)}"
+    track = inbound.thawed(mapped)
+    return (f"Segment track {track.event!r} (userId {track.user_id!r}, anonymousId {track.anonymous_id!r}, "
+            f"messageId {track.message_id})\n{json.dumps(mapped, indent=2, sort_keys=True)}")
