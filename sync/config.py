@@ -153,7 +153,11 @@ def parse(raw: Mapping[str, Any], env: Mapping[str, str]) -> Config:
     reconcile_set = isinstance(raw.get("reconcile"), Mapping) and "enabled" in raw["reconcile"]
     if not problems and not reconcile_set and not config.inbound.enabled:  # the default follows inbound
         config = dataclasses.replace(config, reconcile=dataclasses.replace(config.reconcile, enabled=False))
-    if config.inbound.enabled and config.reconcile.enabled:
+    types_set = isinstance(raw.get("reconcile"), Mapping) and "event_types" in raw["reconcile"]
+    if not problems and not types_set:  # the default types follow the inbound filter
+        kept = mapping_config.kept_types(config.inbound.mapping, config.reconcile.event_types)
+        config = dataclasses.replace(config, reconcile=dataclasses.replace(config.reconcile, event_types=kept))
+    elif config.inbound.enabled and config.reconcile.enabled:
         problems.extend(mapping_config.reconcile_problems(config.inbound.mapping, config.reconcile.event_types))
     if not problems:
         problems.extend(_cross_checks(config))

@@ -290,6 +290,11 @@ def inbound(raw: Mapping[str, Any], problems: list[str]) -> InboundMapping:
                                                              "inbound.email_spec_properties", True))
 
 
+def kept_types(mapping: InboundMapping, types: tuple[str, ...]) -> tuple[str, ...]:
+    """The export types the inbound filter lets through."""
+    return tuple(t for t in types if not matches(mapping.deny, t) and (not mapping.allow or matches(mapping.allow, t)))
+
+
 def reconcile_problems(mapping: InboundMapping, types: tuple[str, ...]) -> list[str]:
     """Reconciliation pulling a type the inbound filter then drops is a config mistake."""
     problems = []

@@ -1,20 +1,24 @@
 """``make demo``: the real daemon on SQLite between local stand-ins for Iterable and Segment.
 
-Starts the fakes on loopback, runs ``python -m sync serve`` as a child process, sends sample
-Segment events (with segment-analytics-python and as a signed webhook) and Iterable webhooks,
-then prints what each side received and stops the daemon with SIGTERM.
+Starts the fakes on loopback, runs ``python -m sync serve`` as a child process with the README's
+"mobile app" mapping recipe (``recipes/mobile_app.toml``), sends sample Segment events (with
+segment-analytics-python and as a signed webhook) and Iterable webhooks, then prints what each side
+received, what the recipe kept out and why, and stops the daemon with SIGTERM.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
 import signal
 import socket
+import sqlite3
 import sys
 import tempfile
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +48,45 @@ async def start(app: web.Application) -> tuple[web.AppRunner, str]:
     return runner, f"http://127.0.0.1:{port}"
 
 
+RECIPE = Path(__file__).parent / "recipes" / "mobile_app.toml"
+
+
+def toml(data: dict[str, Any], prefix: str = "") -> str:
+    """A small TOML writer for configs: tables, strings, numbers, booleans, lists and inline tables."""
+    plain = [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
+    tables = [toml(v, f"{prefix}{_toml_key(k)}.") for k, v in data.items() if isinstance(v, dict)]
+    head = f"[{prefix.rstrip('.')}]\n" if prefix and plain else ""
+    return head + "".join(f"{line}\n" for line in plain) + "".join(tables)
+
+
+def _toml_key(key: str) -> str:
+    return key if key.replace("_", "").replace("-", "").isalnum() else json.dumps(key)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(value)
+
+
+def merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
 def config_text(folder: Path, port: int, iterable_url: str, segment_url: str) -> str:
+    """The demo's own settings with the recipe's mapping keys merged in."""
+    return toml(merged(tomllib.loads(_base_config(folder, port, iterable_url, segment_url)),
+                       tomllib.loads(RECIPE.read_text())))
+
+
+def _base_config(folder: Path, port: int, iterable_url: str, segment_url: str) -> str:
     return f"""
 [server]
 port = {port}
@@ -61,6 +103,8 @@ write_keys = ["{KEYS['write']}"]
 shared_secrets = ["{KEYS['secret']}"]
 [inbound]
 auth_tokens = ["{KEYS['token']}"]
+[reconcile]
+enabled = false
 """
 
 
@@ -91,6 +135,11 @@ def send_with_segment_library(url: str) -> None:
             client.page(event["userId"], name=event["name"], properties=event["properties"])
         elif kind == "group":
             client.group(event["userId"], event["groupId"])
+    # what the mobile-app recipe shapes: a named screen, a renamed lifecycle event, a debug build kept out
+    client.screen("user-1", name="Player", properties={"track": "Intro"})
+    client.track("user-1", "Application Opened", {"from_background": False},
+                 context={"app": {"namespace": "com.example.player"}, "device": {"model": "Pixel 9"}})
+    client.track("user-1", "Debug Ping", {}, context={"app": {"namespace": "com.example.player.debug"}})
     client.flush()
     client.join()
 
@@ -118,7 +167,12 @@ def report(iterable: FakeIterable, segment: FakeSegment) -> None:
     print("\nSegment received (track calls):")
     for message in segment.messages:
         who = message.get("userId") or message.get("anonymousId")
-        print(f"  {message['event']:<22} {who:<28} at {message['timestamp']}  messageId={message['messageId']}")
+        print(f"  {message['event']:<26} {who:<28} at {message['timestamp']}  messageId={message['messageId']}")
+
+
+def _pending(ledger: Path) -> int:
+    with contextlib.closing(sqlite3.connect(ledger)) as connection:
+        return int(connection.execute("SELECT count(*) FROM events WHERE status = 'pending'").fetchone()[0])
 
 
 def _describe(body: dict[str, Any]) -> str:
@@ -146,11 +200,14 @@ async def main() -> int:
             print(f"daemon ready on {url}; sending sample traffic")
             await send_traffic(url)
             for _ in range(150):
-                if len(segment.messages) >= len(ITERABLE_WEBHOOKS) and len(iterable.event_log) >= 3 \
-                        and iterable.purchases:
+                if iterable.idle and not _pending(Path(folder) / "ledger.db") and iterable.purchases:
                     break
                 await asyncio.sleep(0.2)
             report(iterable, segment)
+            print("\nKept out by the recipe (ledger list --status skipped):")
+            listing = await asyncio.create_subprocess_exec(sys.executable, "-m", "sync", "ledger", "list", "--status",
+                                                           "skipped", "--config", str(config))
+            await listing.wait()
             print()
             stats = await asyncio.create_subprocess_exec(sys.executable, "-m", "sync", "ledger", "stats",
                                                          "--config", str(config))
