@@ -22,7 +22,7 @@ from sync import logs, mapping
 from sync.backfill import EXPORT_TYPES, ExportPuller, Progress
 from sync.config import Config
 from sync.errors import ConfigError, SyncError
-from sync.intake import Intake
+from sync.intake import Intake, outbound_options
 from sync.ledger import Direction, Ledger, Status
 from sync.ledger import migrate as migrations
 from sync.ledger.model import Remapped
@@ -49,6 +49,12 @@ def parser() -> argparse.ArgumentParser:
                        help="print the call the daemon would make for this event, or why it would not send it")
     check.add_argument("--direction", choices=[d.value for d in Direction], default="outbound",
                        help="with --try: a Segment event (outbound) or an Iterable webhook (inbound)")
+    forget = command("forget", "forget one person: the ledger keeps no personal data of theirs")
+    who = forget.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user-id", help="the person's Segment userId")
+    who.add_argument("--email", help="the person's email")
+    forget.add_argument("--upstream", action="store_true",
+                        help="also delete (or forget, per outbound.deletion) the user in Iterable")
     ledger = command("ledger", "inspect and operate the ledger")
     actions = ledger.add_subparsers(dest="action", required=True, metavar="ACTION")
     stats = actions.add_parser("stats", help="counts by direction and status")
@@ -121,6 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logs.setup(fmt="text", level="WARNING", secrets=config_module.secrets(config))
     handlers: dict[str, Callable[[Config, argparse.Namespace], Coroutine[Any, Any, int]]] = {
         "serve": _serve, "migrate": _migrate, "check-config": _check, "ledger": _ledger, "backfill": _backfill,
+        "forget": _forget,
     }
     try:
         return asyncio.run(handlers[args.command](config, args))
@@ -228,6 +235,34 @@ async def _ledger(config: Config, args: argparse.Namespace) -> int:
             return 0
         count = await ledger.purge(now - args.older_than)
         print(f"purged {count} terminal rows older than {args.older_than}")
+        return 0
+    finally:
+        await engine.dispose()
+
+
+async def _forget(config: Config, args: argparse.Namespace) -> int:
+    """``forget``: tombstones for the person's rows; with ``--upstream`` a deletion for Iterable too."""
+    from sync import people
+    from sync.intake import outbound_row
+    from sync.segment_events import validate
+
+    identifier = people.identifier(args.user_id) if args.user_id else people.email_identifier(args.email)
+    if identifier is None:
+        print("error: --email must be an email address", file=sys.stderr)
+        return 2
+    engine = create_engine(config.ledger.url)
+    try:
+        await migrations.ensure_current(engine)
+        ledger, now = Ledger(engine), datetime.now(UTC)
+        count = await ledger.forget(identifier, now)
+        print(f"forgot {count} rows of that person: their payloads are tombstones now")
+        if args.upstream:
+            event = validate({"type": "delete", "userId": args.user_id or args.email})
+            row = outbound_row(event, outbound_options(config), mapping.digest(config_module.mapping_settings(config)))
+            await Intake(ledger, Metrics()).record([row])
+            sent = "queued for Iterable (the serving daemon sends it)" if row.status is Status.PENDING else \
+                f"not sent: {row.reason}"
+            print(f"deletion {event['messageId']} {sent}")
         return 0
     finally:
         await engine.dispose()
@@ -351,11 +386,11 @@ def _print_rows(rows: Sequence[Any], *, as_json: bool) -> int:
         print(json.dumps([{"id": r.id, "direction": r.direction.value, "key": r.key, "kind": r.kind,
                            "status": r.status.value, "attempts": r.attempts, "reason": r.reason,
                            "last_error": r.last_error, "received_at": r.received_at.isoformat(),
-                           "payload": r.payload} for r in rows]))
+                           "payload": r.payload, "forgotten": bool(r.payload.get("forgotten"))} for r in rows]))
         return 0
     print(f"{'id':>8}  {'direction':<9} {'kind':<22} {'attempts':>8}  {'received':<20} reason")
     for r in rows:
-        reason = (r.reason or r.last_error or "")[:80]
+        reason = ("[forgotten] " if r.payload.get("forgotten") else "") + (r.reason or r.last_error or "")[:80]
         print(f"{r.id:>8}  {r.direction.value:<9} {r.kind[:22]:<22} {r.attempts:>8}  "
               f"{r.received_at:%Y-%m-%d %H:%M:%S}  {reason}")
     print(f"({len(rows)} rows)")

@@ -24,6 +24,7 @@ from sync.mapping import InboundMapping, OutboundMapping
 Region = Literal["us", "eu"]
 ProjectType = Literal["email", "userId", "hybrid"]
 EventNames = Literal["segment", "iterable"]
+Deletion = Literal["delete", "forget", "skip"]
 
 REGION_URLS: Mapping[str, str] = {"us": "https://api.iterable.com", "eu": "https://api.eu.iterable.com"}
 
@@ -36,6 +37,8 @@ DEFAULT_RATE_LIMITS: Mapping[str, float] = {
     "commerce/trackPurchase": 500.0,
     "commerce/updateCart": 500.0,
     "export/data.json": 4 / 60,
+    "users/delete": 100.0,  # DELETE /api/users/{email} and /api/users/byUserId/{userId}
+    "users/forget": 3.0,  # and at most 1,000 a day per project
 }
 
 
@@ -82,6 +85,7 @@ class OutboundConfig:
     shared_secrets: tuple[str, ...] = ()
     merge_nested_objects: bool = False
     accept_unsigned_array_tails: bool = True  # Segment signs only an array's first element
+    deletion: Deletion = "delete"  # a Webhooks (Classic) delete event: Iterable delete, GDPR forget, or skip
     mapping: OutboundMapping = field(default_factory=OutboundMapping)  # [outbound.identity], [outbound.filter] ...
 
 
@@ -299,6 +303,7 @@ def _cross_checks(config: Config) -> list[str]:
 def mapping_settings(config: Config) -> dict[str, Any]:
     """Every setting that shapes what is sent: the input of the mapping digest (SPEC section 10)."""
     return {"project_type": config.iterable.project_type, "merge_nested_objects": config.outbound.merge_nested_objects,
+            "deletion": config.outbound.deletion,
             "outbound": config.outbound.mapping, "event_names": config.inbound.event_names,
             "inbound": config.inbound.mapping}
 

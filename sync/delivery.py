@@ -81,7 +81,9 @@ def settlement_for(
             retry.append((row.id, at, failure.error))
     settled = set(results.delivered) | {f.row_id for f in results.failed}
     released = tuple(row.id for row in rows if row.id not in settled)
-    return Settlement(delivered=tuple(results.delivered), retry=tuple(retry), dead=tuple(dead), released=released)
+    forgotten = tuple(row.id for row in rows if row.kind == "delete" and row.id in set(results.delivered))
+    return Settlement(delivered=tuple(results.delivered), retry=tuple(retry), dead=tuple(dead), released=released,
+                      forgotten=forgotten)
 
 
 class DeliveryLedger(Protocol):

@@ -31,7 +31,8 @@ class Rejection:
 def outbound_options(config: Config) -> outbound.Options:
     """The outbound mapper's options from the config (project type, nested merge, the mapping keys)."""
     return outbound.Options(project_type=config.iterable.project_type,
-                            merge_nested_objects=config.outbound.merge_nested_objects, mapping=config.outbound.mapping)
+                            merge_nested_objects=config.outbound.merge_nested_objects, mapping=config.outbound.mapping,
+                            deletion=config.outbound.deletion)
 
 
 def outbound_rows(events: Sequence[Any], options: outbound.Options,
@@ -59,7 +60,7 @@ def outbound_row(event: dict[str, Any], options: outbound.Options, digest: str |
                         user_key=outbound.user_key(event, identity))
     return NewEvent(direction=Direction.OUTBOUND, key=event["messageId"], kind=event["type"], payload=event,
                     user_key=mapped.user_key, identities=outbound.identities(event, identity),
-                    mapped={"endpoint": mapped.endpoint, "body": mapped.body}, mapping_digest=digest)
+                    mapped=mapped.frozen(), mapping_digest=digest, forgets=event["type"] == "delete")
 
 
 def _rejected_outbound(raw: Any, error: str, digest: str | None = None) -> NewEvent:

@@ -64,10 +64,16 @@ class IterableClient:
         self.session, self.base_url, self.api_key = session, base_url.rstrip("/"), api_key
         self.timeout, self.throttle, self.metrics, self.clock = aiohttp.ClientTimeout(total=timeout), throttle, metrics, clock
 
-    async def post(self, endpoint: str, body: dict[str, Any]) -> Reply:
+    async def post(self, endpoint: str, body: dict[str, Any], *, method: str = "POST",
+                   limit: str | None = None) -> Reply:
+        """A JSON request; ``limit`` names the rate-limit bucket (and the metric label) when the path holds
+        an identifier (deletions), so no user id reaches a metric or a log."""
+        if method == "DELETE":
+            status, raw, retry_after = await self._call(method, endpoint, label=limit)
+            return Reply(status=status, body=_json(raw), retry_after=retry_after)
         data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()  # the bytes json_size counts
         # a stream, not bytes: aiohttp writes a large bytes body in one go and warns that it blocks the loop
-        status, raw, retry_after = await self._call("POST", endpoint, data=io.BytesIO(data),
+        status, raw, retry_after = await self._call(method, endpoint, data=io.BytesIO(data), label=limit,
                                                     headers={"Content-Type": "application/json"})
         return Reply(status=status, body=_json(raw), retry_after=retry_after)
 
@@ -76,8 +82,9 @@ class IterableClient:
         return await self._call("GET", endpoint, params=params)
 
     async def _call(self, method: str, endpoint: str, *, headers: dict[str, str] | None = None,
-                    **kwargs: Any) -> tuple[int, bytes, float | None]:
-        await self.throttle.acquire(endpoint)
+                    label: str | None = None, **kwargs: Any) -> tuple[int, bytes, float | None]:
+        label = label or endpoint
+        await self.throttle.acquire(label)
         headers = {"Api-Key": self.api_key, **(headers or {})}
         try:
             async with self.session.request(method, f"{self.base_url}/api/{endpoint}", headers=headers,
@@ -86,9 +93,10 @@ class IterableClient:
                 retry_after = schedule.parse_retry_after(response.headers.get("Retry-After"), self.clock())
                 status = response.status
         except (aiohttp.ClientError, TimeoutError) as exc:
-            self.metrics.upstream.labels(target="iterable", endpoint=endpoint, status="error").inc()
-            raise RetryableUpstream(f"{endpoint}: {type(exc).__name__} {str(exc)[:200]}".strip()) from exc
-        self.metrics.upstream.labels(target="iterable", endpoint=endpoint, status=str(status)).inc()
+            self.metrics.upstream.labels(target="iterable", endpoint=label, status="error").inc()
+            detail = "" if label != endpoint else f" {str(exc)[:200]}"  # a deletion's path names the user
+            raise RetryableUpstream(f"{label}: {type(exc).__name__}{detail}".strip()) from exc
+        self.metrics.upstream.labels(target="iterable", endpoint=label, status=str(status)).inc()
         return status, raw, retry_after
 
 
@@ -150,7 +158,7 @@ class IterableSink:
 
     def _call(self, row: Row, results: Results) -> IterableCall | None:
         if row.mapped is not None:  # decided at intake: a retry is the same request, whatever the config says now
-            return IterableCall(endpoint=row.mapped["endpoint"], body=row.mapped["body"], user_key=row.user_key)
+            return IterableCall.thawed(row.mapped, row.user_key)
         try:  # a row recorded before the mapping was frozen at intake
             call = outbound.map_event(row.payload, self.options)
         except InvalidEvent as exc:
@@ -217,21 +225,22 @@ class DeliveryRound:
                 return
             if row.user_key and row.user_key in self.blocked:
                 continue
-            reply = await self._post(call.endpoint, call.body, [(row, call)])
+            reply = await self._post(call.endpoint, call.body, [(row, call)], method=call.method, limit=call.limit)
             if reply is not None:
-                self._settle(reply, [(row, call)])
+                self._settle(reply, [(row, call)], deletion=call.method == "DELETE")
 
-    async def _post(self, endpoint: str, body: dict[str, Any], chunk: Sequence[Item]) -> Reply | None:
+    async def _post(self, endpoint: str, body: dict[str, Any], chunk: Sequence[Item], *, method: str = "POST",
+                    limit: str | None = None) -> Reply | None:
         try:
-            return await self.client.post(endpoint, body)
+            return await self.client.post(endpoint, body, method=method, limit=limit)
         except RetryableUpstream as exc:
             for row, call in chunk:
                 self._fail(row, call, str(exc), retryable=True)
             return None
 
-    def _settle(self, reply: Reply, chunk: Sequence[Item]) -> None:
-        if 200 <= reply.status < 300:
-            self.results.delivered.extend(row.id for row, _ in chunk)
+    def _settle(self, reply: Reply, chunk: Sequence[Item], *, deletion: bool = False) -> None:
+        if 200 <= reply.status < 300 or deletion and (reply.status == 404 or reply.not_found):
+            self.results.delivered.extend(row.id for row, _ in chunk)  # deleting a user nobody has: done
         elif reply.status in (401, 403):
             self.results.auth_error = f"Iterable answered {reply.describe()}"
         elif reply.not_found:

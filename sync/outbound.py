@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 from sync import people
 from sync.errors import InvalidEvent
@@ -49,15 +50,31 @@ class Options:
     project_type: str = "hybrid"
     merge_nested_objects: bool = False
     mapping: OutboundMapping = field(default_factory=OutboundMapping)
+    deletion: str = "delete"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class IterableCall:
-    """One Iterable API call: ``endpoint`` is the single-call path under ``/api/``."""
+    """One Iterable API call: ``endpoint`` is the path under ``/api/``; ``limit`` the rate-limit bucket
+    when it is not the endpoint itself (a deletion's path holds the user's id)."""
 
     endpoint: str
     body: dict[str, Any]
     user_key: str | None
+    method: str = "POST"
+    limit: str | None = None
+
+    def frozen(self) -> dict[str, Any]:
+        """The call as the ledger stores it (``thawed`` reads it back)."""
+        stored: dict[str, Any] = {"endpoint": self.endpoint, "body": self.body}
+        if self.method != "POST":
+            stored.update(method=self.method, limit=self.limit)
+        return stored
+
+    @staticmethod
+    def thawed(stored: dict[str, Any], user_key: str | None) -> IterableCall:
+        return IterableCall(endpoint=stored["endpoint"], body=stored["body"], user_key=user_key,
+                            method=stored.get("method", "POST"), limit=stored.get("limit"))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -76,6 +93,8 @@ def map_event(event: dict[str, Any], options: Options) -> IterableCall | Skip:
     kind = event["type"]
     if kind == "alias":
         return _alias(event, options)
+    if kind == "delete":
+        return _deletion(event, options)
     ids = _identifiers(event, options)
     if isinstance(ids, Skip):
         return ids
@@ -112,13 +131,13 @@ def _opted_out(event: dict[str, Any]) -> Skip | None:
         return Skip(reason="came from Iterable (loop guard)", key="loop guard")
     if event["type"] == "group":
         return Skip(reason="group is not supported by Iterable", key="group")
-    if event["type"] == "delete":
-        return Skip(reason="user deletion is not forwarded to Iterable (delete the user there)", key="delete")
     return None
 
 
 def _filtered(event: dict[str, Any], mapping: OutboundMapping) -> Skip | None:
     kind, rules = event["type"], mapping.filter
+    if kind == "delete":  # a deletion request is never filtered out (SPEC section 11)
+        return None
     if kind not in rules.types:
         return Skip(reason=f"type {kind} not in outbound.filter.types", key="outbound.filter.types")
     index = dropped_by(rules.drop_if, event)
@@ -324,3 +343,24 @@ def _alias(event: dict[str, Any], options: Options) -> IterableCall | Skip:
         return Skip(reason="alias needs previousId and userId that are both email addresses", key="alias")
     body = {"currentEmail": previous, "newEmail": new}
     return IterableCall(endpoint=UPDATE_EMAIL, body=body, user_key=previous)
+
+
+def _deletion(event: dict[str, Any], options: Options) -> IterableCall | Skip:
+    """A deletion request (SPEC section 11): Iterable's delete by userId or email, or GDPR forget."""
+    if options.deletion == "skip":
+        return Skip(reason='user deletion is not forwarded to Iterable (outbound.deletion = "skip")',
+                    key="outbound.deletion")
+    ids = _raw_ids(event, options.mapping.identity)
+    key = user_key(event, options.mapping.identity)
+    if options.deletion == "forget":
+        if options.project_type == "email" and "email" not in ids or not ids:
+            return Skip(reason="forget needs the email in an email-based project (and an identifier in any)",
+                        key="no identifier")
+        return IterableCall(endpoint="users/forget", body=naming(ids, options), user_key=key, limit="users/forget")
+    if "userId" in ids:  # every project type deletes by userId
+        return IterableCall(endpoint=f"users/byUserId/{quote(ids['userId'], safe='')}", body={}, user_key=key,
+                            method="DELETE", limit="users/delete")
+    if "email" in ids and options.project_type != "userId":
+        return IterableCall(endpoint=f"users/{quote(ids['email'], safe='@')}", body={}, user_key=key,
+                            method="DELETE", limit="users/delete")
+    return Skip(reason="no email or userId to delete", key="no identifier")

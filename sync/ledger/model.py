@@ -38,6 +38,7 @@ class NewEvent:
     mapped: dict[str, Any] | None = None  # the upstream call decided at intake (frozen: retries send it as is)
     mapping_digest: str | None = None
     label: str | None = None  # a bounded metric label for a skip (the config key that decided it); not stored
+    forgets: bool = False  # a deletion: the ledger forgets this person's other rows when it records it
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -82,6 +83,7 @@ class Settlement:
     retry: tuple[tuple[int, datetime, str], ...] = ()
     dead: tuple[tuple[int, str], ...] = ()
     released: tuple[int, ...] = ()
+    forgotten: tuple[int, ...] = ()  # delivered deletions: their own payload becomes a tombstone too
 
     @property
     def size(self) -> int:

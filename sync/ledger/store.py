@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 import zlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -124,7 +126,46 @@ class Ledger:
             persons = await self._people(conn, [e.identities for e in unique.values() if e.identities])
             values = [_insert_values(e, now, persons) for e in unique.values()]
             inserted = {r.key for r in (await conn.execute(stmt, values)).all()}
+            for e in unique.values():
+                if e.forgets and e.status is Status.PENDING and e.key in inserted:
+                    person = persons[e.identities[0]] if e.identities else e.user_key
+                    if person:
+                        await self._forget(conn, person, now, keep=(e.direction, e.key), why="user deleted")
         return {key for (_, key) in unique} - inserted
+
+    async def forget(self, identifier: str, now: datetime) -> int:
+        """Forget one person on an operator's request (``forget``): every row's payload becomes a tombstone,
+        their pending rows are skipped. ``identifier`` is a ``sync.people`` identifier."""
+        async with self._tx() as conn:
+            person = await conn.scalar(sa.select(identities.c.person).where(identities.c.identifier == identifier))
+            return await self._forget(conn, person or identifier, now, keep=None, why="user forgotten")
+
+    async def _forget(self, conn: AsyncConnection, person: str, now: datetime, *,
+                      keep: tuple[Direction, str] | None, why: str) -> int:
+        """Replace the stored personal data of ``person``'s rows (both directions) by tombstones that keep
+        only what idempotency needs, skip their pending rows, and drop their identity links."""
+        idents = [r.identifier for r in (await conn.execute(
+            sa.select(identities.c.identifier).where(identities.c.person == person))).all()] or [person]
+        digest = _identity_hash(idents)
+        tomb = {"forgotten": True, "identifiers_sha256": digest}
+        query = sa.select(events.c.id, events.c.direction, events.c.key, events.c.status, events.c.reason,
+                          events.c.mapped).where(events.c.user_key == person)
+        count = 0
+        for row in (await conn.execute(query)).all():
+            if keep == (row.direction, row.key):  # the deletion itself: sent first, forgotten once delivered
+                mapped = {**(row.mapped or {}), "forget_hash": digest}
+                await conn.execute(events.update().where(events.c.id == row.id).values(mapped=mapped))
+                continue
+            waiting = row.status in (Status.PENDING, "held")
+            values = {"payload": tomb, "mapped": None, "last_error": None, "user_key": f"forgotten:{digest[:32]}",
+                      "reason": why if waiting else _scrub(row.reason, idents), "updated_at": now,
+                      "lease_owner": None, "lease_expires_at": None}
+            if waiting:
+                values["status"] = Status.SKIPPED
+            await conn.execute(events.update().where(events.c.id == row.id).values(**values))
+            count += 1
+        await conn.execute(identities.delete().where(identities.c.person == person))
+        return count
 
     async def _people(self, conn: AsyncConnection, groups: list[tuple[str, ...]]) -> dict[str, str]:
         """Link the identifiers of ``groups`` into people (merging where a group joins two); return them all.
@@ -222,6 +263,14 @@ class Ledger:
             if settlement.released:
                 ids = list(settlement.released)
                 await conn.execute(events.update().where(events.c.id.in_(ids), mine).values(**free))
+            forgotten = list(settlement.forgotten) or [-1]
+            for row in (await conn.execute(sa.select(events.c.id, events.c.mapped).where(
+                    events.c.id.in_(forgotten), events.c.status == Status.DELIVERED))).all() \
+                    if settlement.forgotten else ():
+                digest = (row.mapped or {}).get("forget_hash", "")
+                await conn.execute(events.update().where(events.c.id == row.id).values(
+                    payload={"forgotten": True, "identifiers_sha256": digest}, mapped=None,
+                    user_key=f"forgotten:{digest[:32]}"))
 
     async def release_owner(self, owner: str, now: datetime) -> int:
         """Give back every lease ``owner`` holds (clean shutdown)."""
@@ -416,6 +465,21 @@ def _insert_values(e: NewEvent, now: datetime, persons: dict[str, str]) -> dict[
         "mapped": e.mapped,
         "mapping_digest": e.mapping_digest,
     }
+
+
+def _identity_hash(identifiers: Sequence[str]) -> str:
+    return hashlib.sha256("\x1f".join(sorted(identifiers)).encode(errors="surrogatepass")).hexdigest()
+
+
+def _scrub(text: str | None, identifiers: Sequence[str]) -> str | None:
+    """A reason with the person's identifiers taken out (Iterable's reasons may quote them)."""
+    if not text:
+        return text
+    for ident in identifiers:
+        value = ident.split(":", 1)[-1]
+        if value:
+            text = re.sub(re.escape(value), "[forgotten]", text, flags=re.IGNORECASE)
+    return text
 
 
 def _lock_id(name: str) -> int:

@@ -25,7 +25,8 @@ from sync.segment_events import is_email
 
 MAX_BODY = 4_000_000  # Iterable's "4MB", as RudderStack reads it: bytes on the wire
 LIMITS = {"users/update": 500, "users/bulkUpdate": 5, "events/track": 2000, "events/trackBulk": 10,
-          "export/data.json": 4 / 60}
+          "export/data.json": 4 / 60, "users/delete": 100, "users/forget": 3}
+FORGETS_PER_DAY = 1000
 FAILURE_KEYS = ("conflictEmails", "conflictUserIds", "forgottenEmails", "forgottenUserIds", "invalidDataEmails",
                 "invalidDataUserIds", "invalidEmails", "invalidUserIds", "notFoundEmails", "notFoundUserIds")
 
@@ -62,6 +63,8 @@ class FakeIterable:
         self.disallowed_event_names: set[str] = set()
         self.poison_emails: set[str] = set()  # any request carrying one is a whole-request 400
         self.invalid_data_emails: set[str] = set()  # bulk items reported in failedUpdates.invalidDataEmails
+        self.deletions: list[dict[str, str]] = []  # accepted DELETE requests
+        self.forgets: list[dict[str, str]] = []  # accepted forget requests (at most 1,000 a day)
         self._windows: dict[str, list[float]] = defaultdict(list)
         self.faults.clear()
 
@@ -107,6 +110,9 @@ class FakeIterable:
         for endpoint, handler in routes.items():
             app.router.add_post(f"/api/{endpoint}", self._wrap(endpoint, handler))
         app.router.add_get("/api/export/data.json", self._wrap("export/data.json", self._export))
+        app.router.add_delete("/api/users/byUserId/{userId}", self._wrap("users/delete", self._delete_by_user_id))
+        app.router.add_delete("/api/users/{email}", self._wrap("users/delete", self._delete_by_email))
+        app.router.add_post("/api/users/forget", self._wrap("users/forget", self._forget))
         app.router.add_get("/api/webhooks", self._wrap("webhooks", self._webhooks))
         app.router.add_get("/_fake/state", self._state)
         app.cleanup_ctx.append(self._processor)
@@ -134,7 +140,7 @@ class FakeIterable:
                 return envelope("Invalid API key", "BadApiKey", {"endpoint": f"/api/{endpoint}"}, 401)
             if self._over_limit(endpoint):
                 return envelope("Rate limit exceeded", "RateLimitExceeded", None, 429)  # no Retry-After
-            if request.method == "GET":
+            if request.method in ("GET", "DELETE"):
                 return await handler(request)
             raw = await request.read()
             if len(raw) > MAX_BODY:
@@ -320,6 +326,39 @@ class FakeIterable:
             return envelope("Email/userId conflict", "EmailAlreadyExists", None, 409)
         self.project.enqueue("single", now, "users/updateEmail", lambda: self.project.update_email(user, str(new)))
         return envelope("Email updated", "Success")
+
+    # -- deletion and GDPR forget ------------------------------------------------------------------
+
+    async def _delete_by_user_id(self, request: web.Request) -> web.Response:
+        return self._delete("userId", request.match_info["userId"])
+
+    async def _delete_by_email(self, request: web.Request) -> web.Response:
+        if self.project.project_type == "userId":
+            return envelope("Deleting by email is not supported in a userID-based project", "BadParams", None, 400)
+        return self._delete("email", request.match_info["email"])
+
+    def _delete(self, by: str, value: str) -> web.Response:
+        self.process()
+        user = self.project.find(by, value)
+        if user is None:
+            return envelope(f"User does not exist. {by}: {value}", "BadParams", None, 400)
+        self.deletions.append({by: value})
+        self.project.enqueue("single", self.clock(), "users/delete", lambda: self.project.remove(user))
+        return envelope("User deletion requested", "Success")
+
+    def _forget(self, body: dict[str, Any]) -> web.Response:
+        if len(self.forgets) >= FORGETS_PER_DAY:
+            return envelope("Daily limit of forget requests exceeded", "RateLimitExceeded", None, 429)
+        try:
+            by, value = self.project.naming(body)
+        except ItemError as exc:
+            return refused(exc)
+        if self.project.project_type == "email" and by != "email":
+            return envelope("Forget by email in an email-based project", "BadParams", None, 400)
+        self.forgets.append({by: value})
+        self.project.enqueue("single", self.clock(), "users/forget",
+                             lambda: self.project.forget(**{"email" if by == "email" else "user_id": value}))
+        return envelope("User forget requested", "Success")
 
     # -- export and misc ------------------------------------------------------------------------
 

@@ -220,6 +220,11 @@ class Project:
         self.email_changes.append({"from": current["email"], "to": new})
         current["email"] = new
 
+    def remove(self, user: dict[str, Any]) -> None:
+        """Delete a user (its identifiers may be used again: this is not a forget)."""
+        if user in self.users:
+            self.users.remove(user)
+
     def forget(self, email: str | None = None, user_id: str | None = None) -> None:
         """Forget a user (GDPR): the profile goes, and its identifiers refuse every later write."""
         for by, value in (("email", email), ("userId", user_id)):

@@ -198,3 +198,28 @@ async def test_migrate_then_ledger_on_postgres_and_sqlite(tmp_path: Path, ledger
     engine = create_engine(ledger_url)
     await migrate.ensure_current(engine)
     await engine.dispose()
+
+
+async def test_forget_leaves_tombstones_and_upstream_queues_the_deletion(tmp_path: Path) -> None:
+    ledger_url = f"sqlite:///{tmp_path}/forget.db"
+    config = write_config(tmp_path, ledger_url)
+    engine = create_engine(ledger_url)
+    await migrate.upgrade(engine)
+    ledger = Ledger(engine)
+    from sync import people
+
+    t0 = datetime.now(UTC)
+    await ledger.record([NewEvent(direction=Direction.OUTBOUND, key=f"f{n}", kind="identify",
+                                  payload={"traits": {"email": "forget.me@example.com"}},
+                                  identities=people.of("u:fm", "e:forget.me@example.com")) for n in range(3)], t0)
+    await engine.dispose()
+    code, out, err = await cli("forget", "--email", "forget.me@example.com", "--config", str(config))
+    assert code == 0 and out.startswith("forgot 3 rows"), err
+    code, out, _ = await cli("ledger", "list", "--status", "skipped", "--json", "--config", str(config))
+    listed = json.loads(out)
+    assert len(listed) == 3 and all(r["forgotten"] and r["reason"] == "user forgotten" for r in listed)
+    assert "forget.me" not in out
+    code, out, _ = await cli("forget", "--user-id", "fm", "--upstream", "--config", str(config))
+    assert code == 0 and "queued for Iterable" in out
+    code, out, _ = await cli("forget", "--email", "not-an-email", "--config", str(config))
+    assert code == 2

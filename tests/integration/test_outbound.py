@@ -394,12 +394,3 @@ async def test_a_row_the_mapper_cannot_handle_is_dead_lettered_not_a_crash_loop(
 
 async def _dead_keys(daemon: Daemon, keys: set[str]) -> bool:
     return {r.key for r in await daemon.ledger.rows(status=Status.DEAD)} == keys
-
-
-async def test_a_classic_webhook_delete_is_acknowledged_and_skipped(daemon: Daemon,
-                                                                    fake_iterable: tuple[FakeIterable, str]) -> None:
-    raw = json.dumps({"type": "delete", "userId": "gone", "messageId": "del-1"}).encode()
-    assert await post(daemon, "/segment/webhook", raw, {"X-Signature": sign(raw)}) == (200, {"success": True})
-    row = await daemon.ledger.get(Direction.OUTBOUND, "del-1")
-    assert row is not None and row.status is Status.SKIPPED and "deletion" in (row.reason or "")
-    assert fake_iterable[0].requests == []

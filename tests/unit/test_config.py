@@ -73,7 +73,7 @@ def test_rate_limit_overrides_merge_with_defaults() -> None:
     ({"ledger": {"retention_days": 0}}, "ledger.retention_days"),
     ({"iterable": {"api_key": "k", "project_type": "team"}}, "iterable.project_type"),
     ({"iterable": {"api_key": "k", "timeout_seconds": "soon"}}, "iterable.timeout_seconds"),
-    ({"iterable": {"api_key": "k", "rate_limits": {"users/delete": 1}}}, 'iterable.rate_limits."users/delete"'),
+    ({"iterable": {"api_key": "k", "rate_limits": {"users/nuke": 1}}}, 'iterable.rate_limits."users/nuke"'),
     ({"outbound": {"write_keys": [1]}}, "outbound.write_keys"),
     ({"outbound": {"enabled": "maybe"}}, "outbound.enabled"),
     ({"inbound": {"auth_tokens": []}}, "inbound.auth_tokens"),

@@ -167,7 +167,6 @@ def test_alias_between_emails_becomes_update_email() -> None:
 @pytest.mark.parametrize(("event", "reason"), [
     ({"type": "alias", "previousId": "anon-1", "userId": "u1"}, "alias needs previousId and userId"),
     ({"type": "group", "userId": "u1", "groupId": "g"}, "group is not supported by Iterable"),
-    ({"type": "delete", "userId": "u1"}, "user deletion is not forwarded"),
     ({"type": "track", "event": "E", "anonymousId": "a1"}, "no email or userId"),
     ({"type": "track", "event": "E", "userId": "u1", "integrations": {"Iterable": False}}, "integrations.Iterable"),
     ({"type": "track", "event": "E", "userId": "u1", "integrations": {"All": False}}, "integrations.All"),
@@ -177,6 +176,23 @@ def test_alias_between_emails_becomes_update_email() -> None:
 def test_skipped_events_keep_their_reason(event: dict[str, Any], reason: str) -> None:
     result = mapped(event)
     assert isinstance(result, Skip) and reason in result.reason
+
+
+@pytest.mark.parametrize(("deletion", "project_type", "event", "expected"), [
+    ("delete", "hybrid", {"userId": "u 1/x"}, ("DELETE", "users/byUserId/u%201%2Fx", {})),
+    ("delete", "email", {"userId": "ann@x.io"}, ("DELETE", "users/byUserId/ann%40x.io", {})),
+    ("forget", "hybrid", {"userId": "u1"}, ("POST", "users/forget", {"userId": "u1"})),
+    ("forget", "email", {"userId": "ann@x.io"}, ("POST", "users/forget", {"email": "ann@x.io"})),
+    ("forget", "email", {"userId": "u1"}, "forget needs the email"),
+    ("skip", "hybrid", {"userId": "u1"}, "not forwarded"),
+])
+def test_a_deletion_request_by_mode_and_project_type(deletion: str, project_type: str, event: dict[str, Any],
+                                                     expected: Any) -> None:
+    result = mapped({"type": "delete", **event}, Options(project_type=project_type, deletion=deletion))
+    if isinstance(expected, str):
+        assert isinstance(result, Skip) and expected in result.reason
+    else:
+        assert isinstance(result, IterableCall) and (result.method, result.endpoint, result.body) == expected
 
 
 def test_all_false_with_iterable_true_is_sent() -> None:
@@ -242,6 +258,7 @@ SCHEMA_FIELDS = {
     "commerce/trackPurchase": {"id", "user", "items", "total", "createdAt", "dataFields", "campaignId", "templateId"},
     "commerce/updateCart": {"user", "items"},
     "users/updateEmail": {"currentEmail", "newEmail"},
+    "users/forget": {"email", "userId"},
 }
 
 
@@ -260,6 +277,9 @@ def test_mapper_never_raises_unexpectedly_is_deterministic_and_fits_the_schema(e
         assert first.reason
         return
     body = first.body
+    if first.method == "DELETE":  # a deletion names the user in its path and sends no body
+        assert first.endpoint.startswith(("users/byUserId/", "users/")) and body == {}
+        return
     assert set(body) <= SCHEMA_FIELDS[first.endpoint]
     user = body.get("user", body)
     if first.endpoint != "users/updateEmail":

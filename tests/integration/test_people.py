@@ -1,0 +1,103 @@
+"""People, not just events (issue 12): deletion requests become Iterable deletions in order, and the ledger
+forgets the person in both directions."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from typing import Any
+
+import aiohttp
+import pytest
+import sqlalchemy as sa
+
+from sync.config import Config
+from sync.daemon import Daemon
+from sync.ledger import Direction, Status
+from sync.ledger.schema import events, identities
+from sync.sandbox import FakeIterable, FakeSegment, Fault
+from tests.conftest import started
+from tests.integration.test_outbound import post, url
+from tests.support import WEBHOOK_TOKEN, sign, wait_for
+
+OUT = Direction.OUTBOUND
+PERSON = ("del-user", "del@example.com")
+
+
+async def rows(daemon: Daemon) -> list[dict[str, Any]]:
+    async with daemon.ledger.engine.connect() as conn:
+        return [dict(r) for r in (await conn.execute(sa.select(events))).mappings()]
+
+
+async def status(daemon: Daemon, key: str) -> Status | None:
+    row = await daemon.ledger.get(OUT, key)
+    return row.status if row else None
+
+
+async def test_a_deletion_skips_the_persons_earlier_rows_deletes_in_iterable_and_forgets_them(
+        daemon: Daemon, fake_iterable: tuple[FakeIterable, str], fake_segment: tuple[FakeSegment, str]) -> None:
+    fake, _ = fake_iterable
+    segment, _ = fake_segment
+    fake.faults.add(Fault(endpoint="users/bulkUpdate", status=503, times=100_000),
+                    Fault(endpoint="events/trackBulk", status=503, times=100_000))
+    segment.faults.add(Fault(status=503, times=100_000))
+    user_id, email = PERSON
+    earlier = [{"type": "identify", "userId": user_id, "messageId": "p-1", "traits": {"email": email, "plan": "x"}},
+               {"type": "track", "userId": user_id, "event": "Viewed", "messageId": "p-2"}]
+    assert (await post(daemon, "/v1/batch", {"batch": earlier}))[0] == 200
+    async with aiohttp.ClientSession() as session, session.post(
+            url(daemon, "/iterable/webhook"), headers={"Authorization": WEBHOOK_TOKEN},
+            json={"email": email, "userId": user_id, "eventName": "emailOpen",
+                  "dataFields": {"createdAt": "2026-11-01 10:00:00 +00:00", "messageId": "mo"}}) as reply:
+        assert reply.status == 200
+    await wait_for(lambda: _attempted(daemon, "p-1"))
+    fake.project.users.append({"email": email, "userId": user_id, "dataFields": {}})  # known to Iterable
+    deletion = json.dumps({"type": "delete", "userId": user_id, "messageId": "del-1"}).encode()
+    assert await post(daemon, "/segment/webhook", deletion, {"X-Signature": sign(deletion)}) == \
+        (200, {"success": True})
+    assert await status(daemon, "p-1") is Status.SKIPPED and await status(daemon, "p-2") is Status.SKIPPED
+    await wait_for(lambda: status_is(daemon, "del-1", Status.DELIVERED))
+    await wait_for(lambda: fake.idle)
+    assert fake.deletions == [{"userId": user_id}] and fake.find_user(user_id=user_id) is None
+    assert not any(body.get("events") or body.get("users") for _, body in fake.requests)  # nothing re-created
+    stored = json.dumps(await rows(daemon), default=str)
+    assert user_id not in stored and email not in stored and "plan" not in stored  # the ledger forgot them
+    async with daemon.ledger.engine.connect() as conn:
+        assert (await conn.execute(sa.select(identities))).all() == []
+    reasons = {r["key"]: r["reason"] for r in await rows(daemon)}
+    assert reasons["p-1"] == reasons["p-2"] == "user deleted"
+    assert 'endpoint="users/delete"' in daemon.metrics.render().decode()  # no user id in a metric label
+
+
+async def _attempted(daemon: Daemon, key: str) -> bool:
+    row = await daemon.ledger.get(OUT, key)
+    return row is not None and row.attempts >= 1
+
+
+async def status_is(daemon: Daemon, key: str, expected: Status) -> bool:
+    return await status(daemon, key) is expected
+
+
+async def test_deleting_a_user_iterable_does_not_have_counts_as_done(
+        daemon: Daemon, fake_iterable: tuple[FakeIterable, str]) -> None:
+    raw = json.dumps({"type": "delete", "userId": "never-seen", "messageId": "del-2"}).encode()
+    assert (await post(daemon, "/segment/webhook", raw, {"X-Signature": sign(raw)}))[0] == 200
+    await wait_for(lambda: status_is(daemon, "del-2", Status.DELIVERED))
+    assert 'endpoint="users/delete",status="400"' in daemon.metrics.render().decode()
+
+
+@pytest.mark.parametrize(("mode", "expected"), [("forget", Status.DELIVERED), ("skip", Status.SKIPPED)])
+async def test_deletion_modes(stack_config: Config, ledger_url: str, fake_iterable: tuple[FakeIterable, str],
+                              mode: str, expected: Status) -> None:
+    fake, _ = fake_iterable
+    fake.add_users(1, "f")
+    config = replace(stack_config, outbound=replace(stack_config.outbound, deletion=mode))
+    async with started(config, ledger_url) as daemon:
+        raw = json.dumps({"type": "delete", "userId": "f0", "messageId": "del-3"}).encode()
+        assert (await post(daemon, "/segment/webhook", raw, {"X-Signature": sign(raw)}))[0] == 200
+        await wait_for(lambda: status_is(daemon, "del-3", expected))
+        await wait_for(lambda: fake.idle)
+    if mode == "forget":
+        assert fake.forgets == [{"userId": "f0"}] and "userId:f0" in fake.project.forgotten
+    else:
+        assert fake.forgets == [] and fake.deletions == [] and fake.find_user(user_id="f0") is not None
