@@ -25,6 +25,7 @@ Region = Literal["us", "eu"]
 ProjectType = Literal["email", "userId", "hybrid"]
 EventNames = Literal["segment", "iterable"]
 Deletion = Literal["delete", "forget", "skip"]
+Subscriptions = Literal["update_subscriptions", "data_fields"]
 
 REGION_URLS: Mapping[str, str] = {"us": "https://api.iterable.com", "eu": "https://api.eu.iterable.com"}
 
@@ -39,6 +40,9 @@ DEFAULT_RATE_LIMITS: Mapping[str, float] = {
     "export/data.json": 4 / 60,
     "users/delete": 100.0,  # DELETE /api/users/{email} and /api/users/byUserId/{userId}
     "users/forget": 3.0,  # and at most 1,000 a day per project
+    "users/updateSubscriptions": 500.0,
+    "users/registerDeviceToken": 500.0,
+    "users/registerBrowserToken": 500.0,
 }
 
 
@@ -58,6 +62,15 @@ class LedgerConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PushConfig:
+    """Iterable push integration names: the one for every platform, or one per platform."""
+
+    application_name: str = ""
+    apns_application_name: str = ""
+    gcm_application_name: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class IterableConfig:
     api_key: str = ""
     region: Region = "us"
@@ -66,6 +79,7 @@ class IterableConfig:
     timeout_seconds: float = 30.0
     queue_settle_seconds: float = 60.0  # how long a person's calls stay in one of Iterable's two queues
     rate_limits: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_RATE_LIMITS))
+    push: PushConfig = field(default_factory=PushConfig)
 
     @property
     def api_url(self) -> str:
@@ -86,6 +100,7 @@ class OutboundConfig:
     merge_nested_objects: bool = False
     accept_unsigned_array_tails: bool = True  # Segment signs only an array's first element
     deletion: Deletion = "delete"  # a Webhooks (Classic) delete event: Iterable delete, GDPR forget, or skip
+    subscriptions: Subscriptions = "update_subscriptions"  # subscription traits: users/updateSubscriptions or fields
     mapping: OutboundMapping = field(default_factory=OutboundMapping)  # [outbound.identity], [outbound.filter] ...
 
 
@@ -303,7 +318,8 @@ def _cross_checks(config: Config) -> list[str]:
 def mapping_settings(config: Config) -> dict[str, Any]:
     """Every setting that shapes what is sent: the input of the mapping digest (SPEC section 10)."""
     return {"project_type": config.iterable.project_type, "merge_nested_objects": config.outbound.merge_nested_objects,
-            "deletion": config.outbound.deletion,
+            "deletion": config.outbound.deletion, "subscriptions": config.outbound.subscriptions,
+            "push": config.iterable.push,
             "outbound": config.outbound.mapping, "event_names": config.inbound.event_names,
             "inbound": config.inbound.mapping}
 

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from sync import inbound, outbound, segment_events
 from sync.config import Config
+from sync.derived_calls import derived
 from sync.errors import InvalidEvent, LedgerError, LedgerUnavailable, Overloaded
 from sync.inbound import SPEC_MAPPING
 from sync.ledger import Direction, NewEvent, Status
@@ -30,9 +31,13 @@ class Rejection:
 
 def outbound_options(config: Config) -> outbound.Options:
     """The outbound mapper's options from the config (project type, nested merge, the mapping keys)."""
+    push = config.iterable.push
+    apps = {"": push.application_name, "APNS": push.apns_application_name,
+            "APNS_SANDBOX": push.apns_application_name, "GCM": push.gcm_application_name}
     return outbound.Options(project_type=config.iterable.project_type,
                             merge_nested_objects=config.outbound.merge_nested_objects, mapping=config.outbound.mapping,
-                            deletion=config.outbound.deletion)
+                            deletion=config.outbound.deletion, subscriptions=config.outbound.subscriptions,
+                            push_apps={k: v for k, v in apps.items() if v})
 
 
 def outbound_rows(events: Sequence[Any], options: outbound.Options,
@@ -43,7 +48,8 @@ def outbound_rows(events: Sequence[Any], options: outbound.Options,
     for index, raw in enumerate(events):
         try:
             event = segment_events.validate(raw)
-            rows.append(outbound_row(event, options, digest))
+            row = outbound_row(event, options, digest)
+            rows += [row, *companions(event, options, row)]
         except InvalidEvent as exc:
             rejected.append(Rejection(index=index, error=str(exc)))
             rows.append(_rejected_outbound(raw, str(exc), digest))
@@ -61,6 +67,18 @@ def outbound_row(event: dict[str, Any], options: outbound.Options, digest: str |
     return NewEvent(direction=Direction.OUTBOUND, key=event["messageId"], kind=event["type"], payload=event,
                     user_key=mapped.user_key, identities=outbound.identities(event, identity),
                     mapped=mapped.frozen(), mapping_digest=digest, forgets=event["type"] == "delete")
+
+
+def companions(event: dict[str, Any], options: outbound.Options, row: NewEvent) -> list[NewEvent]:
+    """The rows of the calls an event brings along (tokens, subscriptions), right after its own row."""
+    if row.status is not Status.PENDING:
+        return []
+    return [NewEvent(direction=Direction.OUTBOUND, key=d.key, kind=d.kind, payload=event, user_key=row.user_key,
+                     identities=row.identities, mapping_digest=row.mapping_digest,
+                     mapped=d.call.frozen() if d.call else None,
+                     status=Status.PENDING if d.call else Status.SKIPPED, reason=d.skip,
+                     label="iterable.push" if d.skip else None)
+            for d in derived(event, options, row.user_key)]
 
 
 def _rejected_outbound(raw: Any, error: str, digest: str | None = None) -> NewEvent:

@@ -51,6 +51,8 @@ class Options:
     merge_nested_objects: bool = False
     mapping: OutboundMapping = field(default_factory=OutboundMapping)
     deletion: str = "delete"
+    subscriptions: str = "update_subscriptions"
+    push_apps: dict[str, str] = field(default_factory=dict)  # platform (APNS, GCM) -> push integration name
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -105,7 +107,7 @@ def map_event(event: dict[str, Any], options: Options) -> IterableCall | Skip:
 
 def user_key(event: dict[str, Any], identity: Identity = SPEC_IDENTITY) -> str | None:
     """The key that orders a user's events before the ledger links them: userId, else the email."""
-    ids = _raw_ids(event, identity)
+    ids = raw_ids(event, identity)
     return ids.get("userId") or ids.get("email")
 
 
@@ -113,7 +115,7 @@ def identities(event: dict[str, Any], identity: Identity = SPEC_IDENTITY) -> tup
     """The ``sync.people`` identifiers an event names; an alias names both of its ids."""
     if event.get("type") == "alias":
         return people.of(people.identifier(event.get("userId")), people.identifier(event.get("previousId")))
-    ids = _raw_ids(event, identity)
+    ids = raw_ids(event, identity)
     return people.of(people.identifier(ids.get("userId")), people.email_identifier(ids.get("email")))
 
 
@@ -177,7 +179,8 @@ def _page_values(event: dict[str, Any]) -> dict[str, str]:
 # -- 6: who -------------------------------------------------------------------------------------
 
 
-def _raw_ids(event: dict[str, Any], identity: Identity) -> dict[str, Any]:
+def raw_ids(event: dict[str, Any], identity: Identity) -> dict[str, Any]:
+    """The event's email and userId, as ``[outbound.identity]`` says where to find them."""
     user_id = None
     for path in identity.user_id_paths:
         user_id = text_id(lookup(event, path)[1])
@@ -205,7 +208,7 @@ def _email_paths(event: dict[str, Any], identity: Identity) -> tuple[str, ...]:
 
 
 def _identifiers(event: dict[str, Any], options: Options) -> dict[str, Any] | Skip:
-    ids: dict[str, Any] = _raw_ids(event, options.mapping.identity)
+    ids: dict[str, Any] = raw_ids(event, options.mapping.identity)
     if not ids:
         return Skip(reason="no email or userId", key="no identifier")
     if options.project_type == "userId" and "userId" not in ids:
@@ -257,8 +260,15 @@ def _user(ids: dict[str, Any], fields: dict[str, Any], event: dict[str, Any], op
     return user
 
 
+SUBSCRIPTION_FIELDS = ("emailListIds", "unsubscribedChannelIds", "unsubscribedMessageTypeIds",
+                       "subscribedMessageTypeIds")
+
+
 def _identify(event: dict[str, Any], ids: dict[str, Any], options: Options) -> IterableCall:
-    body = _user(ids, as_dict(event.get("traits")), event, options)
+    traits = as_dict(event.get("traits"))
+    if options.subscriptions == "update_subscriptions":  # they go through users/updateSubscriptions instead
+        traits = {k: v for k, v in traits.items() if k not in SUBSCRIPTION_FIELDS}
+    body = _user(ids, traits, event, options)
     if "userId" in body and body.get("preferUserId") and "email" in ids:
         # userId and hybrid projects change (or set) a user's email through dataFields.email
         body["dataFields"] = {**body["dataFields"], "email": ids["email"]}
@@ -350,7 +360,7 @@ def _deletion(event: dict[str, Any], options: Options) -> IterableCall | Skip:
     if options.deletion == "skip":
         return Skip(reason='user deletion is not forwarded to Iterable (outbound.deletion = "skip")',
                     key="outbound.deletion")
-    ids = _raw_ids(event, options.mapping.identity)
+    ids = raw_ids(event, options.mapping.identity)
     key = user_key(event, options.mapping.identity)
     if options.deletion == "forget":
         if options.project_type == "email" and "email" not in ids or not ids:

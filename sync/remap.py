@@ -12,6 +12,8 @@ from typing import Any
 from sync.ledger import Direction, NewEvent, Row, Status
 from sync.ledger.model import Remapped
 
+COMPANIONS = ("device token", "browser token", "subscriptions")
+
 
 def remap(row: Row, decided: NewEvent, *, force: bool = False) -> Remapped | str:
     """The row as the current mapping decides it, or why re-mapping it is refused."""
@@ -19,6 +21,8 @@ def remap(row: Row, decided: NewEvent, *, force: bool = False) -> Remapped | str
         return f"row {row.id}: pending after {row.attempts} attempts (the last one's outcome is unknown)"
     if row.status is Status.DELIVERED:
         return f"row {row.id}: already delivered"
+    if row.kind in COMPANIONS:
+        return f"row {row.id}: a {row.kind} call comes with its event; re-map the event's own row"
     if not force and row.direction is Direction.OUTBOUND and _outcome_unknown(row):
         before, after = _endpoint(row.mapped), _endpoint(decided.mapped)
         if before != after:

@@ -23,8 +23,12 @@ from sync.sandbox.faults import Faults
 from sync.sandbox.iterable_project import ItemError, Project
 from sync.segment_events import is_email
 
+SUBSCRIPTION_FIELDS = ("emailListIds", "unsubscribedChannelIds", "unsubscribedMessageTypeIds",
+                       "subscribedMessageTypeIds")
+
 MAX_BODY = 4_000_000  # Iterable's "4MB", as RudderStack reads it: bytes on the wire
 LIMITS = {"users/update": 500, "users/bulkUpdate": 5, "events/track": 2000, "events/trackBulk": 10,
+          "users/updateSubscriptions": 500, "users/registerDeviceToken": 500, "users/registerBrowserToken": 500,
           "export/data.json": 4 / 60, "users/delete": 100, "users/forget": 3}
 FORGETS_PER_DAY = 1000
 FAILURE_KEYS = ("conflictEmails", "conflictUserIds", "forgottenEmails", "forgottenUserIds", "invalidDataEmails",
@@ -64,6 +68,8 @@ class FakeIterable:
         self.poison_emails: set[str] = set()  # any request carrying one is a whole-request 400
         self.invalid_data_emails: set[str] = set()  # bulk items reported in failedUpdates.invalidDataEmails
         self.deletions: list[dict[str, str]] = []  # accepted DELETE requests
+        self.subscription_events: list[dict[str, Any]] = []  # updateSubscriptions applied (Iterable records events)
+        self.registrations: list[dict[str, Any]] = []  # every token registration applied, repeats included
         self.forgets: list[dict[str, str]] = []  # accepted forget requests (at most 1,000 a day)
         self._windows: dict[str, list[float]] = defaultdict(list)
         self.faults.clear()
@@ -105,7 +111,8 @@ class FakeIterable:
             "users/update": self._users_update, "users/bulkUpdate": self._users_bulk_update,
             "events/track": self._events_track, "events/trackBulk": self._events_track_bulk,
             "commerce/trackPurchase": self._track_purchase, "commerce/updateCart": self._update_cart,
-            "users/updateEmail": self._update_email,
+            "users/updateEmail": self._update_email, "users/updateSubscriptions": self._update_subscriptions,
+            "users/registerDeviceToken": self._register_device, "users/registerBrowserToken": self._register_browser,
         }
         for endpoint, handler in routes.items():
             app.router.add_post(f"/api/{endpoint}", self._wrap(endpoint, handler))
@@ -326,6 +333,56 @@ class FakeIterable:
             return envelope("Email/userId conflict", "EmailAlreadyExists", None, 409)
         self.project.enqueue("single", now, "users/updateEmail", lambda: self.project.update_email(user, str(new)))
         return envelope("Email updated", "Success")
+
+    # -- subscriptions and tokens -----------------------------------------------------------------
+
+    def _update_subscriptions(self, body: dict[str, Any]) -> web.Response:
+        try:
+            by, value = self.project.naming(body)
+            self.project._forgotten(by, value)
+        except ItemError as exc:
+            return refused(exc)
+        changes = {k: v for k, v in body.items() if k in SUBSCRIPTION_FIELDS and v is not None}
+
+        def apply() -> None:
+            user = self.project.find(by, value) or self.project.upsert({by: value}, self.clock())
+            user.setdefault("subscriptions", {}).update(changes)  # overwrites every non-null field
+            self.subscription_events.append({by: value, **changes})
+
+        self.project.enqueue("single", self.clock(), "users/updateSubscriptions", apply)
+        return envelope("Subscriptions updated", "Success")
+
+    def _register_device(self, body: dict[str, Any]) -> web.Response:
+        device = body.get("device")
+        if not isinstance(device, dict) or not device.get("token") or not device.get("applicationName") \
+                or device.get("platform") not in ("APNS", "APNS_SANDBOX", "GCM"):
+            return envelope("device: token, platform (APNS, APNS_SANDBOX, GCM) and applicationName are required",
+                            "BadParams", None, 400)
+        return self._register(body, "devices", dict(device))
+
+    def _register_browser(self, body: dict[str, Any]) -> web.Response:
+        if not isinstance(body.get("browserToken"), str) or not body["browserToken"]:
+            return envelope("browserToken is required", "BadParams", None, 400)
+        return self._register(body, "browserTokens", body["browserToken"])
+
+    def _register(self, body: dict[str, Any], field: str, token: Any) -> web.Response:
+        try:
+            by, value = self.project.naming(body)
+            self.project._forgotten(by, value)
+        except ItemError as exc:
+            return refused(exc)
+        user = self.project.find(by, value)
+        if user is not None and len(user.get(field, [])) >= 500:
+            return envelope(f"Maximum of 500 {field} per user", "BadParams", None, 400)
+
+        def apply() -> None:
+            target = self.project.find(by, value) or self.project.upsert({by: value}, self.clock())
+            if token not in target.setdefault(field, []):
+                target[field].append(token)
+            self.registrations.append({by: value, field: token})
+
+        self.project.enqueue("single", self.clock(), f"users/{field}", apply)
+        return envelope("Token registered", "Success")
 
     # -- deletion and GDPR forget ------------------------------------------------------------------
 

@@ -71,6 +71,7 @@ class Project:
         self.carts: dict[str, list[Any]] = {}
         self.email_changes: list[dict[str, Any]] = []
         self.applied: list[tuple[str, str]] = []  # (queue, what) in the order Iterable processed them
+        self.silent_subscription_changes: list[dict[str, Any]] = []  # written as dataFields: no events
 
     # -- time -----------------------------------------------------------------------------------
 
@@ -200,6 +201,10 @@ class Project:
             if user.get("email") and user["email"] != new_email and by == "userId":
                 self.email_changes.append({"from": user["email"], "to": new_email})
             user["email"] = new_email
+        silent = {k: fields[k] for k in ("emailListIds", "unsubscribedChannelIds", "unsubscribedMessageTypeIds")
+                  if k in fields}
+        if silent:  # Iterable applies these as subscription state, without subscribe/unsubscribe events
+            self.silent_subscription_changes.append(silent)
         if body.get("mergeNestedObjects"):
             for key, item in fields.items():
                 old = user["dataFields"].get(key)

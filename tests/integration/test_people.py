@@ -101,3 +101,74 @@ async def test_deletion_modes(stack_config: Config, ledger_url: str, fake_iterab
         assert fake.forgets == [{"userId": "f0"}] and "userId:f0" in fake.project.forgotten
     else:
         assert fake.forgets == [] and fake.deletions == [] and fake.find_user(user_id="f0") is not None
+
+
+def push_config(stack_config: Config, **push: str) -> Config:
+    from sync.config import PushConfig
+
+    return replace(stack_config, iterable=replace(stack_config.iterable, push=PushConfig(**push)))
+
+
+async def test_push_and_browser_tokens_are_registered_once_per_person_and_token(
+        stack_config: Config, ledger_url: str, fake_iterable: tuple[FakeIterable, str]) -> None:
+    fake, _ = fake_iterable
+    config = push_config(stack_config, apns_application_name="com.example.ios", gcm_application_name="com.example")
+    ios = {"device": {"token": "apns-token-1", "type": "ios"}, "os": {"name": "iOS"}}
+    android = {"device": {"token": "fcm-token-1", "type": "android"}}
+    web = {"os": {"name": "Chrome", "token": "web-push-1"}}
+    events = [
+        {"type": "identify", "userId": "tok", "messageId": "t-1", "traits": {"email": "tok@example.com"}, "context": ios},
+        {"type": "track", "userId": "tok", "event": "Opened", "messageId": "t-2", "context": ios},  # the same token
+        {"type": "track", "userId": "tok", "event": "Opened", "messageId": "t-3", "context": android},
+        {"type": "track", "userId": "tok", "event": "Visited", "messageId": "t-4", "context": web},
+    ]
+    async with started(config, ledger_url) as daemon:
+        assert (await post(daemon, "/v1/batch", {"batch": events}))[0] == 200
+        await wait_for(lambda: _settled(daemon), within=20)
+        await wait_for(lambda: fake.idle)
+    user = fake.find_user(user_id="tok")
+    assert user is not None
+    assert user["devices"] == [{"token": "apns-token-1", "platform": "APNS", "applicationName": "com.example.ios"},
+                               {"token": "fcm-token-1", "platform": "GCM", "applicationName": "com.example"}]
+    assert user["browserTokens"] == ["web-push-1"]
+    assert len(fake.registrations) == 3  # the iOS token came twice and was registered once
+    order = [e for e, _ in fake.requests if e in ("users/update", "users/registerDeviceToken")]
+    assert order[0] == "users/update"  # after the call that creates the user
+
+
+async def _settled(daemon: Daemon) -> bool:
+    counts = (await daemon.ledger.stats()).counts
+    return not counts.get(("outbound", "pending")) and counts.get(("outbound", "delivered"), 0) > 0
+
+
+async def test_a_token_without_a_push_application_name_is_skipped_saying_which_key(
+        daemon: Daemon, fake_iterable: tuple[FakeIterable, str]) -> None:
+    event = {"type": "identify", "userId": "np", "messageId": "np-1",
+             "context": {"device": {"token": "t", "type": "android"}}}
+    assert (await post(daemon, "/v1/batch", {"batch": [event]}))[0] == 200
+    rows_by_kind = {r["kind"]: r for r in await rows(daemon)}
+    assert rows_by_kind["device token"]["status"] == "skipped"
+    assert "[iterable.push] application_name" in rows_by_kind["device token"]["reason"]
+
+
+@pytest.mark.parametrize("mode", ["update_subscriptions", "data_fields"])
+async def test_subscription_traits_go_through_update_subscriptions(
+        stack_config: Config, ledger_url: str, fake_iterable: tuple[FakeIterable, str], mode: str) -> None:
+    """bulkUpdate would change subscription state silently; updateSubscriptions records the events."""
+    fake, _ = fake_iterable
+    config = replace(stack_config, outbound=replace(stack_config.outbound, subscriptions=mode))
+    event = {"type": "identify", "userId": "sub", "messageId": "s-1",
+             "traits": {"email": "sub@example.com", "plan": "pro", "emailListIds": [1, 2],
+                        "unsubscribedChannelIds": [7]}}
+    async with started(config, ledger_url) as daemon:
+        assert (await post(daemon, "/v1/batch", {"batch": [event]}))[0] == 200
+        await wait_for(lambda: _settled(daemon), within=20)
+        await wait_for(lambda: fake.idle)
+    user = fake.find_user(user_id="sub")
+    assert user is not None and user["dataFields"]["plan"] == "pro"
+    if mode == "update_subscriptions":
+        assert fake.subscription_events == [{"userId": "sub", "emailListIds": [1, 2], "unsubscribedChannelIds": [7]}]
+        assert fake.project.silent_subscription_changes == [] and "emailListIds" not in user["dataFields"]
+    else:
+        assert fake.subscription_events == [] and user["dataFields"]["emailListIds"] == [1, 2]
+        assert fake.project.silent_subscription_changes
