@@ -101,6 +101,7 @@ class OutboundConfig:
     accept_unsigned_array_tails: bool = True  # Segment signs only an array's first element
     deletion: Deletion = "delete"  # a Webhooks (Classic) delete event: Iterable delete, GDPR forget, or skip
     subscriptions: Subscriptions = "update_subscriptions"  # subscription traits: users/updateSubscriptions or fields
+    hold_anonymous_hours: float = 24.0  # anonymous-only events wait this long for their visitor (0: skipped)
     mapping: OutboundMapping = field(default_factory=OutboundMapping)  # [outbound.identity], [outbound.filter] ...
 
 
@@ -307,6 +308,8 @@ def _cross_checks(config: Config) -> list[str]:
         problems.append("iterable.queue_settle_seconds: must not be negative")
     if config.delivery.max_retry_hours <= 0:
         problems.append("delivery.max_retry_hours: must be positive")
+    if config.outbound.hold_anonymous_hours < 0:
+        problems.append("outbound.hold_anonymous_hours: must not be negative")
     if config.delivery.lease_seconds < 1:
         problems.append("delivery.lease_seconds: must be at least 1")
     if config.reconcile.interval_minutes < 1 or config.reconcile.lookback_minutes < 1:
@@ -319,6 +322,7 @@ def mapping_settings(config: Config) -> dict[str, Any]:
     """Every setting that shapes what is sent: the input of the mapping digest (SPEC section 10)."""
     return {"project_type": config.iterable.project_type, "merge_nested_objects": config.outbound.merge_nested_objects,
             "deletion": config.outbound.deletion, "subscriptions": config.outbound.subscriptions,
+            "hold_anonymous": config.outbound.hold_anonymous_hours > 0,
             "push": config.iterable.push,
             "outbound": config.outbound.mapping, "event_names": config.inbound.event_names,
             "inbound": config.inbound.mapping}

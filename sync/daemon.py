@@ -27,7 +27,7 @@ from sync.config import Config, mapping_settings
 from sync.delivery import Sink, Worker
 from sync.errors import LedgerLocked, SyncError
 from sync.ingress import Health, create_app
-from sync.intake import Intake
+from sync.intake import Intake, outbound_options
 from sync.iterable_sink import IterableClient, IterableSink
 from sync.ledger import Direction, Ledger, migrate
 from sync.ledger.store import create_engine
@@ -128,7 +128,8 @@ def build(config: Config, ledger: Ledger, session: aiohttp.ClientSession, metric
         if direction in by_direction:
             by_direction[direction].notify()
 
-    intake = Intake(ledger, metrics, notify=notify)
+    intake = Intake(ledger, metrics, notify=notify, options=outbound_options(config),
+                    digest=mapping.digest(mapping_settings(config)), hold_hours=config.outbound.hold_anonymous_hours)
     puller = ExportPuller(client, intake, ledger, event_names=config.inbound.event_names,
                           mapping=config.inbound.mapping, digest=mapping.digest(mapping_settings(config)))
     jobs = Jobs(ledger, metrics, config, puller if config.reconcile.enabled else None)

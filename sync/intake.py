@@ -8,16 +8,16 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sync import inbound, outbound, segment_events
+from sync import anonymous, inbound, outbound, segment_events
 from sync.config import Config
 from sync.derived_calls import derived
 from sync.errors import InvalidEvent, LedgerError, LedgerUnavailable, Overloaded
 from sync.inbound import SPEC_MAPPING
-from sync.ledger import Direction, NewEvent, Status
+from sync.ledger import Direction, NewEvent, Row, Status
 from sync.mapping import InboundMapping
 from sync.metrics import Metrics
 from sync.wire import finite
@@ -63,7 +63,7 @@ def outbound_row(event: dict[str, Any], options: outbound.Options, digest: str |
     if isinstance(mapped, outbound.Skip):
         return NewEvent(direction=Direction.OUTBOUND, key=event["messageId"], kind=event["type"], payload=event,
                         status=Status.SKIPPED, reason=mapped.reason, label=mapped.key, mapping_digest=digest,
-                        user_key=outbound.user_key(event, identity))
+                        user_key=outbound.user_key(event, identity), identities=outbound.identities(event, identity))
     return NewEvent(direction=Direction.OUTBOUND, key=event["messageId"], kind=event["type"], payload=event,
                     user_key=mapped.user_key, identities=outbound.identities(event, identity),
                     mapped=mapped.frozen(), mapping_digest=digest, forgets=event["type"] == "delete")
@@ -100,7 +100,8 @@ def inbound_row(webhook: Any, *, event_names: str, now: datetime, mapping: Inbou
     key = inbound.inbound_key(webhook)  # never depends on the mapping: a renamed event still dedupes
     user_key = (inbound.recipient(webhook) or "").lower() or None
     base = {"direction": Direction.INBOUND, "key": key, "kind": webhook["eventName"].strip()[:255],
-            "payload": webhook, "user_key": user_key, "mapping_digest": digest}
+            "payload": webhook, "user_key": user_key, "mapping_digest": digest,
+            "identities": inbound.identities(webhook)}
     skipped = inbound.skipped_by(webhook, mapping)
     if skipped:
         return NewEvent(**base, status=Status.SKIPPED, reason=skipped[0], label=skipped[1])
@@ -108,7 +109,7 @@ def inbound_row(webhook: Any, *, event_names: str, now: datetime, mapping: Inbou
         track = inbound.to_track(webhook, event_names=event_names, received_at=now, mapping=mapping)
     except InvalidEvent as exc:
         return NewEvent(**base, status=Status.REJECTED, reason=str(exc))
-    return NewEvent(**base, identities=inbound.identities(webhook), mapped=inbound.frozen(track))
+    return NewEvent(**base, mapped=inbound.frozen(track))
 
 
 Batch = list[tuple[Sequence[NewEvent], "asyncio.Future[set[tuple[Direction, str]]]"]]
@@ -177,16 +178,27 @@ def _fail(batch: Batch, error: BaseException) -> None:
             future.set_exception(error)
 
 
-class Intake:
-    """Records rows through group commit, counts them and wakes the delivery workers."""
+class Holder(Recorder, Protocol):
+    async def held(self, keys: Sequence[str]) -> list[Row]: ...
 
-    def __init__(self, ledger: Recorder, metrics: Metrics, *, notify: Callable[[Direction], None] = lambda d: None,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    async def held_counts(self, keys: Sequence[str]) -> tuple[dict[str, int], int]: ...
+
+
+class Intake:
+    """Records rows through group commit, counts them and wakes the delivery workers. With ``options``,
+    anonymous-only events are held and released by the first event that identifies their visitor."""
+
+    def __init__(self, ledger: Holder, metrics: Metrics, *, notify: Callable[[Direction], None] = lambda d: None,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC), options: outbound.Options | None = None,
+                 digest: str | None = None, hold_hours: float = 0.0) -> None:
         self.ledger, self.metrics, self.notify, self.clock = ledger, metrics, notify, clock
+        self.options, self.digest, self.hold_hours = options, digest, hold_hours
         self.commits = GroupCommit(ledger, clock)
 
     async def record(self, rows: Sequence[NewEvent]) -> set[str]:
         """Commit ``rows``; return the keys that were duplicates. Raises ``LedgerError`` if it cannot commit."""
+        if self.options is not None and self.hold_hours > 0:
+            rows = await self._hold_and_release(rows, self.options)
         known = await self.commits.record(rows)
         counted: set[tuple[Direction, str]] = set()
         for row in rows:
@@ -199,6 +211,53 @@ class Intake:
         for direction in {row.direction for row in rows if row.status is Status.PENDING}:
             self.notify(direction)
         return {key for _, key in known}
+
+    async def _hold_and_release(self, rows: Sequence[NewEvent], options: outbound.Options) -> list[NewEvent]:
+        """Anonymous-only events become held; an event naming a held visitor with a userId or email brings
+        the visitor's held events along, right after it (so after the identifying call)."""
+        outbound_rows_ = [r for r in rows if r.direction is Direction.OUTBOUND and isinstance(r.payload, dict)]
+        waiting = [r for r in outbound_rows_ if r.status is Status.SKIPPED and r.label == "no identifier"
+                   and anonymous.anonymous_id(r.payload)]
+        identity = options.mapping.identity
+        releasing = {r.key: anonymous.anonymous_id(r.payload) for r in outbound_rows_
+                     if r.status in (Status.PENDING, Status.SKIPPED) and anonymous.anonymous_id(r.payload)
+                     and outbound.raw_ids(r.payload, identity)}
+        if not waiting and not releasing:
+            return list(rows)
+        keys = [f"{anonymous.HOLD_PREFIX}{v}" for v in {anonymous.anonymous_id(r.payload) for r in waiting} if v]
+        counts, total = await self.ledger.held_counts(keys) if waiting else ({}, 0)
+        held = await self.ledger.held([f"{anonymous.HOLD_PREFIX}{v}" for v in releasing.values() if v])
+        by_visitor: dict[str, list[Row]] = {}
+        for waiting_row in held:
+            visitor_key = (waiting_row.user_key or "").removeprefix(anonymous.HOLD_PREFIX)
+            by_visitor.setdefault(visitor_key, []).append(waiting_row)
+        out: list[NewEvent] = []
+        waiting_ids = {id(r) for r in waiting}
+        for row in rows:
+            if id(row) in waiting_ids:
+                visitor = anonymous.anonymous_id(row.payload) or ""
+                row = anonymous.hold(row, row.payload, hours=self.hold_hours,
+                                     counts={visitor: counts.get(f"{anonymous.HOLD_PREFIX}{visitor}", 0)}, total=total)
+                if row.status is Status.HELD:
+                    counts[f"{anonymous.HOLD_PREFIX}{visitor}"] = counts.get(f"{anonymous.HOLD_PREFIX}{visitor}", 0) + 1
+                    total += 1
+            out.append(row)
+            visitor_id = releasing.get(row.key)
+            if visitor_id and by_visitor.get(visitor_id):
+                out += self._released(row, by_visitor.pop(visitor_id), options)
+        return out
+
+    def _released(self, identifying: NewEvent, held: list[Row], options: outbound.Options) -> list[NewEvent]:
+        ids = outbound.raw_ids(identifying.payload, options.mapping.identity)
+        released = []
+        for row in held:
+            event = anonymous.identity_of(row.payload, ids.get("userId"), ids.get("email"))
+            try:
+                decided = outbound_row(event, options, self.digest)
+            except InvalidEvent as exc:
+                decided = _rejected_outbound(event, str(exc), self.digest)
+            released.append(replace(decided, key=anonymous.released_key(row), replaces=(row.id,)))
+        return released
 
     def _count(self, row: NewEvent) -> None:
         direction = row.direction.value

@@ -31,16 +31,19 @@ class Metrics:
                                  buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400))
         self.paused = Gauge("sync_direction_paused", "1 while a direction is paused (bad credentials)",
                             ["direction"], registry=r)
+        self.held = Gauge("sync_events_held", "Anonymous events waiting for their visitor to be identified",
+                          ["direction"], registry=r)
         self.mapping = Gauge("sync_mapping_info", "1 for the digest of the mapping config in force",
                              ["digest"], registry=r)
         for direction in DIRECTIONS:
             for metric in (self.delivered, self.rejected, self.dead, self.duplicates, self.pending, self.oldest,
-                           self.paused):
+                           self.paused, self.held):
                 metric.labels(direction=direction)
 
     def observe_ledger(self, pending: Pending, now: datetime) -> None:
         for direction in DIRECTIONS:
             self.pending.labels(direction=direction).set(pending.counts.get(direction, 0))
+            self.held.labels(direction=direction).set(pending.held.get(direction, 0))
             oldest = pending.oldest.get(direction)
             self.oldest.labels(direction=direction).set((now - oldest).total_seconds() if oldest else 0)
 

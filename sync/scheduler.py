@@ -23,6 +23,7 @@ log = logging.getLogger("sync.scheduler")
 REAP_SECONDS = 30
 GAUGE_SECONDS = 15
 RETENTION_MINUTES = 60
+HELD_MINUTES = 5
 
 
 class Jobs:
@@ -40,6 +41,16 @@ class Jobs:
     async def refresh_gauges(self) -> None:
         """The pending gauges, read here on a timer so a scrape never reads the ledger."""
         self.metrics.observe_ledger(await self.ledger.pending(), self.clock())
+
+    async def expire_held(self) -> int:
+        """Anonymous events whose visitor was not identified within ``outbound.hold_anonymous_hours`` are skipped."""
+        hours = self.config.outbound.hold_anonymous_hours
+        if hours <= 0:
+            return 0
+        count = await self.ledger.expire_held(self.clock() - timedelta(hours=hours), self.clock())
+        if count:
+            log.info("anonymous events never identified: skipped", extra={"rows": count})
+        return count
 
     async def retention(self) -> int | None:
         """Prune terminal rows older than ``ledger.retention_days``, in chunks (None: another process ran it)."""
@@ -92,6 +103,7 @@ def start(jobs: Jobs) -> AsyncIOScheduler:
     every("reap-leases", jobs.reap_leases, REAP_SECONDS)
     every("refresh-gauges", jobs.refresh_gauges, GAUGE_SECONDS)
     every("retention", jobs.retention, RETENTION_MINUTES * 60)
+    every("expire-held", jobs.expire_held, HELD_MINUTES * 60)
     if jobs.config.reconcile.enabled:
         every("reconcile", jobs.reconcile, jobs.config.reconcile.interval_minutes * 60)
     scheduler.start()

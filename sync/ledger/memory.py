@@ -43,6 +43,13 @@ class MemoryLedger:
                 received_at=now, updated_at=now, retry_from=now, mapped=e.mapped, mapping_digest=e.mapping_digest)
         return known
 
+    async def held(self, keys: Sequence[str]) -> list[Row]:
+        return [r for r in self.rows.values() if r.status is Status.HELD and r.user_key in keys]
+
+    async def held_counts(self, keys: Sequence[str]) -> tuple[dict[str, int], int]:
+        held = [r for r in self.rows.values() if r.status is Status.HELD]
+        return {k: sum(r.user_key == k for r in held) for k in keys}, len(held)
+
     async def claim(self, claim: Claim, now: datetime) -> list[Row]:
         waiting: dict[str, int] = {}
         for row in self._pending(claim.direction):

@@ -19,6 +19,7 @@ class Status(StrEnum):
     DEAD = "dead"
     SKIPPED = "skipped"
     REJECTED = "rejected"
+    HELD = "held"  # an anonymous event waiting for its visitor to be identified (SPEC section 11)
 
 
 TERMINAL = (Status.DELIVERED, Status.DEAD, Status.SKIPPED, Status.REJECTED)
@@ -39,6 +40,7 @@ class NewEvent:
     mapping_digest: str | None = None
     label: str | None = None  # a bounded metric label for a skip (the config key that decided it); not stored
     forgets: bool = False  # a deletion: the ledger forgets this person's other rows when it records it
+    replaces: tuple[int, ...] = ()  # held rows this row releases: they become skipped ("released as ...")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -119,6 +121,7 @@ class Pending:
 
     counts: dict[str, int] = field(default_factory=dict)
     oldest: dict[str, datetime] = field(default_factory=dict)
+    held: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -33,6 +33,7 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
 
 
 _pending = sa.text("status = 'pending'")
+_held = sa.text("status = 'held'")
 
 events = sa.Table(
     "events",
@@ -73,6 +74,7 @@ events = sa.Table(
         sqlite_where=_pending,
     ),
     sa.Index("ix_events_status_updated", "status", "updated_at"),
+    sa.Index("ix_events_held", "user_key", "id", postgresql_where=_held, sqlite_where=_held),
 )
 
 downtime = sa.Table(  # spans in which a direction could not deliver: open (ended_at NULL) while paused

@@ -127,11 +127,48 @@ class Ledger:
             values = [_insert_values(e, now, persons) for e in unique.values()]
             inserted = {r.key for r in (await conn.execute(stmt, values)).all()}
             for e in unique.values():
+                if e.replaces and e.key in inserted:
+                    await conn.execute(events.update().where(events.c.id.in_(list(e.replaces)),
+                                                             events.c.status == Status.HELD)
+                                       .values(status=Status.SKIPPED, reason=f"released as {e.key}", updated_at=now))
                 if e.forgets and e.status is Status.PENDING and e.key in inserted:
                     person = persons[e.identities[0]] if e.identities else e.user_key
                     if person:
                         await self._forget(conn, person, now, keep=(e.direction, e.key), why="user deleted")
         return {key for (_, key) in unique} - inserted
+
+    async def held(self, keys: Sequence[str]) -> list[Row]:
+        """Held rows of the given hold keys (``anon:<anonymousId>``), in received order."""
+        if not keys:
+            return []
+        query = sa.select(events).where(events.c.status == Status.HELD, events.c.user_key.in_(list(keys)))
+        async with self._tx() as conn:
+            return [_row(r) for r in (await conn.execute(query.order_by(events.c.id))).mappings()]
+
+    async def held_counts(self, keys: Sequence[str]) -> tuple[dict[str, int], int]:
+        """Held rows per hold key, and in all (the bounds of SPEC section 11)."""
+        per_key = (sa.select(events.c.user_key, sa.func.count()).where(events.c.status == Status.HELD,
+                                                                      events.c.user_key.in_(list(keys) or [""]))
+                   .group_by(events.c.user_key))
+        async with self._tx() as conn:
+            counts = {k: n for k, n in (await conn.execute(per_key)).all()}
+            total = await conn.scalar(sa.select(sa.func.count()).where(events.c.status == Status.HELD))
+        return counts, int(total or 0)
+
+    async def expire_held(self, before: datetime, now: datetime, *, chunk: int = 1000) -> int:
+        """Held rows received before ``before`` become skipped: their visitor was never identified."""
+        total = 0
+        while True:
+            ids = sa.select(events.c.id).where(events.c.status == Status.HELD, events.c.received_at < before)
+            async with self._tx() as conn:
+                found = [r.id for r in (await conn.execute(ids.limit(chunk))).all()]
+                if found:
+                    await conn.execute(events.update().where(events.c.id.in_(found), events.c.status == Status.HELD)
+                                       .values(status=Status.SKIPPED, reason="anonymous, never identified",
+                                               updated_at=now))
+            total += len(found)
+            if len(found) < chunk:
+                return total
 
     async def forget(self, identifier: str, now: datetime) -> int:
         """Forget one person on an operator's request (``forget``): every row's payload becomes a tombstone,
@@ -339,9 +376,12 @@ class Ledger:
         """Pending counts and oldest pending receive time per direction (reads only pending rows)."""
         query = (sa.select(events.c.direction, sa.func.count(), sa.func.min(events.c.received_at))
                  .where(events.c.status == Status.PENDING).group_by(events.c.direction))
+        held = (sa.select(events.c.direction, sa.func.count()).where(events.c.status == Status.HELD)
+                .group_by(events.c.direction))
         async with self._tx() as conn:
             found = (await conn.execute(query)).all()
-        return Pending(counts={d: n for d, n, _ in found}, oldest={d: t for d, _, t in found if t})
+            holding = {d: n for d, n in (await conn.execute(held)).all()}
+        return Pending(counts={d: n for d, n, _ in found}, oldest={d: t for d, _, t in found if t}, held=holding)
 
     @staticmethod
     async def _paused(conn: AsyncConnection) -> dict[str, str]:

@@ -125,6 +125,9 @@ async def wait_ready(url: str, process: asyncio.subprocess.Process) -> None:
 
 def send_with_segment_library(url: str) -> None:
     client = Client(KEYS["write"], host=url, upload_interval=0.1)
+    # an anonymous visitor: held until they sign up, then sent, in order, after the sign-up
+    client.screen(anonymous_id="visitor-7", name="Paywall", properties={"variant": "b"})
+    client.track(anonymous_id="visitor-7", event="Trial Preview Played", properties={"seconds": 30})
     for event in SEGMENT_EVENTS:
         kind = event["type"]
         if kind == "identify":
@@ -140,6 +143,8 @@ def send_with_segment_library(url: str) -> None:
     client.track("user-1", "Application Opened", {"from_background": False},
                  context={"app": {"namespace": "com.example.player"}, "device": {"model": "Pixel 9"}})
     client.track("user-1", "Debug Ping", {}, context={"app": {"namespace": "com.example.player.debug"}})
+    client.flush()
+    client.identify("user-7", {"email": "user7@example.com", "plan": "trial"}, anonymous_id="visitor-7")
     client.flush()
     client.join()
 
@@ -158,12 +163,23 @@ async def send_traffic(url: str) -> None:
                 print(f"  POST /iterable/webhook ({webhook['eventName']}) -> {r.status}")
 
 
+async def send_deletion(url: str) -> None:
+    """What Segment's Webhooks (Classic) destination sends for a deletion request (a regulation)."""
+    body = json.dumps({"type": "delete", "userId": "user-1", "messageId": "regulation-1"}).encode()
+    signature = hmac.new(KEYS["secret"].encode(), body, hashlib.sha1).hexdigest()
+    async with aiohttp.ClientSession() as session, session.post(
+            f"{url}/segment/webhook", data=body, headers={"X-Signature": signature}) as response:
+        print(f"  POST /segment/webhook (deletion of user-1) -> {response.status}")
+
+
 def report(iterable: FakeIterable, segment: FakeSegment) -> None:
     print("\nIterable received:")
     for endpoint, body in iterable.requests:
         items = body.get("users") or body.get("events")
         summary = ", ".join(_describe(i) for i in items) if items else _describe(body)
         print(f"  POST /api/{endpoint}: {summary}")
+    for deletion in iterable.deletions:
+        print(f"  DELETE /api/users/byUserId/{deletion.get('userId')}: user deleted (the ledger forgot them too)")
     print("\nSegment received (track calls):")
     for message in segment.messages:
         who = message.get("userId") or message.get("anonymousId")
@@ -177,7 +193,8 @@ def _pending(ledger: Path) -> int:
 
 def _describe(body: dict[str, Any]) -> str:
     if "eventName" in body:
-        return f"event {body['eventName']!r}"
+        who = body.get("userId") or body.get("email")
+        return f"event {body['eventName']!r} of {who}"
     if "total" in body:
         return f"purchase {body.get('id')} total={body['total']}"
     if "items" in body:
@@ -203,8 +220,13 @@ async def main() -> int:
                 if iterable.idle and not _pending(Path(folder) / "ledger.db") and iterable.purchases:
                     break
                 await asyncio.sleep(0.2)
+            await send_deletion(url)
+            for _ in range(100):
+                if iterable.deletions and iterable.idle and not _pending(Path(folder) / "ledger.db"):
+                    break
+                await asyncio.sleep(0.2)
             report(iterable, segment)
-            print("\nKept out by the recipe (ledger list --status skipped):")
+            print("\nSkipped rows, with the rule that decided (ledger list --status skipped):")
             listing = await asyncio.create_subprocess_exec(sys.executable, "-m", "sync", "ledger", "list", "--status",
                                                            "skipped", "--config", str(config))
             await listing.wait()

@@ -43,7 +43,8 @@ async def test_a_deletion_skips_the_persons_earlier_rows_deletes_in_iterable_and
     segment.faults.add(Fault(status=503, times=100_000))
     user_id, email = PERSON
     earlier = [{"type": "identify", "userId": user_id, "messageId": "p-1", "traits": {"email": email, "plan": "x"}},
-               {"type": "track", "userId": user_id, "event": "Viewed", "messageId": "p-2"}]
+               {"type": "track", "userId": user_id, "event": "Viewed", "messageId": "p-2"},
+               {"type": "group", "userId": user_id, "groupId": "g", "messageId": "p-3"}]  # skipped, still theirs
     assert (await post(daemon, "/v1/batch", {"batch": earlier}))[0] == 200
     async with aiohttp.ClientSession() as session, session.post(
             url(daemon, "/iterable/webhook"), headers={"Authorization": WEBHOOK_TOKEN},
@@ -172,3 +173,51 @@ async def test_subscription_traits_go_through_update_subscriptions(
     else:
         assert fake.subscription_events == [] and user["dataFields"]["emailListIds"] == [1, 2]
         assert fake.project.silent_subscription_changes
+
+
+async def test_an_anonymous_visitors_journey_arrives_after_sign_up_in_order_with_its_times(
+        daemon: Daemon, fake_iterable: tuple[FakeIterable, str]) -> None:
+    fake, _ = fake_iterable
+    visit = [{"type": "page", "anonymousId": "visitor-1", "name": "Pricing", "messageId": "a-1",
+              "timestamp": "2026-11-01T10:00:00Z"},
+             {"type": "track", "anonymousId": "visitor-1", "event": "Plan Compared", "messageId": "a-2",
+              "timestamp": "2026-11-01T10:01:00Z"},
+             {"type": "track", "anonymousId": "someone-else", "event": "Bounced", "messageId": "b-1"},
+             {"type": "track", "userId": "known", "event": "Still Here", "messageId": "k-1"}]
+    assert (await post(daemon, "/v1/batch", {"batch": visit}))[0] == 200
+    await wait_for(lambda: "k-1" in fake.events)  # held events never block anybody else
+    assert {await status(daemon, k) for k in ("a-1", "a-2", "b-1")} == {Status.HELD}
+    assert fake.find_user(user_id="visitor") is None
+    await daemon.jobs.refresh_gauges()
+    assert 'sync_events_held{direction="outbound"} 3.0' in daemon.metrics.render().decode()
+    sign_up = {"type": "identify", "userId": "visitor", "anonymousId": "visitor-1", "messageId": "s-1",
+               "traits": {"email": "visitor@example.com"}}
+    assert (await post(daemon, "/v1/batch", {"batch": [sign_up]}))[0] == 200
+    await wait_for(lambda: "a-2" in fake.events, within=10)  # Iterable event id: the original messageId
+    names = [e["eventName"] for e in fake.event_log if e.get("userId") == "visitor"]
+    assert names == ["Pricing page", "Plan Compared"]  # in received order
+    assert fake.events["a-1"]["createdAt"] == 1793527200  # the original time (2026-11-01 10:00 UTC)
+    order = [e for e, body in fake.requests if '"visitor"' in json.dumps(body)]
+    assert order[0] in ("users/bulkUpdate", "users/update")  # the identifying call went first
+    assert await status(daemon, "a-1") is Status.SKIPPED and await status(daemon, "b-1") is Status.HELD
+    assert (await daemon.ledger.get(OUT, "a-1")).reason == "released as a-1:released"  # type: ignore[union-attr]
+
+
+async def test_held_events_expire_and_the_hold_is_bounded(daemon: Daemon) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from sync import anonymous
+
+    events = [{"type": "track", "anonymousId": "flood", "event": "E", "messageId": f"fl-{n}"}
+              for n in range(anonymous.MAX_PER_VISITOR + 5)]
+    for at in range(0, len(events), 100):
+        assert (await post(daemon, "/v1/batch", {"batch": events[at:at + 100]}))[0] == 200
+    counts = (await daemon.ledger.stats()).counts
+    assert counts[("outbound", "held")] == anonymous.MAX_PER_VISITOR
+    assert counts[("outbound", "skipped")] == 5
+    over = await daemon.ledger.get(OUT, f"fl-{anonymous.MAX_PER_VISITOR}")
+    assert over is not None and "over the hold limit" in (over.reason or "")
+    daemon.jobs.clock = lambda: datetime.now(UTC) + timedelta(hours=25)
+    assert await daemon.jobs.expire_held() == anonymous.MAX_PER_VISITOR
+    row = await daemon.ledger.get(OUT, "fl-0")
+    assert row is not None and row.status is Status.SKIPPED and row.reason == "anonymous, never identified"
