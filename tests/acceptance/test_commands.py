@@ -78,7 +78,8 @@ async def test_ledger_stats_table_and_json(ops_config: Path) -> None:
     assert "PAUSED inbound: Segment answered HTTP 401" in out
     code, out, _ = await cli("ledger", "stats", "--json", "--config", str(ops_config))
     stats = json.loads(out)
-    assert stats["counts"]["outbound"] == {"pending": 1, "delivered": 1, "dead": 2, "skipped": 1, "rejected": 0}
+    assert stats["counts"]["outbound"] == {"pending": 1, "delivered": 1, "dead": 2, "skipped": 1, "rejected": 0,
+                                           "held": 0}
     assert stats["oldest_pending_seconds"]["outbound"] > 39 * 86400
     assert stats["paused"] == {"inbound": "Segment answered HTTP 401"}
 
