@@ -193,7 +193,7 @@ class Ledger:
                 mapped = {**(row.mapped or {}), "forget_hash": digest}
                 await conn.execute(events.update().where(events.c.id == row.id).values(mapped=mapped))
                 continue
-            waiting = row.status in (Status.PENDING, "held")
+            waiting = row.status in (Status.PENDING, Status.HELD)
             values = {"payload": tomb, "mapped": None, "last_error": None, "user_key": f"forgotten:{digest[:32]}",
                       "reason": why if waiting else _scrub(row.reason, idents), "updated_at": now,
                       "lease_owner": None, "lease_expires_at": None}
