@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sync.ledger import NewEvent, Row, Status
+from sync.ledger import NewEvent, Status
 from sync.segment_events import as_dict, text_id
 
 HOLD_PREFIX = "anon:"
@@ -48,8 +48,8 @@ def identity_of(payload: Mapping[str, Any], userid: str | None, email: str | Non
     return event
 
 
-def released_key(row: Row) -> str:
-    return f"{row.key}:released"[:255]
+def released_key(key: str) -> str:
+    return f"{key}:released"[:255]
 
 
 def _copy(row: NewEvent, **changes: Any) -> NewEvent:

@@ -227,36 +227,38 @@ class Intake:
         keys = [f"{anonymous.HOLD_PREFIX}{v}" for v in {anonymous.anonymous_id(r.payload) for r in waiting} if v]
         counts, total = await self.ledger.held_counts(keys) if waiting else ({}, 0)
         held = await self.ledger.held([f"{anonymous.HOLD_PREFIX}{v}" for v in releasing.values() if v])
-        by_visitor: dict[str, list[Row]] = {}
+        by_visitor: dict[str, list[tuple[str, dict[str, Any]]]] = {}  # visitor -> (key, payload) in received order
         for waiting_row in held:
             visitor_key = (waiting_row.user_key or "").removeprefix(anonymous.HOLD_PREFIX)
-            by_visitor.setdefault(visitor_key, []).append(waiting_row)
+            by_visitor.setdefault(visitor_key, []).append((waiting_row.key, waiting_row.payload))
         out: list[NewEvent] = []
         waiting_ids = {id(r) for r in waiting}
         for row in rows:
             if id(row) in waiting_ids:
                 visitor = anonymous.anonymous_id(row.payload) or ""
+                hold_key = f"{anonymous.HOLD_PREFIX}{visitor}"
                 row = anonymous.hold(row, row.payload, hours=self.hold_hours,
-                                     counts={visitor: counts.get(f"{anonymous.HOLD_PREFIX}{visitor}", 0)}, total=total)
+                                     counts={visitor: counts.get(hold_key, 0)}, total=total)
                 if row.status is Status.HELD:
-                    counts[f"{anonymous.HOLD_PREFIX}{visitor}"] = counts.get(f"{anonymous.HOLD_PREFIX}{visitor}", 0) + 1
-                    total += 1
+                    counts[hold_key], total = counts.get(hold_key, 0) + 1, total + 1
+                    by_visitor.setdefault(visitor, []).append((row.key, row.payload))  # an identify may follow
             out.append(row)
             visitor_id = releasing.get(row.key)
             if visitor_id and by_visitor.get(visitor_id):
                 out += self._released(row, by_visitor.pop(visitor_id), options)
         return out
 
-    def _released(self, identifying: NewEvent, held: list[Row], options: outbound.Options) -> list[NewEvent]:
+    def _released(self, identifying: NewEvent, held: list[tuple[str, dict[str, Any]]],
+                  options: outbound.Options) -> list[NewEvent]:
         ids = outbound.raw_ids(identifying.payload, options.mapping.identity)
         released = []
-        for row in held:
-            event = anonymous.identity_of(row.payload, ids.get("userId"), ids.get("email"))
+        for key, payload in held:
+            event = anonymous.identity_of(payload, ids.get("userId"), ids.get("email"))
             try:
                 decided = outbound_row(event, options, self.digest)
             except InvalidEvent as exc:
                 decided = _rejected_outbound(event, str(exc), self.digest)
-            released.append(replace(decided, key=anonymous.released_key(row), replaces=(row.id,)))
+            released.append(replace(decided, key=anonymous.released_key(key), replaces=(key,)))
         return released
 
     def _count(self, row: NewEvent) -> None:

@@ -40,7 +40,7 @@ class NewEvent:
     mapping_digest: str | None = None
     label: str | None = None  # a bounded metric label for a skip (the config key that decided it); not stored
     forgets: bool = False  # a deletion: the ledger forgets this person's other rows when it records it
-    replaces: tuple[int, ...] = ()  # held rows this row releases: they become skipped ("released as ...")
+    replaces: tuple[str, ...] = ()  # keys of held rows this row releases: they become skipped ("released as ...")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -128,7 +128,8 @@ class Ledger:
             inserted = {r.key for r in (await conn.execute(stmt, values)).all()}
             for e in unique.values():
                 if e.replaces and e.key in inserted:
-                    await conn.execute(events.update().where(events.c.id.in_(list(e.replaces)),
+                    await conn.execute(events.update().where(events.c.direction == e.direction,
+                                                             events.c.key.in_(list(e.replaces)),
                                                              events.c.status == Status.HELD)
                                        .values(status=Status.SKIPPED, reason=f"released as {e.key}", updated_at=now))
                 if e.forgets and e.status is Status.PENDING and e.key in inserted:

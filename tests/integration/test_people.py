@@ -221,3 +221,20 @@ async def test_held_events_expire_and_the_hold_is_bounded(daemon: Daemon) -> Non
     assert await daemon.jobs.expire_held() == anonymous.MAX_PER_VISITOR
     row = await daemon.ledger.get(OUT, "fl-0")
     assert row is not None and row.status is Status.SKIPPED and row.reason == "anonymous, never identified"
+
+
+async def test_anonymous_events_batched_with_the_sign_up_are_released_by_it(
+        daemon: Daemon, fake_iterable: tuple[FakeIterable, str]) -> None:
+    """analytics.js often sends the pre-signup page views and the identify in one batch."""
+    fake, _ = fake_iterable
+    batch = [{"type": "track", "anonymousId": "same-batch", "event": "Pricing Viewed", "messageId": "sb-1"},
+             {"type": "track", "anonymousId": "same-batch", "event": "Plan Chosen", "messageId": "sb-2"},
+             {"type": "identify", "anonymousId": "same-batch", "userId": "sb-user", "messageId": "sb-3",
+              "traits": {"email": "sb@example.com"}}]
+    assert (await post(daemon, "/v1/batch", {"batch": batch}))[0] == 200
+    await wait_for(lambda: "sb-2" in fake.events, within=10)
+    assert [e["eventName"] for e in fake.event_log if e.get("userId") == "sb-user"] == ["Pricing Viewed",
+                                                                                       "Plan Chosen"]
+    order = [e for e, body in fake.requests if '"sb-user"' in json.dumps(body)]
+    assert order[0] in ("users/bulkUpdate", "users/update")  # after the identifying call
+    assert {await status(daemon, k) for k in ("sb-1", "sb-2")} == {Status.SKIPPED}  # released, not left held
