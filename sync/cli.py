@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 
 from sync import config as config_module
-from sync import logs, mapping
+from sync import logs
 from sync.backfill import EXPORT_TYPES, ExportPuller, Progress
 from sync.config import Config
 from sync.errors import ConfigError, SyncError
@@ -170,7 +170,7 @@ async def _check(config: Config, args: argparse.Namespace) -> int:
         return _try(config, args.trial, args.direction)
     enabled = [name for name, on in (("outbound", config.outbound.enabled), ("inbound", config.inbound.enabled)) if on]
     print(f"config {args.config} is valid (directions: {', '.join(enabled) or 'none'})")
-    print(f"mapping digest {mapping.digest(config_module.mapping_settings(config))}")
+    print(f"mapping digest {config_module.mapping_digest(config)}")
     for line in setup_notes(config):
         print(line)
     return 0
@@ -186,7 +186,7 @@ def _try(config: Config, path: str, direction: str) -> int:
     except (OSError, ValueError, RecursionError) as exc:
         print(f"error: {path}: cannot read a JSON event: {exc}", file=sys.stderr)
         return 2
-    digest = mapping.digest(config_module.mapping_settings(config))
+    digest = config_module.mapping_digest(config)
     try:
         decided = explain.decide(config, payload, direction, digest, datetime.now(UTC))
     except SyncError as exc:  # an inbound webhook of the wrong shape
@@ -258,7 +258,7 @@ async def _forget(config: Config, args: argparse.Namespace) -> int:
         print(f"forgot {count} rows of that person: their payloads are tombstones now")
         if args.upstream:
             event = validate({"type": "delete", "userId": args.user_id or args.email})
-            row = outbound_row(event, outbound_options(config), mapping.digest(config_module.mapping_settings(config)))
+            row = outbound_row(event, outbound_options(config), config_module.mapping_digest(config))
             await Intake(ledger, Metrics()).record([row])
             sent = "queued for Iterable (the serving daemon sends it)" if row.status is Status.PENDING else \
                 f"not sent: {row.reason}"
@@ -289,7 +289,7 @@ async def _backfill(config: Config, args: argparse.Namespace) -> int:
         async with aiohttp.ClientSession() as session:
             puller = ExportPuller(iterable_client(config, session, metrics), Intake(ledger, metrics), ledger,
                                   event_names=config.inbound.event_names, mapping=config.inbound.mapping,
-                                  digest=mapping.digest(config_module.mapping_settings(config)))
+                                  digest=config_module.mapping_digest(config))
             print(f"backfill {', '.join(kinds)} from {args.since.isoformat()} to {until.isoformat()}",
                   file=sys.stderr)
             total = await puller.run(kinds, args.since, until, slice_hours=args.slice_hours,
@@ -333,7 +333,7 @@ async def _remap(config: Config, ledger: Ledger, args: argparse.Namespace, now: 
     """``ledger retry --remap``: the chosen rows decided again under the current mapping."""
     from sync import explain, remap
 
-    digest = mapping.digest(config_module.mapping_settings(config))
+    digest = config_module.mapping_digest(config)
     status = Status(args.status) if args.status else None
     changes: list[Remapped] = []
     refused: list[str] = []

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from sync import mapping_config
+from sync import mapping, mapping_config
 from sync.errors import ConfigError
 from sync.mapping import InboundMapping, OutboundMapping
 
@@ -316,6 +316,11 @@ def _cross_checks(config: Config) -> list[str]:
         problems.append("reconcile.interval_minutes / lookback_minutes: must be at least 1")
     problems.extend(_credential_checks(config))
     return problems
+
+
+def mapping_digest(config: Config) -> str:
+    """The digest that names the mapping in force (stored with each row, logged, exported)."""
+    return mapping.digest(mapping_settings(config))
 
 
 def mapping_settings(config: Config) -> dict[str, Any]:

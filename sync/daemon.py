@@ -20,10 +20,9 @@ import aiohttp
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from sync import mapping
 from sync import scheduler as scheduling
 from sync.backfill import ExportPuller
-from sync.config import Config, mapping_settings
+from sync.config import Config, mapping_digest
 from sync.delivery import Sink, Worker
 from sync.errors import LedgerLocked, SyncError
 from sync.ingress import Health, create_app
@@ -128,10 +127,11 @@ def build(config: Config, ledger: Ledger, session: aiohttp.ClientSession, metric
         if direction in by_direction:
             by_direction[direction].notify()
 
-    intake = Intake(ledger, metrics, notify=notify, options=outbound_options(config),
-                    digest=mapping.digest(mapping_settings(config)), hold_hours=config.outbound.hold_anonymous_hours)
+    digest = mapping_digest(config)
+    intake = Intake(ledger, metrics, notify=notify, options=outbound_options(config), digest=digest,
+                    hold_hours=config.outbound.hold_anonymous_hours)
     puller = ExportPuller(client, intake, ledger, event_names=config.inbound.event_names,
-                          mapping=config.inbound.mapping, digest=mapping.digest(mapping_settings(config)))
+                          mapping=config.inbound.mapping, digest=digest)
     jobs = Jobs(ledger, metrics, config, puller if config.reconcile.enabled else None)
     migrate.head_revision()  # read the scripts once, here: /readyz then costs one small query
     health = Health(check=lambda: migrate.ensure_current(ledger.engine))
@@ -170,7 +170,7 @@ async def running(config: Config) -> AsyncIterator[Daemon]:
 
 async def _announce_mapping(daemon: Daemon) -> None:
     """Log which mapping is in force (and the one before), and export it: replicas that differ show."""
-    digest = mapping.digest(mapping_settings(daemon.config))
+    digest = mapping_digest(daemon.config)
     before = await daemon.ledger.cursor(MAPPING_CURSOR)
     if before != digest:
         await daemon.ledger.set_cursor(MAPPING_CURSOR, digest, now())

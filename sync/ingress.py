@@ -10,8 +10,8 @@ from typing import Any
 
 from aiohttp import web
 
-from sync import auth, mapping, outbound
-from sync.config import Config, mapping_settings, secrets
+from sync import auth, outbound
+from sync.config import Config, mapping_digest, secrets
 from sync.errors import InvalidEvent, LedgerError, LedgerNotMigrated, Overloaded, Unauthenticated
 from sync.intake import Intake, Rejection, inbound_row, outbound_options, outbound_rows
 from sync.ledger.model import Status
@@ -49,7 +49,7 @@ def create_app(config: Config, intake: Intake, metrics: Metrics, health: Health)
     app = web.Application(client_max_size=limit, middlewares=[_errors])
     app[CONFIG], app[INTAKE], app[METRICS], app[HEALTH] = config, intake, metrics, health
     app[REDACTOR] = Redactor(secrets(config))
-    app[OPTIONS], app[DIGEST] = outbound_options(config), mapping.digest(mapping_settings(config))
+    app[OPTIONS], app[DIGEST] = outbound_options(config), mapping_digest(config)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_view)

@@ -162,8 +162,7 @@ def _paths(read: _Reader, raw: Any, name: str, default: tuple[str, ...]) -> tupl
     paths = read.strings(raw, name, default)
     for index, path in enumerate(paths):
         if not re.fullmatch(r"[A-Za-z_$][\w$-]*(\.[A-Za-z_$][\w$-]*)*", path):
-            problems = f"{name}[{index}]: '{path}' is not a dotted path"
-            read.problems.append(problems)
+            read.problems.append(f"{name}[{index}]: '{path}' is not a dotted path")
         elif path.split(".")[0] == "anonymousId":
             read.problems.append(f"{name}[{index}]: anonymousId would turn every anonymous visitor into an "
                                  "Iterable user")

@@ -301,14 +301,19 @@ class Ledger:
             if settlement.released:
                 ids = list(settlement.released)
                 await conn.execute(events.update().where(events.c.id.in_(ids), mine).values(**free))
-            forgotten = list(settlement.forgotten) or [-1]
-            for row in (await conn.execute(sa.select(events.c.id, events.c.mapped).where(
-                    events.c.id.in_(forgotten), events.c.status == Status.DELIVERED))).all() \
-                    if settlement.forgotten else ():
-                digest = (row.mapped or {}).get("forget_hash", "")
-                await conn.execute(events.update().where(events.c.id == row.id).values(
-                    payload={"forgotten": True, "identifiers_sha256": digest}, mapped=None,
-                    user_key=f"forgotten:{digest[:32]}"))
+            if settlement.forgotten:
+                await self._forget_deletions(conn, settlement.forgotten)
+
+    @staticmethod
+    async def _forget_deletions(conn: AsyncConnection, ids: Sequence[int]) -> None:
+        """Delivered deletions become tombstones too (they named the user until Iterable accepted them)."""
+        query = sa.select(events.c.id, events.c.mapped).where(events.c.id.in_(list(ids)),
+                                                              events.c.status == Status.DELIVERED)
+        for row in (await conn.execute(query)).all():
+            digest = (row.mapped or {}).get("forget_hash", "")
+            await conn.execute(events.update().where(events.c.id == row.id).values(
+                payload={"forgotten": True, "identifiers_sha256": digest}, mapped=None,
+                user_key=f"forgotten:{digest[:32]}"))
 
     async def release_owner(self, owner: str, now: datetime) -> int:
         """Give back every lease ``owner`` holds (clean shutdown)."""
