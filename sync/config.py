@@ -136,6 +136,13 @@ class ReconcileConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ConsoleConfig:
+    enabled: bool = False  # the operator console at /console (SPEC section 12)
+    tokens: tuple[str, ...] = ()  # login tokens; several while one is rotated out
+    session_hours: float = 12.0  # a login lasts this long
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     ledger: LedgerConfig = field(default_factory=LedgerConfig)
@@ -145,7 +152,10 @@ class Config:
     inbound: InboundConfig = field(default_factory=InboundConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     reconcile: ReconcileConfig = field(default_factory=ReconcileConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
 
+
+MIN_CONSOLE_TOKEN = 16
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -351,13 +361,23 @@ def _credential_checks(config: Config) -> list[str]:
                         "to run without it")
     if config.reconcile.enabled and not config.inbound.enabled:
         problems.append("reconcile.enabled: needs inbound.enabled (reconciled events go to Segment)")
+    if config.console.enabled:
+        tokens = [t for t in config.console.tokens if t]
+        if not tokens:
+            problems.append("console.tokens: at least one login token is required while console.enabled "
+                            "(is its variable set?)")
+        elif any(len(t) < MIN_CONSOLE_TOKEN for t in tokens):
+            problems.append(f"console.tokens: each token needs at least {MIN_CONSOLE_TOKEN} characters "
+                            "(try: python -c 'import secrets; print(secrets.token_urlsafe(24))')")
+        if config.console.session_hours <= 0:
+            problems.append("console.session_hours: must be positive")
     return problems
 
 
 def secrets(config: Config) -> list[str]:
     """Every secret value in the config, for redaction."""
     values = [config.iterable.api_key, config.segment.write_key, *config.outbound.write_keys]
-    values += [*config.outbound.shared_secrets, *config.inbound.auth_tokens]
+    values += [*config.outbound.shared_secrets, *config.inbound.auth_tokens, *config.console.tokens]
     if "@" in config.ledger.url and ":" in config.ledger.url.split("@")[0].split("//")[-1]:
         values.append(config.ledger.url.split("@")[0].split("//")[-1].split(":", 1)[1])
     return [v for v in values if v]

@@ -20,6 +20,7 @@ import aiohttp
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from sync import console
 from sync import scheduler as scheduling
 from sync.backfill import ExportPuller
 from sync.config import Config, mapping_digest
@@ -90,7 +91,8 @@ class Daemon:
     address: tuple[str, int] = ("", 0)
 
     def paused(self) -> dict[str, str]:
-        return {w.direction.value: w.paused for w in self.workers if w.paused}
+        return {w.direction.value: w.paused or w.operator_paused or "" for w in self.workers
+                if w.paused or w.operator_paused}
 
 
 def owner_name() -> str:
@@ -136,6 +138,8 @@ def build(config: Config, ledger: Ledger, session: aiohttp.ClientSession, metric
     migrate.head_revision()  # read the scripts once, here: /readyz then costs one small query
     health = Health(check=lambda: migrate.ensure_current(ledger.engine))
     app = create_app(config, intake, metrics, health)
+    if config.console.enabled:
+        console.install(app, config, ledger, workers, digest)
     daemon = Daemon(config=config, ledger=ledger, metrics=metrics, workers=workers, health=health, app=app,
                     jobs=jobs)
     health.paused = daemon.paused
@@ -161,7 +165,8 @@ async def running(config: Config) -> AsyncIterator[Daemon]:
         daemon.address = runner.addresses[0]
         log.info("serving", extra={"address": f"{config.server.host}:{daemon.address[1]}",
                                    "directions": [w.direction.value for w in daemon.workers],
-                                   "iterable": config.iterable.api_url, "segment": config.segment.host})
+                                   "iterable": config.iterable.api_url, "segment": config.segment.host,
+                                   "console": "/console" if config.console.enabled else "off"})
         daemon.tasks = [asyncio.create_task(w.run(), name=f"deliver-{w.direction.value}") for w in daemon.workers]
         scheduler = scheduling.start(daemon.jobs)
         resources.push_async_callback(_stop, daemon, scheduler)

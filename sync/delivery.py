@@ -24,6 +24,8 @@ from sync.metrics import Metrics
 
 log = logging.getLogger("sync.delivery")
 
+OPERATOR_CHECK_SECONDS = 1.0
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Failure:
     row_id: int
@@ -97,9 +99,11 @@ class DeliveryLedger(Protocol):
 
     async def release_owner(self, owner: str, now: datetime) -> int: ...
 
-    async def pause(self, direction: Direction, reason: str, now: datetime) -> None: ...
+    async def pause(self, direction: Direction, reason: str, now: datetime, *, kind: str = ...) -> None: ...
 
-    async def resume(self, direction: Direction, now: datetime) -> int: ...
+    async def resume(self, direction: Direction, now: datetime, *, kind: str = ...) -> int: ...
+
+    async def held_by_operator(self, direction: Direction) -> str | None: ...
 
     async def add_downtime(self, span: Downtime) -> None: ...
 
@@ -129,7 +133,9 @@ class Worker:
         self.clock, self.rng = clock, rng or random.Random()
         self.idle_seconds, self.probe_seconds, self.retry_base = idle_seconds, probe_seconds, retry_base
         self.wake = asyncio.Event()
-        self.paused: str | None = None
+        self.paused: str | None = None  # why the upstream refused our credentials
+        self.operator_paused: str | None = None  # why an operator paused this direction (console)
+        self._operator_checked = -OPERATOR_CHECK_SECONDS
         self._stopping = False
         self._probe_delay = probe_seconds
         self._hold_until = 0.0  # monotonic time before which the upstream asked us not to call
@@ -148,6 +154,11 @@ class Worker:
         """New rows were recorded: deliver now rather than at the next poll (not while paused)."""
         if not self.paused:
             self.wake.set()
+
+    def recheck(self) -> None:
+        """An operator paused or resumed a direction in this process: look at the ledger again now."""
+        self._operator_checked = -OPERATOR_CHECK_SECONDS
+        self.wake.set()
 
     def stop(self) -> None:
         self._stopping = True
@@ -173,6 +184,8 @@ class Worker:
 
     async def round(self) -> bool:
         """Claim, deliver and settle once; return whether there was anything to do."""
+        if await self._paused_by_operator():
+            return False
         limit = 1 if self.paused else self.sink.batch_limit
         claim = Claim(direction=self.direction, owner=self.owner, limit=limit, lease_seconds=self.lease_seconds)
         rows = await self.ledger.claim(claim, self.clock())
@@ -223,6 +236,18 @@ class Worker:
             if held < len(ids):
                 log.warning("some leases were lost during a round; their settlement will be ignored",
                             extra={"direction": self.direction.value, "lost": len(ids) - held})
+
+    async def _paused_by_operator(self) -> bool:
+        """Whether an operator paused this direction (read from the ledger at most once a second, so a pause
+        made on any replica stops them all)."""
+        if time.monotonic() - self._operator_checked >= OPERATOR_CHECK_SECONDS:
+            reason = await self.ledger.held_by_operator(self.direction)
+            self._operator_checked = time.monotonic()
+            if reason != self.operator_paused:
+                log.warning("direction paused by an operator" if reason else "direction resumed by an operator",
+                            extra={"direction": self.direction.value, "reason": reason or ""})
+            self.operator_paused = reason
+        return self.operator_paused is not None
 
     async def _outage_over(self) -> None:
         """The ledger answers again: record the outage, so it does not count against retry windows."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sync import anonymous, inbound, outbound, segment_events
+from sync import anonymous, inbound, outbound, people, segment_events
 from sync.config import Config
 from sync.derived_calls import derived
 from sync.errors import InvalidEvent, LedgerError, LedgerUnavailable, Overloaded
@@ -88,8 +88,17 @@ def _rejected_outbound(raw: Any, error: str, digest: str | None = None) -> NewEv
         key = message_id
     kind = raw["type"] if isinstance(raw, dict) and raw.get("type") in segment_events.TYPES else "unknown"
     payload = finite(raw) if isinstance(raw, dict) else {"body": finite(raw)}
-    return NewEvent(direction=Direction.OUTBOUND, key=key, kind=kind, payload=payload,
+    return NewEvent(direction=Direction.OUTBOUND, key=key, kind=kind, payload=payload, user_key=_named(raw),
                     status=Status.REJECTED, reason=error, mapping_digest=digest)
+
+
+def _named(raw: Any) -> str | None:
+    """Who a rejected event names, if anyone can tell: it shows on their timeline and is forgotten with them
+    (the identifier only; a rejected event links no one)."""
+    if not isinstance(raw, dict):
+        return None
+    traits = raw.get("traits") if isinstance(raw.get("traits"), dict) else {}
+    return people.identifier(raw.get("userId")) or people.email_identifier(traits.get("email"))
 
 
 def inbound_row(webhook: Any, *, event_names: str, now: datetime, mapping: InboundMapping = SPEC_MAPPING,

@@ -90,15 +90,20 @@ class MemoryLedger:
         await self.settle(Settlement(released=tuple(mine)), now, owner=owner)
         return len(mine)
 
-    async def pause(self, direction: Direction, reason: str, now: datetime) -> None:
-        if not any(s.direction == direction and s.ended_at is None and s.kind == "paused" for s in self.spans):
-            self.spans.append(Downtime(direction=direction, kind="paused", reason=reason, started_at=now))
+    async def pause(self, direction: Direction, reason: str, now: datetime, *, kind: str = "paused") -> None:
+        if not any(s.direction == direction and s.ended_at is None and s.kind == kind for s in self.spans):
+            self.spans.append(Downtime(direction=direction, kind=kind, reason=reason, started_at=now))
 
-    async def resume(self, direction: Direction, now: datetime) -> int:
-        open_spans = [i for i, s in enumerate(self.spans) if s.direction == direction and s.ended_at is None]
+    async def resume(self, direction: Direction, now: datetime, *, kind: str = "paused") -> int:
+        open_spans = [i for i, s in enumerate(self.spans)
+                      if s.direction == direction and s.ended_at is None and s.kind == kind]
         for i in open_spans:
             self.spans[i] = dataclasses.replace(self.spans[i], ended_at=now)
         return len(open_spans)
+
+    async def held_by_operator(self, direction: Direction) -> str | None:
+        return next((s.reason for s in self.spans
+                     if s.direction == direction and s.ended_at is None and s.kind == "manual"), None)
 
     async def add_downtime(self, span: Downtime) -> None:
         self.spans.append(span)

@@ -75,6 +75,7 @@ events = sa.Table(
     ),
     sa.Index("ix_events_status_updated", "status", "updated_at"),
     sa.Index("ix_events_held", "user_key", "id", postgresql_where=_held, sqlite_where=_held),
+    sa.Index("ix_events_person", "user_key", "id"),  # a person's timeline in the console, every status
 )
 
 downtime = sa.Table(  # spans in which a direction could not deliver: open (ended_at NULL) while paused

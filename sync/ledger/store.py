@@ -33,6 +33,9 @@ from sync.ledger.model import (
 from sync.ledger.schema import cursors, downtime, events, identities
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
+PAUSE_KINDS = ("paused", "manual")  # downtime kinds that stop a direction (the other, "ledger", is an outage)
+# a forgotten person's rows hold tombstones: requeueing one would send a tombstone upstream
+NOT_FORGOTTEN = sa.or_(events.c.user_key.is_(None), sa.not_(events.c.user_key.startswith("forgotten:")))
 
 
 def async_url(url: str) -> str:
@@ -187,7 +190,7 @@ class Ledger:
         digest = _identity_hash(idents)
         tomb = {"forgotten": True, "identifiers_sha256": digest}
         query = sa.select(events.c.id, events.c.direction, events.c.key, events.c.status, events.c.reason,
-                          events.c.mapped).where(events.c.user_key == person)
+                          events.c.mapped).where(events.c.user_key.in_(sorted({person, *idents})))
         count = 0
         for row in (await conn.execute(query)).all():
             if keep == (row.direction, row.key):  # the deletion itself: sent first, forgotten once delivered
@@ -331,20 +334,29 @@ class Ledger:
 
     # -- downtime ---------------------------------------------------------------------------------
 
-    async def pause(self, direction: Direction, reason: str, now: datetime) -> None:
-        """Open a pause span for ``direction`` unless one is open already."""
+    async def pause(self, direction: Direction, reason: str, now: datetime, *, kind: str = "paused") -> None:
+        """Open a pause span for ``direction`` unless one of that kind is open already. ``kind`` is
+        "paused" (the upstream refused the credentials) or "manual" (an operator, from the console)."""
         open_span = sa.select(downtime.c.id).where(downtime.c.direction == direction, downtime.c.ended_at.is_(None),
-                                                   downtime.c.kind == "paused")
+                                                   downtime.c.kind == kind)
         async with self._tx() as conn:
             if (await conn.execute(open_span)).first() is None:
-                await conn.execute(downtime.insert().values(direction=direction, kind="paused", reason=reason,
+                await conn.execute(downtime.insert().values(direction=direction, kind=kind, reason=reason[:2000],
                                                             started_at=now))
 
-    async def resume(self, direction: Direction, now: datetime) -> int:
-        """Close every open pause span of ``direction``; return how many there were."""
-        stmt = downtime.update().where(downtime.c.direction == direction, downtime.c.ended_at.is_(None))
+    async def resume(self, direction: Direction, now: datetime, *, kind: str = "paused") -> int:
+        """Close the open pause spans of ``direction`` of one kind; return how many there were."""
+        stmt = downtime.update().where(downtime.c.direction == direction, downtime.c.ended_at.is_(None),
+                                       downtime.c.kind == kind)
         async with self._tx() as conn:
             return int((await conn.execute(stmt.values(ended_at=now))).rowcount or 0)
+
+    async def held_by_operator(self, direction: Direction) -> str | None:
+        """The reason an operator paused ``direction`` (None: not paused by hand)."""
+        query = sa.select(downtime.c.reason).where(downtime.c.direction == direction, downtime.c.kind == "manual",
+                                                   downtime.c.ended_at.is_(None)).limit(1)
+        async with self._tx() as conn:
+            return await conn.scalar(query)
 
     async def add_downtime(self, span: Downtime) -> None:
         """Record a finished span (a ledger outage is written once the ledger answers again)."""
@@ -392,7 +404,7 @@ class Ledger:
     @staticmethod
     async def _paused(conn: AsyncConnection) -> dict[str, str]:
         query = sa.select(downtime.c.direction, downtime.c.reason).where(
-            downtime.c.ended_at.is_(None), downtime.c.kind == "paused").order_by(downtime.c.id)
+            downtime.c.ended_at.is_(None), downtime.c.kind.in_(PAUSE_KINDS)).order_by(downtime.c.id)
         return {r.direction: r.reason for r in (await conn.execute(query)).all()}
 
     async def rows(
@@ -432,7 +444,7 @@ class Ledger:
         """
         stmt = events.update()
         stmt = stmt.where(events.c.status == status) if status else stmt.where(events.c.id.in_(list(ids)))
-        stmt = stmt.where(events.c.status != Status.PENDING)
+        stmt = stmt.where(events.c.status != Status.PENDING, NOT_FORGOTTEN)
         if direction:
             stmt = stmt.where(events.c.direction == direction)
         values = {"status": Status.PENDING, "next_attempt_at": now, "reason": None, "updated_at": now}

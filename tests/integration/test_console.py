@@ -1,0 +1,202 @@
+"""The console over plain HTTP (SPEC section 12): sessions, CSRF, retry, pause, timelines, what pages never show.
+
+The browser suite (tests/browser) drives the same pages in Chromium; these tests pin the contract at the
+HTTP level, on both databases, against the real daemon in-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from sync.daemon import Daemon
+from sync.ledger import Direction, Status
+from sync.sandbox import FakeIterable, FakeSegment
+from tests.conftest import started
+from tests.support import ITERABLE_KEY, WRITE_KEY, make_config, wait_for
+
+TOKEN = "console-token-for-tests-0123456789"
+BASIC = {"Authorization": "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()}
+
+
+@pytest.fixture
+async def daemon(ledger_url: str, fake_iterable: tuple[FakeIterable, str],
+                 fake_segment: tuple[FakeSegment, str]) -> AsyncIterator[Daemon]:
+    config = make_config(ledger_url=ledger_url, iterable_url=fake_iterable[1], segment_url=fake_segment[1],
+                         console={"enabled": True, "tokens": ["an-older-token-still-valid", TOKEN]})
+    async with started(config, ledger_url) as running:
+        yield running
+
+
+def base(daemon: Daemon) -> str:
+    return f"http://127.0.0.1:{daemon.address[1]}"
+
+
+async def send(daemon: Daemon, batch: list[dict[str, Any]]) -> None:
+    async with aiohttp.ClientSession() as http, http.post(f"{base(daemon)}/v1/batch", json={"batch": batch},
+                                                          headers=BASIC) as response:
+        assert response.status == 200, await response.text()
+
+
+async def logged_in(daemon: Daemon) -> tuple[aiohttp.ClientSession, str]:
+    """A client holding a session, and the CSRF token its pages carry."""
+    http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+    async with http.post(f"{base(daemon)}/console/login", data={"token": TOKEN}, allow_redirects=False) as response:
+        assert response.status == 303
+        cookie = response.headers["Set-Cookie"]
+        assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/console" in cookie
+    async with http.get(f"{base(daemon)}/console") as response:
+        page = await response.text()
+    found = re.search(r'name="csrf" value="([0-9a-f]{64})"', page)
+    assert found, page[:500]
+    return http, found.group(1)
+
+
+async def dead_row(daemon: Daemon, fake: FakeIterable, key: str = "c-dead") -> int:
+    fake.poison_emails = {"dead@example.com"}
+    await send(daemon, [{"type": "identify", "userId": "cd", "messageId": key, "traits": {"email": "dead@example.com"}}])
+
+    async def dead() -> bool:
+        row = await daemon.ledger.get(Direction.OUTBOUND, key)
+        return row is not None and row.status is Status.DEAD
+    await wait_for(dead)
+    row = await daemon.ledger.get(Direction.OUTBOUND, key)
+    assert row is not None
+    return row.id
+
+
+async def test_no_page_and_no_action_without_a_session(daemon: Daemon,
+                                                       fake_iterable: tuple[FakeIterable, str]) -> None:
+    row_id = await dead_row(daemon, fake_iterable[0])
+    async with aiohttp.ClientSession() as http:
+        for path in ("/console", "/console/overview", "/console/rows?status=dead", f"/console/rows/{row_id}",
+                     "/console/person?q=cd"):
+            async with http.get(f"{base(daemon)}{path}", allow_redirects=False) as response:
+                assert response.status == 303 and response.headers["Location"] == "/console/login", path
+                assert "dead@example.com" not in await response.text()
+        for path, form in (("/console/retry", {"id": str(row_id), "status": "dead", "confirm": "1"}),
+                           ("/console/pause", {"direction": "outbound"})):
+            async with http.post(f"{base(daemon)}{path}", data=form, allow_redirects=False) as response:
+                assert response.status == 401, path
+        forged = {session_cookie(): "9999999999.00.00"}
+        async with http.get(f"{base(daemon)}/console", cookies=forged, allow_redirects=False) as response:
+            assert response.status == 303
+    row = await daemon.ledger.get(Direction.OUTBOUND, "c-dead")
+    assert row is not None and row.status is Status.DEAD
+    assert (await daemon.ledger.stats()).paused == {}
+
+
+def session_cookie() -> str:
+    from sync.console.session import COOKIE
+    return COOKIE
+
+
+async def test_a_wrong_token_gets_no_session(daemon: Daemon) -> None:
+    async with aiohttp.ClientSession() as http, http.post(
+            f"{base(daemon)}/console/login", data={"token": TOKEN[:-1]}, allow_redirects=False) as response:
+        assert response.status == 401
+        assert "Set-Cookie" not in response.headers
+        assert "not valid" in await response.text()
+
+
+async def test_a_wrong_csrf_token_changes_nothing(daemon: Daemon, fake_iterable: tuple[FakeIterable, str]) -> None:
+    row_id = await dead_row(daemon, fake_iterable[0])
+    http, csrf = await logged_in(daemon)
+    async with http:
+        for form in ({"csrf": "0" * 64}, {}):
+            retry = {**form, "id": str(row_id), "status": "dead", "confirm": "1"}
+            async with http.post(f"{base(daemon)}/console/retry", data=retry, allow_redirects=False) as response:
+                assert response.status == 403
+            async with http.post(f"{base(daemon)}/console/pause", data={**form, "direction": "outbound"},
+                                 allow_redirects=False) as response:
+                assert response.status == 403
+    row = await daemon.ledger.get(Direction.OUTBOUND, "c-dead")
+    assert row is not None and row.status is Status.DEAD
+    assert (await daemon.ledger.stats()).paused == {}
+
+
+async def test_retry_asks_to_confirm_then_the_dead_letter_is_delivered(
+        daemon: Daemon, fake_iterable: tuple[FakeIterable, str]) -> None:
+    fake = fake_iterable[0]
+    row_id = await dead_row(daemon, fake)
+    http, csrf = await logged_in(daemon)
+    async with http:
+        async with http.get(f"{base(daemon)}/console/rows?status=dead") as response:
+            page = await response.text()
+        assert f"#{row_id}" in page and "dead@example.com" not in page.split("<tbody>")[0]
+        form = {"csrf": csrf, "status": "dead", "all": "1"}
+        async with http.post(f"{base(daemon)}/console/retry", data=form) as response:
+            assert "requeue <strong>1</strong> row" in await response.text()
+        assert (await daemon.ledger.get(Direction.OUTBOUND, "c-dead")).status is Status.DEAD  # type: ignore[union-attr]
+        fake.poison_emails = set()
+        async with http.post(f"{base(daemon)}/console/retry", data={**form, "confirm": "1"}) as response:
+            assert "Requeued 1 rows" in await response.text()
+
+    async def delivered() -> bool:
+        row = await daemon.ledger.get(Direction.OUTBOUND, "c-dead")
+        return row is not None and row.status is Status.DELIVERED
+    await wait_for(delivered)
+
+
+async def test_a_manual_pause_holds_delivery_until_resumed(
+        daemon: Daemon, fake_iterable: tuple[FakeIterable, str]) -> None:
+    http, csrf = await logged_in(daemon)
+    async with http:
+        async with http.post(f"{base(daemon)}/console/pause",
+                             data={"csrf": csrf, "direction": "outbound", "reason": "Iterable incident"}) as response:
+            page = await response.text()
+        assert "outbound paused" in page and "Iterable incident" in page
+        await send(daemon, [{"type": "track", "userId": "p1", "event": "Waits", "messageId": "c-paused"}])
+        async with http.get(f"{base(daemon)}/readyz") as response:
+            assert (await response.json())["paused"] == {"outbound": "Iterable incident"}
+        await asyncio.sleep(1.0)  # the worker polls every 0.05 s here: it had its chances to send it
+        row = await daemon.ledger.get(Direction.OUTBOUND, "c-paused")
+        assert row is not None and row.status is Status.PENDING and row.attempts == 0
+        async with http.post(f"{base(daemon)}/console/resume", data={"csrf": csrf, "direction": "outbound"}):
+            pass
+
+    async def delivered() -> bool:
+        found = await daemon.ledger.get(Direction.OUTBOUND, "c-paused")
+        return found is not None and found.status is Status.DELIVERED
+    await wait_for(delivered)
+    spans = await daemon.ledger.downtime(Direction.OUTBOUND, row.received_at.replace(year=2000))
+    assert [(s.kind, s.reason, s.ended_at is not None) for s in spans] == [("manual", "Iterable incident", True)]
+
+
+async def test_a_timeline_follows_one_person_and_pages_never_show_secrets(
+        daemon: Daemon, fake_iterable: tuple[FakeIterable, str]) -> None:
+    await send(daemon, [
+        {"type": "identify", "userId": "tl-1", "messageId": "tl-a", "traits": {"email": "Tim@Example.com"}},
+        {"type": "track", "userId": "tl-1", "event": "Order Completed", "messageId": "tl-b",
+         "properties": {"total": 12.5, "note": f"pasted {ITERABLE_KEY} by mistake"}},
+        {"type": "track", "userId": "someone-else", "event": "Other", "messageId": "tl-c"},
+        {"type": "track", "userId": "tl-1", "event": "Order Completed", "messageId": "tl-d"},  # no total
+    ])
+    http, _ = await logged_in(daemon)
+    async with http:
+        async with http.get(f"{base(daemon)}/console/person", params={"q": "tim@example.com"}) as response:
+            page = await response.text()
+        assert page.index("identify") < page.index("Order Completed")
+        assert "Other" not in page
+        assert "Iterable POST commerce/trackPurchase" in page  # what each event became
+        assert "rejected" in page and "properties.total: required" in page  # and why one became nothing
+        row = await daemon.ledger.get(Direction.OUTBOUND, "tl-b")
+        assert row is not None
+        async with http.get(f"{base(daemon)}/console/rows/{row.id}") as response:
+            detail = await response.text()
+        assert ITERABLE_KEY not in detail and "pasted *** by mistake" in detail
+
+
+async def test_pages_name_bad_filters_instead_of_failing(daemon: Daemon) -> None:
+    http, _ = await logged_in(daemon)
+    async with http, http.get(f"{base(daemon)}/console/rows",
+                              params={"status": "delivered", "since": "yesterday"}) as response:
+        page = await response.text()
+    assert response.status == 200
+    assert "status: one of" in page and "since: a date and time" in page
