@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install postgres lint test demo run bench clean
+.PHONY: install postgres chromium lint test demo run bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,11 +21,15 @@ install: $(VENV)/.deps
 postgres:
 	@bash .ci/ensure-postgres
 
+# Debian's Chromium for the console's browser tests (tests/browser)
+chromium:
+	@bash .ci/ensure-chromium
+
 lint: install
 	$(BIN)/ruff check sync tests bench
 	$(BIN)/mypy
 
-test: install postgres lint
+test: install postgres chromium lint
 	$(BIN)/python -m pytest
 
 demo: install

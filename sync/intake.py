@@ -97,8 +97,9 @@ def _named(raw: Any) -> str | None:
     (the identifier only; a rejected event links no one)."""
     if not isinstance(raw, dict):
         return None
-    traits = raw.get("traits") if isinstance(raw.get("traits"), dict) else {}
-    return people.identifier(raw.get("userId")) or people.email_identifier(traits.get("email"))
+    traits = raw.get("traits")
+    email = traits.get("email") if isinstance(traits, dict) else None
+    return people.identifier(raw.get("userId")) or people.email_identifier(email)
 
 
 def inbound_row(webhook: Any, *, event_names: str, now: datetime, mapping: InboundMapping = SPEC_MAPPING,

@@ -3,7 +3,8 @@
 Starts the fakes on loopback, runs ``python -m sync serve`` as a child process with the README's
 "mobile app" mapping recipe (``recipes/mobile_app.toml``), sends sample Segment events (with
 segment-analytics-python and as a signed webhook) and Iterable webhooks, then prints what each side
-received, what the recipe kept out and why, and stops the daemon with SIGTERM.
+received, what the recipe kept out and why, and the operator console's address and login token; then it
+stops the daemon with SIGTERM, or with ``DEMO_KEEP=1`` keeps everything running until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import contextlib
 import hashlib
 import hmac
 import json
+import os
+import secrets
 import signal
 import socket
 import sqlite3
@@ -30,6 +33,8 @@ from sync.sandbox.iterable import FakeIterable
 from sync.sandbox.samples import ITERABLE_WEBHOOKS, SEGMENT_EVENTS
 from sync.sandbox.segment import FakeSegment
 
+CONSOLE_TOKEN = secrets.token_urlsafe(18)  # a new login token for each run of the demo
+BROKEN_EMAIL = "broken@example.com"  # the fake Iterable refuses it: the demo's dead letter
 KEYS = {"iterable": "demo-iterable-key", "segment": "demo-segment-key", "write": "demo-write-key",
         "secret": "demo-shared-secret", "token": "demo-webhook-token"}
 
@@ -105,6 +110,9 @@ shared_secrets = ["{KEYS['secret']}"]
 auth_tokens = ["{KEYS['token']}"]
 [reconcile]
 enabled = false
+[console]
+enabled = true
+tokens = ["{CONSOLE_TOKEN}"]
 """
 
 
@@ -143,6 +151,7 @@ def send_with_segment_library(url: str) -> None:
     client.track("user-1", "Application Opened", {"from_background": False},
                  context={"app": {"namespace": "com.example.player"}, "device": {"model": "Pixel 9"}})
     client.track("user-1", "Debug Ping", {}, context={"app": {"namespace": "com.example.player.debug"}})
+    client.identify("user-9", {"email": BROKEN_EMAIL})  # refused by the fake Iterable: a dead letter
     client.flush()
     client.identify("user-7", {"email": "user7@example.com", "plan": "trial"}, anonymous_id="visitor-7")
     client.flush()
@@ -202,8 +211,17 @@ def _describe(body: dict[str, Any]) -> str:
     return f"user {body.get('email') or body.get('userId')}"
 
 
+async def _until_interrupted() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
 async def main() -> int:
     iterable, segment = FakeIterable(KEYS["iterable"]), FakeSegment(KEYS["segment"])
+    iterable.poison_emails = {BROKEN_EMAIL}
     (runner_i, iterable_url), (runner_s, segment_url) = await start(iterable.app()), await start(segment.app())
     with tempfile.TemporaryDirectory() as folder:
         port = free_port()
@@ -234,6 +252,12 @@ async def main() -> int:
             stats = await asyncio.create_subprocess_exec(sys.executable, "-m", "sync", "ledger", "stats",
                                                          "--config", str(config))
             await stats.wait()
+            print(f"\nOperator console: {url}/console  (login token: {CONSOLE_TOKEN})")
+            if os.environ.get("DEMO_KEEP") == "1":
+                iterable.poison_emails = set()  # the fake's incident is over: retry the dead letter from the console
+                print("DEMO_KEEP=1: the daemon keeps running (the dead letter of user-9 can be retried now); "
+                      "Ctrl-C stops it")
+                await _until_interrupted()
         finally:
             daemon.send_signal(signal.SIGTERM)
             code = await asyncio.wait_for(daemon.wait(), 30)
