@@ -16,6 +16,7 @@ $(VENV)/.deps: pyproject.toml | $(BIN)/python
 
 # a normal (non-editable) install of the package, refreshed each time
 install: $(VENV)/.deps
+	rm -rf build
 	PYTHONWARNINGS=ignore $(BIN)/pip install -q --no-deps --force-reinstall --no-build-isolation .
 
 postgres:

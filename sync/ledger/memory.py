@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sync import people
-from sync.ledger.model import Claim, Direction, Downtime, NewEvent, Row, Settlement, Status
+from sync.ledger.model import Claim, Direction, Downtime, NewEvent, Queued, Row, Settlement, Status, claimable
 
 
 class MemoryLedger:
@@ -51,22 +51,28 @@ class MemoryLedger:
         return {k: sum(r.user_key == k for r in held) for k in keys}, len(held)
 
     async def claim(self, claim: Claim, now: datetime) -> list[Row]:
-        waiting: dict[str, int] = {}
-        for row in self._pending(claim.direction):
-            if row.user_key and (row.next_attempt_at > now or self._leased(row, now)):
-                waiting.setdefault(row.user_key, row.id)
-        chosen = [row for row in self._pending(claim.direction)
-                  if row.next_attempt_at <= now and not self._leased(row, now)
-                  and not (row.user_key in waiting and row.id > waiting[row.user_key])][:claim.limit]
+        pending = self._pending(claim.direction)
+        due = sorted((r for r in pending if r.next_attempt_at <= now and not self._leased(r, now)),
+                     key=lambda r: (r.next_attempt_at, r.id))[:claim.limit]
+        if not due:
+            return []
+        up_to = max(r.id for r in due)
+        ids = [r.id for r in due if r.user_key is None]
+        for user in {r.user_key for r in due if r.user_key is not None}:
+            queue = [Queued(r.id, r.next_attempt_at, r.lease_expires_at) for r in pending
+                     if r.user_key == user and r.id <= up_to]
+            ids += claimable(queue, now, claim.in_flight)
         until = now + timedelta(seconds=claim.lease_seconds)
-        for row in chosen:
-            self.rows[row.id] = dataclasses.replace(row, lease_owner=claim.owner, lease_expires_at=until)
-        return [self.rows[row.id] for row in chosen]
+        chosen = sorted(ids)[:claim.limit]
+        for i in chosen:
+            self.rows[i] = dataclasses.replace(self.rows[i], lease_owner=claim.owner, lease_expires_at=until,
+                                               next_attempt_at=until)
+        return [self.rows[i] for i in chosen]
 
     async def renew(self, owner: str, ids: Sequence[int], until: datetime) -> int:
         held = [i for i in ids if self._mine(i, owner)]
         for i in held:
-            self.rows[i] = dataclasses.replace(self.rows[i], lease_expires_at=until)
+            self.rows[i] = dataclasses.replace(self.rows[i], lease_expires_at=until, next_attempt_at=until)
         return len(held)
 
     async def settle(self, settlement: Settlement, now: datetime, *, owner: str) -> None:
@@ -83,7 +89,7 @@ class MemoryLedger:
         for row_id, reason in settlement.dead:
             change(row_id, status=Status.DEAD, reason=reason)
         for row_id in settlement.released:
-            change(row_id, tried=False)
+            change(row_id, tried=False, next_attempt_at=now)
 
     async def release_owner(self, owner: str, now: datetime) -> int:
         mine = [i for i in self.rows if self._mine(i, owner)]

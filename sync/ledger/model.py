@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -75,6 +76,30 @@ class Claim:
     owner: str
     limit: int
     lease_seconds: float
+    in_flight: frozenset[int] = frozenset()  # rows this owner sends before the claimed ones: they do not hold back
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """One pending row of a person's queue, as a claim looks at it."""
+
+    id: int
+    next_attempt_at: datetime  # a leased row's is its lease expiry: it is not due while leased
+    lease_expires_at: datetime | None
+
+
+def claimable(queue: Sequence[Queued], now: datetime, in_flight: frozenset[int] = frozenset()) -> list[int]:
+    """The ids of one person's pending rows (``queue``, in id order) that a claim may take: the due, free rows
+    before the first row that must go first (leased by another claim, or not due yet). Rows ``in_flight``
+    go out before anything this claim takes, so they hold nothing back."""
+    taken = []
+    for row in queue:
+        if row.id in in_flight:
+            continue
+        if row.next_attempt_at > now or (row.lease_expires_at is not None and row.lease_expires_at > now):
+            break
+        taken.append(row.id)
+    return taken
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -34,6 +34,7 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
 
 _pending = sa.text("status = 'pending'")
 _held = sa.text("status = 'held'")
+_leased = sa.text("status = 'pending' AND lease_owner IS NOT NULL")
 
 events = sa.Table(
     "events",
@@ -76,6 +77,7 @@ events = sa.Table(
     sa.Index("ix_events_status_updated", "status", "updated_at"),
     sa.Index("ix_events_held", "user_key", "id", postgresql_where=_held, sqlite_where=_held),
     sa.Index("ix_events_person", "user_key", "id"),  # a person's timeline in the console, every status
+    sa.Index("ix_events_leased", "lease_owner", "lease_expires_at", postgresql_where=_leased, sqlite_where=_leased),
 )
 
 downtime = sa.Table(  # spans in which a direction could not deliver: open (ended_at NULL) while paused

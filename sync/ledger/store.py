@@ -24,11 +24,13 @@ from sync.ledger.model import (
     Downtime,
     NewEvent,
     Pending,
+    Queued,
     Remapped,
     Row,
     Settlement,
     Stats,
     Status,
+    claimable,
 )
 from sync.ledger.schema import cursors, downtime, events, identities
 
@@ -244,37 +246,53 @@ class Ledger:
     # -- delivery -------------------------------------------------------------------------------
 
     async def claim(self, claim: Claim, now: datetime) -> list[Row]:
-        """Lease due rows in id order, never a row whose user has an earlier row still waiting."""
-        e, b = events.alias("e"), events.alias("b")
-        waiting = (  # per user, the first pending row that is not due yet or leased: later rows wait behind it
-            sa.select(b.c.user_key, sa.func.min(b.c.id).label("first_id"))
-            .where(b.c.direction == claim.direction, b.c.status == Status.PENDING, b.c.user_key.is_not(None))
-            .where(sa.or_(b.c.next_attempt_at > now, b.c.lease_expires_at > now))
-            .group_by(b.c.user_key)
-            .cte("waiting")
-            .prefix_with("MATERIALIZED", dialect="postgresql")  # once, not once per candidate row
-        )
-        due = (
-            sa.select(e.c.id)
-            .select_from(e.outerjoin(waiting, waiting.c.user_key == e.c.user_key))
-            .where(e.c.direction == claim.direction, e.c.status == Status.PENDING, e.c.next_attempt_at <= now)
-            .where(sa.or_(e.c.lease_expires_at.is_(None), e.c.lease_expires_at <= now))
-            .where(sa.or_(waiting.c.first_id.is_(None), e.c.id < waiting.c.first_id))
-            .order_by(e.c.id)
-            .limit(claim.limit)
-        )
-        if self.is_postgres:
-            due = due.with_for_update(skip_locked=True, of=e)
-        lease = {"lease_owner": claim.owner, "lease_expires_at": now + timedelta(seconds=claim.lease_seconds)}
+        """Lease due rows, never a row whose person has an earlier row that must go first.
+
+        Two index range reads, whatever the backlog: the first ``limit`` due rows in due order
+        (``ix_events_due``; a leased row is not due until its lease runs out), then the queues of the
+        people they belong to up to those rows (``ix_events_user_pending``). ``model.claimable`` decides,
+        per person, how far their queue may go now.
+        """
+        e = events
+        until = now + timedelta(seconds=claim.lease_seconds)
+        due = (sa.select(e.c.id, e.c.user_key)
+               .where(e.c.direction == claim.direction, e.c.status == Status.PENDING, e.c.next_attempt_at <= now)
+               .where(sa.or_(e.c.lease_expires_at.is_(None), e.c.lease_expires_at <= now))
+               .order_by(e.c.next_attempt_at, e.c.id).limit(claim.limit))
         async with self._tx() as conn:
-            if self.is_postgres:  # one claimer per direction at a time keeps per-user order across replicas
+            if self.is_postgres:  # one claimer per direction at a time keeps per-person order across replicas
                 await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_lock_id(f"claim:{claim.direction}"))))
-            ids = [r.id for r in (await conn.execute(due)).all()]
+            candidates = (await conn.execute(due)).all()
+            if not candidates:
+                return []
+            ids = [c.id for c in candidates if c.user_key is None]
+            people_keys = sorted({c.user_key for c in candidates if c.user_key is not None})
+            if people_keys:
+                ids += await self._claimable(conn, claim, people_keys, max(c.id for c in candidates), now)
+            ids = sorted(ids)[:claim.limit]
             if not ids:
                 return []
-            await conn.execute(events.update().where(events.c.id.in_(ids)).values(**lease))
-            rows = (await conn.execute(sa.select(events).where(events.c.id.in_(ids)).order_by(events.c.id))).mappings()
+            await conn.execute(e.update().where(e.c.id.in_(ids)).values(
+                lease_owner=claim.owner, lease_expires_at=until, next_attempt_at=until))
+            rows = (await conn.execute(sa.select(e).where(e.c.id.in_(ids)).order_by(e.c.id))).mappings()
             return [_row(r) for r in rows]
+
+    @staticmethod
+    async def _claimable(conn: AsyncConnection, claim: Claim, keys: list[str], up_to: int, now: datetime) -> list[int]:
+        """What each person's queue (pending rows up to ``up_to``, in id order) lets this claim take."""
+        e = events
+        taken: list[int] = []
+        for at in range(0, len(keys), 500):
+            query = (sa.select(e.c.id, e.c.user_key, e.c.next_attempt_at, e.c.lease_expires_at)
+                     .where(e.c.direction == claim.direction, e.c.status == Status.PENDING,
+                            e.c.user_key.in_(keys[at:at + 500]), e.c.id <= up_to)
+                     .order_by(e.c.user_key, e.c.id))
+            queues: dict[str, list[Queued]] = {}
+            for r in (await conn.execute(query)).all():
+                queues.setdefault(r.user_key, []).append(Queued(r.id, r.next_attempt_at, r.lease_expires_at))
+            for queue in queues.values():
+                taken += claimable(queue, now, claim.in_flight)
+        return taken
 
     async def renew(self, owner: str, ids: Sequence[int], until: datetime) -> int:
         """Extend ``owner``'s leases on ``ids``; return how many it still holds."""
@@ -283,27 +301,31 @@ class Ledger:
         stmt = events.update().where(events.c.id.in_(list(ids)), events.c.lease_owner == owner,
                                      events.c.status == Status.PENDING)
         async with self._tx() as conn:
-            return int((await conn.execute(stmt.values(lease_expires_at=until))).rowcount or 0)
+            return int((await conn.execute(stmt.values(lease_expires_at=until, next_attempt_at=until))).rowcount or 0)
 
     async def settle(self, settlement: Settlement, now: datetime, *, owner: str) -> None:
-        """Apply one delivery round's outcome; only pending rows ``owner`` still leases change."""
+        """Apply one delivery round's outcome; only pending rows ``owner`` still leases change. One statement
+        per kind of outcome (the retries and dead letters as one statement with many parameter sets)."""
+        e = events
         free = {"lease_owner": None, "lease_expires_at": None, "updated_at": now}
-        mine = sa.and_(events.c.status == Status.PENDING, events.c.lease_owner == owner)
-        tried = {**free, "attempts": events.c.attempts + 1}
+        mine = sa.and_(e.c.status == Status.PENDING, e.c.lease_owner == owner)
+        tried = {**free, "attempts": e.c.attempts + 1}
+        one = e.c.id == sa.bindparam("row_id")
         async with self._tx() as conn:
             if settlement.delivered:
-                ids = list(settlement.delivered)
-                stmt = events.update().where(events.c.id.in_(ids), mine)
+                stmt = e.update().where(e.c.id.in_(list(settlement.delivered)), mine)
                 await conn.execute(stmt.values(status=Status.DELIVERED, last_error=None, **tried))
-            for row_id, at, error in settlement.retry:
-                stmt = events.update().where(events.c.id == row_id, mine)
-                await conn.execute(stmt.values(next_attempt_at=at, last_error=error[:2000], **tried))
-            for row_id, reason in settlement.dead:
-                stmt = events.update().where(events.c.id == row_id, mine)
-                await conn.execute(stmt.values(status=Status.DEAD, reason=reason[:2000], **tried))
-            if settlement.released:
-                ids = list(settlement.released)
-                await conn.execute(events.update().where(events.c.id.in_(ids), mine).values(**free))
+            if settlement.retry:
+                stmt = e.update().where(one, mine).values(next_attempt_at=sa.bindparam("due"),
+                                                          last_error=sa.bindparam("error"), **tried)
+                await conn.execute(stmt, [{"row_id": i, "due": at, "error": error[:2000]}
+                                          for i, at, error in settlement.retry])
+            if settlement.dead:
+                stmt = e.update().where(one, mine).values(status=Status.DEAD, reason=sa.bindparam("why"), **tried)
+                await conn.execute(stmt, [{"row_id": i, "why": reason[:2000]} for i, reason in settlement.dead])
+            if settlement.released:  # due again now (while leased, a row's next attempt is its lease expiry)
+                stmt = e.update().where(e.c.id.in_(list(settlement.released)), mine)
+                await conn.execute(stmt.values(next_attempt_at=now, **free))
             if settlement.forgotten:
                 await self._forget_deletions(conn, settlement.forgotten)
 
@@ -322,12 +344,14 @@ class Ledger:
         """Give back every lease ``owner`` holds (clean shutdown)."""
         stmt = events.update().where(events.c.lease_owner == owner, events.c.status == Status.PENDING)
         async with self._tx() as conn:
-            result = await conn.execute(stmt.values(lease_owner=None, lease_expires_at=None, updated_at=now))
+            result = await conn.execute(stmt.values(lease_owner=None, lease_expires_at=None, next_attempt_at=now,
+                                                    updated_at=now))
             return int(result.rowcount or 0)
 
     async def reap_expired(self, now: datetime) -> int:
         """Return rows whose lease expired (their process died) to the pool."""
-        stmt = events.update().where(events.c.status == Status.PENDING, events.c.lease_expires_at <= now)
+        stmt = events.update().where(events.c.status == Status.PENDING, events.c.lease_owner.is_not(None),
+                                     events.c.lease_expires_at <= now)  # ix_events_leased: only leased rows
         async with self._tx() as conn:
             result = await conn.execute(stmt.values(lease_owner=None, lease_expires_at=None))
             return int(result.rowcount or 0)
