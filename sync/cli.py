@@ -287,7 +287,7 @@ async def _backfill(config: Config, args: argparse.Namespace) -> int:
         await migrations.upgrade(engine)
         ledger, metrics = Ledger(engine), Metrics()
         async with aiohttp.ClientSession() as session:
-            puller = ExportPuller(iterable_client(config, session, metrics), Intake(ledger, metrics), ledger,
+            puller = ExportPuller(iterable_client(config, session, metrics, ledger), Intake(ledger, metrics), ledger,
                                   event_names=config.inbound.event_names, mapping=config.inbound.mapping,
                                   digest=config_module.mapping_digest(config))
             print(f"backfill {', '.join(kinds)} from {args.since.isoformat()} to {until.isoformat()}",

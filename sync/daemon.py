@@ -30,6 +30,7 @@ from sync.ingress import Health, create_app
 from sync.intake import Intake, outbound_options
 from sync.iterable_sink import IterableClient, IterableSink
 from sync.ledger import Direction, Ledger, migrate
+from sync.ledger.pacing import SharedPacing
 from sync.ledger.store import create_engine
 from sync.metrics import Metrics
 from sync.outbound import Options
@@ -99,15 +100,18 @@ def owner_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def iterable_client(config: Config, session: aiohttp.ClientSession, metrics: Metrics) -> IterableClient:
+def iterable_client(config: Config, session: aiohttp.ClientSession, metrics: Metrics,
+                    ledger: Ledger | None = None) -> IterableClient:
+    """The Iterable client; on a PostgreSQL ledger its rate limits hold for all replicas together."""
+    shared = SharedPacing(ledger.engine).take if ledger is not None and ledger.is_postgres else None
     return IterableClient(session, base_url=config.iterable.api_url, api_key=config.iterable.api_key,
-                          timeout=config.iterable.timeout_seconds, throttle=Throttle(config.iterable.rate_limits),
-                          metrics=metrics)
+                          timeout=config.iterable.timeout_seconds,
+                          throttle=Throttle(config.iterable.rate_limits, shared=shared), metrics=metrics)
 
 
 def build(config: Config, ledger: Ledger, session: aiohttp.ClientSession, metrics: Metrics) -> Daemon:
     owner = owner_name()
-    client = iterable_client(config, session, metrics)
+    client = iterable_client(config, session, metrics, ledger)
     workers: list[Worker] = []
 
     def worker(sink: Sink) -> Worker:

@@ -8,6 +8,7 @@ Both directions run it; only the sink differs (``sync.iterable_sink.IterableSink
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -141,6 +142,9 @@ class Worker:
         self._hold_until = 0.0  # monotonic time before which the upstream asked us not to call
         self._outage: tuple[datetime, str] | None = None  # since when, and why, the ledger has not answered
         self._stale_pause = True  # a pause recorded before this process started is closed by the first success
+        self._next: asyncio.Task[list[Row]] | None = None  # the claim made while the current round sends
+        self._settling: asyncio.Task[None] | None = None  # the last round's settlement, being written
+        self._behind: set[str] = set()  # people whose row failed in the last round: their next rows wait
 
     @property
     def _held(self) -> float:
@@ -171,7 +175,7 @@ class Worker:
                 await self._idle(self._held)
                 continue
             try:
-                worked = await self.round()
+                worked = await self._round(overlap=True)
                 await self._outage_over()
             except LedgerError as exc:
                 log.warning("ledger unavailable, delivery waits", extra={"direction": self.direction.value,
@@ -180,30 +184,85 @@ class Worker:
                 worked = False
             if not worked:
                 await self._idle(self._probe_delay if self.paused else self.idle_seconds)
+        with contextlib.suppress(LedgerError):
+            await self._settled()
         await self._release()
 
     async def round(self) -> bool:
-        """Claim, deliver and settle once; return whether there was anything to do."""
+        """Claim, deliver and settle once, nothing overlapped; return whether there was anything to do."""
+        worked = await self._round(overlap=False)
+        await self._settled()
+        return worked
+
+    async def _round(self, *, overlap: bool) -> bool:
+        """One round. With ``overlap`` the next claim runs while this round sends, and this round's settlement
+        while the next one sends: upstream latency and ledger time no longer add up. A person's rows in the
+        next claim wait behind their rows in this one, and go back to the ledger if one of those failed."""
         if await self._paused_by_operator():
+            await self._drop_next()
             return False
-        limit = 1 if self.paused else self.sink.batch_limit
-        claim = Claim(direction=self.direction, owner=self.owner, limit=limit, lease_seconds=self.lease_seconds)
-        rows = await self.ledger.claim(claim, self.clock())
+        rows = await self._take()
         if not rows:
+            await self._settled()
             return False
-        renewing = asyncio.create_task(self._renew([row.id for row in rows]), name=f"renew-{self.direction.value}")
+        if overlap and not self.paused:
+            self._next = asyncio.create_task(self._claim(frozenset(row.id for row in rows)),
+                                             name=f"claim-{self.direction.value}")
+        renewing = asyncio.create_task(self._renew(rows), name=f"renew-{self.direction.value}")
         try:
             results = await self.sink.deliver(rows)
         except Exception:  # a bug in a sink must not kill the worker: give the rows back, log, go on
             log.exception("delivery round failed; its rows are released", extra={"direction": self.direction.value,
                                                                                  "rows": len(rows)})
+            await self._drop_next()
             await self.ledger.settle(Settlement(released=tuple(row.id for row in rows)), self.clock(),
                                      owner=self.owner)
             return False
         finally:
             renewing.cancel()
-        await self._settle(rows, results)
+        await self._settled()  # settlements apply in round order
+        self._settling = asyncio.create_task(self._settle(rows, results), name=f"settle-{self.direction.value}")
+        failed = {f.row_id for f in results.failed if f.retryable}
+        self._behind = {row.user_key for row in rows if row.user_key and row.id in failed}
+        if results.auth_error or any(f.retry_after for f in results.failed):
+            await self._settled()  # a pause or a hold: the claim made meanwhile goes back
+            await self._drop_next()
         return results.auth_error is None
+
+    async def _claim(self, in_flight: frozenset[int]) -> list[Row]:
+        limit = 1 if self.paused else self.sink.batch_limit
+        claim = Claim(direction=self.direction, owner=self.owner, limit=limit, lease_seconds=self.lease_seconds,
+                      in_flight=in_flight)
+        return await self.ledger.claim(claim, self.clock())
+
+    async def _take(self) -> list[Row]:
+        """The rows of this round: the claim made while the last round sent, less the people whose earlier row
+        failed in it (they go back, and wait behind that row), or a claim made now."""
+        if self._next is None:
+            return await self._claim(frozenset())
+        task, self._next = self._next, None
+        rows = await task
+        behind = [row.id for row in rows if row.user_key in self._behind]
+        if behind:
+            await self._settled()
+            await self.ledger.settle(Settlement(released=tuple(behind)), self.clock(), owner=self.owner)
+        return [row for row in rows if row.user_key not in self._behind]
+
+    async def _drop_next(self) -> None:
+        """Give back the rows of a claim made ahead (a pause, a hold, an error: they are not sent now)."""
+        if self._next is None:
+            return
+        task, self._next = self._next, None
+        rows = await task
+        if rows:
+            await self.ledger.settle(Settlement(released=tuple(row.id for row in rows)), self.clock(),
+                                     owner=self.owner)
+
+    async def _settled(self) -> None:
+        """Wait for the settlement still being written (its errors surface here)."""
+        if self._settling is not None:
+            task, self._settling = self._settling, None
+            await task
 
     async def _settle(self, rows: Sequence[Row], results: Results) -> None:
         now = self.clock()
@@ -224,10 +283,15 @@ class Worker:
             self._hold_until = time.monotonic() + wait
         await self._track_pause(results.auth_error, now)
 
-    async def _renew(self, ids: list[int]) -> None:
-        """Keep the round's leases alive while the sink works, however long it takes."""
+    async def _renew(self, rows: Sequence[Row]) -> None:
+        """Keep the round's leases alive while the sink works, however long it takes (and those of the claim
+        made meanwhile, which waits for this round)."""
         while True:
             await asyncio.sleep(self.lease_seconds / 3)
+            ids = [row.id for row in rows]
+            ahead = self._next
+            if ahead is not None and ahead.done() and not ahead.cancelled() and ahead.exception() is None:
+                ids += [row.id for row in ahead.result()]
             try:
                 held = await self.ledger.renew(self.owner, ids, self.clock() + timedelta(seconds=self.lease_seconds))
             except LedgerError as exc:

@@ -59,9 +59,9 @@ class MemoryLedger:
         up_to = max(r.id for r in due)
         ids = [r.id for r in due if r.user_key is None]
         for user in {r.user_key for r in due if r.user_key is not None}:
-            queue = [Queued(r.id, r.next_attempt_at, r.lease_expires_at) for r in pending
+            queue = [Queued(r.id, r.next_attempt_at <= now and not self._leased(r, now)) for r in pending
                      if r.user_key == user and r.id <= up_to]
-            ids += claimable(queue, now, claim.in_flight)
+            ids += claimable(queue, claim.in_flight)
         until = now + timedelta(seconds=claim.lease_seconds)
         chosen = sorted(ids)[:claim.limit]
         for i in chosen:

@@ -81,22 +81,21 @@ class Claim:
 
 @dataclass(frozen=True, slots=True)
 class Queued:
-    """One pending row of a person's queue, as a claim looks at it."""
+    """One pending row of a person's queue, as a claim sees it: may it go now (due, and not leased)?"""
 
     id: int
-    next_attempt_at: datetime  # a leased row's is its lease expiry: it is not due while leased
-    lease_expires_at: datetime | None
+    free: bool
 
 
-def claimable(queue: Sequence[Queued], now: datetime, in_flight: frozenset[int] = frozenset()) -> list[int]:
-    """The ids of one person's pending rows (``queue``, in id order) that a claim may take: the due, free rows
-    before the first row that must go first (leased by another claim, or not due yet). Rows ``in_flight``
-    go out before anything this claim takes, so they hold nothing back."""
+def claimable(queue: Sequence[Queued], in_flight: frozenset[int] = frozenset()) -> list[int]:
+    """The ids of one person's pending rows (``queue``, in id order) that a claim may take: the free rows
+    before the first that must go first (leased by another claim, or not due yet). Rows ``in_flight`` go out
+    before anything this claim takes, so they hold nothing back."""
     taken = []
     for row in queue:
         if row.id in in_flight:
             continue
-        if row.next_attempt_at > now or (row.lease_expires_at is not None and row.lease_expires_at > now):
+        if not row.free:
             break
         taken.append(row.id)
     return taken

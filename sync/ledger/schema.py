@@ -100,6 +100,13 @@ identities = sa.Table(  # every identifier seen (``u:<userId>``, ``e:<email>``) 
     sa.Index("ix_identities_person", "person"),
 )
 
+pacing = sa.Table(  # per upstream endpoint, the next free request slot (PostgreSQL: shared by every replica)
+    "pacing",
+    metadata,
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("next_at", sa.Float(), nullable=False),  # seconds since the epoch, by the database's clock
+)
+
 cursors = sa.Table(
     "cursors",
     metadata,

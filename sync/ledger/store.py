@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import zlib
 from collections.abc import AsyncIterator, Sequence
@@ -69,6 +70,12 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+# what a claim reads back: the lease columns it has just written are known, and a row's payload is needed
+# only when its call was not frozen at intake (rows recorded before revision 0004)
+CLAIMED = [c for c in events.c if c.name not in ("payload", "next_attempt_at", "lease_owner", "lease_expires_at")] + [
+    sa.type_coerce(sa.case((events.c.mapped.is_(None), events.c.payload)), sa.JSON).label("payload")]
+
+
 def _row(mapping: Any) -> Row:
     return Row(
         id=mapping["id"],
@@ -76,7 +83,7 @@ def _row(mapping: Any) -> Row:
         key=mapping["key"],
         kind=mapping["kind"],
         user_key=mapping["user_key"],
-        payload=mapping["payload"],
+        payload=mapping["payload"] or {},
         status=Status(mapping["status"]),
         attempts=mapping["attempts"],
         next_attempt_at=mapping["next_attempt_at"],
@@ -272,33 +279,36 @@ class Ledger:
             ids = sorted(ids)[:claim.limit]
             if not ids:
                 return []
-            await conn.execute(e.update().where(e.c.id.in_(ids)).values(
-                lease_owner=claim.owner, lease_expires_at=until, next_attempt_at=until))
-            rows = (await conn.execute(sa.select(e).where(e.c.id.in_(ids)).order_by(e.c.id))).mappings()
-            return [_row(r) for r in rows]
+            await conn.execute(e.update().where(_ids_in(self.is_postgres, ids))
+                               .values(lease_owner=claim.owner, lease_expires_at=until, next_attempt_at=until))
+            found = (await conn.execute(sa.select(*CLAIMED).where(_ids_in(self.is_postgres, ids)))).mappings()
+            leased = {"lease_owner": claim.owner, "lease_expires_at": until, "next_attempt_at": until}
+            return sorted((_row({**r, **leased}) for r in found), key=lambda row: row.id)
 
     @staticmethod
     async def _claimable(conn: AsyncConnection, claim: Claim, keys: list[str], up_to: int, now: datetime) -> list[int]:
         """What each person's queue (pending rows up to ``up_to``, in id order) lets this claim take."""
         e = events
         taken: list[int] = []
+        due = sa.case((e.c.next_attempt_at <= now, 1), else_=0).label("due")
+        leased = sa.case((e.c.lease_expires_at > now, 1), else_=0).label("leased")
         for at in range(0, len(keys), 500):
-            query = (sa.select(e.c.id, e.c.user_key, e.c.next_attempt_at, e.c.lease_expires_at)
+            query = (sa.select(e.c.id, e.c.user_key, due, leased)
                      .where(e.c.direction == claim.direction, e.c.status == Status.PENDING,
                             e.c.user_key.in_(keys[at:at + 500]), e.c.id <= up_to)
                      .order_by(e.c.user_key, e.c.id))
             queues: dict[str, list[Queued]] = {}
             for r in (await conn.execute(query)).all():
-                queues.setdefault(r.user_key, []).append(Queued(r.id, r.next_attempt_at, r.lease_expires_at))
+                queues.setdefault(r.user_key, []).append(Queued(r.id, bool(r.due) and not r.leased))
             for queue in queues.values():
-                taken += claimable(queue, now, claim.in_flight)
+                taken += claimable(queue, claim.in_flight)
         return taken
 
     async def renew(self, owner: str, ids: Sequence[int], until: datetime) -> int:
         """Extend ``owner``'s leases on ``ids``; return how many it still holds."""
         if not ids:
             return 0
-        stmt = events.update().where(events.c.id.in_(list(ids)), events.c.lease_owner == owner,
+        stmt = events.update().where(_ids_in(self.is_postgres, ids), events.c.lease_owner == owner,
                                      events.c.status == Status.PENDING)
         async with self._tx() as conn:
             return int((await conn.execute(stmt.values(lease_expires_at=until, next_attempt_at=until))).rowcount or 0)
@@ -313,7 +323,7 @@ class Ledger:
         one = e.c.id == sa.bindparam("row_id")
         async with self._tx() as conn:
             if settlement.delivered:
-                stmt = e.update().where(e.c.id.in_(list(settlement.delivered)), mine)
+                stmt = e.update().where(_ids_in(self.is_postgres, settlement.delivered), mine)
                 await conn.execute(stmt.values(status=Status.DELIVERED, last_error=None, **tried))
             if settlement.retry:
                 stmt = e.update().where(one, mine).values(next_attempt_at=sa.bindparam("due"),
@@ -324,7 +334,7 @@ class Ledger:
                 stmt = e.update().where(one, mine).values(status=Status.DEAD, reason=sa.bindparam("why"), **tried)
                 await conn.execute(stmt, [{"row_id": i, "why": reason[:2000]} for i, reason in settlement.dead])
             if settlement.released:  # due again now (while leased, a row's next attempt is its lease expiry)
-                stmt = e.update().where(e.c.id.in_(list(settlement.released)), mine)
+                stmt = e.update().where(_ids_in(self.is_postgres, settlement.released), mine)
                 await conn.execute(stmt.values(next_attempt_at=now, **free))
             if settlement.forgotten:
                 await self._forget_deletions(conn, settlement.forgotten)
@@ -547,6 +557,15 @@ def _insert_values(e: NewEvent, now: datetime, persons: dict[str, str]) -> dict[
         "mapped": e.mapped,
         "mapping_digest": e.mapping_digest,
     }
+
+
+def _ids_in(postgres: bool, ids: Sequence[int]) -> Any:
+    """``events.id IN (ids)`` as one parameter (a PostgreSQL array, or a JSON array SQLite unpacks): thousands
+    of ids cost one bind, not thousands, and the statement compiles once."""
+    if postgres:
+        return events.c.id == sa.any_(sa.bindparam("ids", list(ids), type_=postgresql.ARRAY(sa.BigInteger())))
+    listed = sa.select(sa.column("value", sa.Integer())).select_from(sa.func.json_each(sa.bindparam("ids", json.dumps(list(ids)))))
+    return events.c.id.in_(listed.scalar_subquery())
 
 
 def _identity_hash(identifiers: Sequence[str]) -> str:

@@ -216,3 +216,79 @@ async def test_the_first_copy_of_a_message_id_in_one_batch_wins() -> None:
     assert await ledger.record([valid, invalid], T0) == set()
     row = await ledger.get(OUT, "m1")
     assert row is not None and row.status is Status.PENDING
+
+
+class Counting(MemoryLedger):
+    """Records what the ledger was asked while a sink was sending."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sending = False
+        self.claims_while_sending = 0
+
+    async def claim(self, claim: Claim, now: datetime) -> list[Row]:
+        self.claims_while_sending += self.sending
+        return await super().claim(claim, now)
+
+
+async def test_the_next_claim_is_made_while_a_round_sends() -> None:
+    """Issue 13: claim, send and settle overlap, so upstream latency and ledger time do not add up."""
+    ledger = Counting()
+    await ledger.record([event(f"e{n}", user=f"u{n % 7}") for n in range(250)], datetime.now(UTC))
+
+    class Watched(Sink):
+        async def deliver(self, rows: Sequence[Row]) -> Results:
+            ledger.sending = True
+            try:
+                return await super().deliver(rows)
+            finally:
+                ledger.sending = False
+
+    sink = Watched(delay=0.05)
+    w = worker(ledger, sink)
+    task = asyncio.create_task(w.run())
+    await _until(lambda: all(r.status is Status.DELIVERED for r in ledger.rows.values()))
+    w.stop()
+    await task
+    assert ledger.claims_while_sending >= 2
+    sent = [key for call in sink.calls for key in call]
+    assert sorted(sent) == sorted(f"e{n}" for n in range(250))  # each once
+    for user in range(7):  # and each person's in order
+        mine = [int(k[1:]) for k in sent if int(k[1:]) % 7 == user]
+        assert mine == sorted(mine)
+
+
+async def test_a_failure_holds_back_that_persons_rows_already_claimed_for_the_next_round() -> None:
+    """Issue 13: the claim made ahead took u's later rows; u's earlier row failed, so they go back and wait."""
+    ledger = MemoryLedger()
+    await ledger.record([event(f"a{n}", user="u") for n in range(3)], datetime.now(UTC))
+    fail_first = 0
+
+    class OneFailure(Sink):
+        batch_limit = 1
+
+        async def deliver(self, rows: Sequence[Row]) -> Results:
+            nonlocal fail_first
+            self.calls.append([row.key for row in rows])
+            await asyncio.sleep(0.02)
+            if rows[0].key == "a0" and fail_first == 0:
+                fail_first += 1
+                return Results(failed=[Failure(row_id=rows[0].id, error="HTTP 503", retryable=True, wait=0.2)])
+            return Results(delivered=[row.id for row in rows])
+
+    sink = OneFailure()
+    w = worker(ledger, sink)
+    task = asyncio.create_task(w.run())
+    await _until(lambda: all(r.status is Status.DELIVERED for r in ledger.rows.values()))
+    w.stop()
+    await task
+    delivered = [call[0] for call in sink.calls]
+    assert delivered[0] == "a0"
+    assert delivered[1:] == ["a0", "a1", "a2"]  # a1 was claimed ahead while a0 failed: it waited for a0
+
+
+async def _until(predicate: object, within: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while not predicate():  # type: ignore[operator]
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.01)

@@ -1,0 +1,124 @@
+"""Delivery: draining a backlog at Iterable's ceiling (one and three replicas), idle latency, memory at 1M rows.
+
+The ceiling is the fake Iterable's own: it enforces ``events/trackBulk``'s 10 requests per second (a sliding
+one-second window, 429 beyond) with 50 ms of latency, so a full drain is 10 x 1000 events a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench.backlog import postgres_backlog, sqlite_backlog
+from bench.common import CountingIterable, Serve, database, served
+from bench.ledger_ops import percentile
+from sync.ledger import migrate
+from sync.ledger.store import create_engine
+from sync.sandbox import FakeIterable
+from tests.support import ITERABLE_KEY, WRITE_KEY
+
+CEILING = 10 * 1000  # events/s: events/trackBulk's 10 requests/s, 1000 events each
+LATENCY = 0.05
+
+
+async def _backlog(kind: str, url: str, count: int, users: int) -> None:
+    engine = create_engine(url)
+    await migrate.upgrade(engine)
+    await engine.dispose()
+    if kind == "sqlite":
+        sqlite_backlog(url.split(":///", 1)[1], count, users)
+    else:
+        await postgres_backlog(url, count, users)
+
+
+async def drain(kind: str, count: int, users: int, replicas: int = 1) -> dict[str, float]:
+    """Events/s from ``replicas`` serve processes draining ``count`` pending events into the fake."""
+    fake = FakeIterable(ITERABLE_KEY)  # rate limits enforced
+    fake.add_users(users, "b")
+    fake.faults.latency = LATENCY
+    async with database(kind) as url, served(fake.app()) as iterable_url:
+        await _backlog(kind, url, count, users)
+        with tempfile.TemporaryDirectory() as folder:
+            processes = [Serve(Path(folder), url, iterable_url) for _ in range(replicas)]
+            try:
+                await asyncio.gather(*(p.ready() for p in processes))
+                started = time.monotonic()
+                while len(fake.events) < count:
+                    await asyncio.sleep(0.01)
+                elapsed = time.monotonic() - started
+            finally:
+                await asyncio.gather(*(p.stop() for p in processes))
+    bulk = [t for endpoint, t in fake.hits if endpoint == "events/trackBulk"]
+    served_bulk = sum(1 for endpoint, _ in fake.requests if endpoint == "events/trackBulk")
+    busiest = max(sum(1 for t in bulk if start <= t < start + 1.0) for start in bulk)
+    rate = count / elapsed
+    return {"events_per_s": rate, "share": rate / CEILING, "mean_batch": count / max(1, served_bulk),
+            "refused_429": len(bulk) - served_bulk, "busiest_second": busiest}
+
+
+async def idle_latency(kind: str, events: int = 40, every: float = 0.3) -> dict[str, float]:
+    """One event every 300 ms: time from the 200 to the fake Iterable receiving it (ms)."""
+    fake = FakeIterable(ITERABLE_KEY)
+    fake.add_users(100, "b")
+    arrived: dict[str, float] = {}
+    async with database(kind) as url, served(fake.app()) as iterable_url:
+        with tempfile.TemporaryDirectory() as folder:
+            process = Serve(Path(folder), url, iterable_url)
+            try:
+                await process.ready()
+                basic = {"Authorization": "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()}
+                acked: dict[str, float] = {}
+                async with aiohttp.ClientSession() as session:
+                    for n in range(events):
+                        key = f"idle-{n}"
+                        body = {"userId": f"b{n % 100}", "event": "Idle", "messageId": key}
+                        async with session.post(f"{process.url}/v1/track", json=body, headers=basic) as response:
+                            assert response.status == 200
+                        acked[key] = time.monotonic()
+                        await asyncio.sleep(every)
+                        _arrivals(fake, arrived)
+                    while len(arrived) < events:
+                        await asyncio.sleep(0.01)
+                        _arrivals(fake, arrived)
+            finally:
+                await process.stop()
+    waits = [(arrived[k] - acked[k]) * 1000 for k in acked]
+    return {"p50_ms": statistics.median(waits), "p99_ms": percentile(waits, 0.99), "max_ms": max(waits)}
+
+
+def _arrivals(fake: FakeIterable, arrived: dict[str, float]) -> None:
+    """When each event id reached the fake: requests and hits line up one to one (no faults here)."""
+    for (endpoint, body), (_, at) in zip(fake.requests, fake.hits, strict=False):
+        for item in body.get("events", []) if endpoint == "events/trackBulk" else []:
+            arrived.setdefault(str(item.get("id")), at)
+
+
+async def rss_at_a_million(kind: str, count: int = 1_000_000) -> dict[str, float]:
+    """Peak resident memory of the serve process draining ``count`` pending events (MB), rate limits raised."""
+    counting = CountingIterable()
+    async with database(kind) as url, served(counting.app()) as iterable_url:
+        await _backlog(kind, url, count, users=10_000)
+        extra = '[iterable.rate_limits]\n"events/trackBulk" = 1000\n'
+        with tempfile.TemporaryDirectory() as folder:
+            process = Serve(Path(folder), url, iterable_url, extra=extra)
+            try:
+                await process.ready()
+                started = time.monotonic()
+                while counting.events < count:
+                    await asyncio.sleep(0.5)
+                elapsed = time.monotonic() - started
+                peak = process.peak_rss_mb()
+            finally:
+                await process.stop()
+    return {"peak_rss_mb": peak, "events_per_s": count / elapsed}
+
+
+def report(results: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v:,.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in results.items())
