@@ -40,7 +40,7 @@ run: install
 	$(BIN)/python -m sync serve --config config.example.toml
 
 bench: install postgres
-	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.run --write
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

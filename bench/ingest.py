@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import asyncpg
 
 from bench.common import ROOT, CountingIterable, Serve, database, free_port, served
 from bench.ledger_ops import percentile
-from sync.ledger import migrate
+from sync.ledger import Direction, Ledger, migrate
 from sync.ledger.store import create_engine
 from tests.support import WRITE_KEY
 
@@ -137,7 +138,6 @@ async def floor(kind: str, count: int, per_commit: int, run: str) -> float:
 
 
 def _ts(text: str) -> Any:
-    from datetime import UTC, datetime
     return datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
@@ -156,6 +156,10 @@ async def daemon_ingest(kind: str, batched_count: int, single_count: int) -> dic
     counting = CountingIterable()
     with tempfile.TemporaryDirectory() as folder:
         async with database(kind) as url, served(counting.app()) as iterable_url:
+            engine = create_engine(url)  # outbound paused by an operator: ingest alone is measured
+            await migrate.upgrade(engine)
+            await Ledger(engine).pause(Direction.OUTBOUND, "bench: ingest only", datetime.now(UTC), kind="manual")
+            await engine.dispose()
             serve = Serve(Path(folder), url, iterable_url)
             try:
                 await serve.ready()

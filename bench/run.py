@@ -1,181 +1,128 @@
-"""Benchmarks (``make bench``): ingest and delivery throughput on this machine, with baselines.
+"""Benchmarks (``make bench``): issue 13's table, each figure next to its baseline measured in the same run.
 
-Ingest: events acknowledged per second over HTTP, batched (/v1/batch, 100 per request) and single
-(/v1/track, 32 concurrent clients), against a baseline that writes the same rows straight into the ledger
-without HTTP. Delivery: events per second from the ledger into the fake Iterable.
-Each figure is the median of three runs. Not a test: nothing here asserts.
+Ingest (``bench.ingest``): a ``serve`` process against a bare aiohttp app parsing the same bodies, and
+against raw driver inserts of the same rows. Delivery (``bench.drain``): draining a backlog into the fake
+Iterable at its enforced 10 requests/s with 50 ms latency, by one replica and by three on one PostgreSQL;
+idle latency; peak memory draining a million rows. Ledger (``bench.ledger_ops``): claims at 100k and 1M
+pending rows, settling 2,000 retries. Not a test: nothing here asserts a target. Prints JSON and a table;
+``--write`` replaces the generated part of BENCHMARKS.md. ``--quick`` uses smaller sizes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextlib
 import json
-import statistics
+import platform
 import sys
-import tempfile
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
-import aiohttp
-import asyncpg
-from aiohttp.test_utils import TestServer
+from bench import drain, ingest, ledger_ops
 
-from sync.config import Config
-from sync.daemon import Daemon, running
-from sync.ledger import Direction, Ledger, NewEvent, migrate
-from sync.ledger.store import create_engine
-from sync.sandbox import FakeIterable, FakeSegment
-from tests.support import ITERABLE_KEY, SEGMENT_KEY, WRITE_KEY, make_config
-
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
-BASIC = {"Authorization": "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()}
-RUNS = 3
+KINDS = ("sqlite", "postgresql")
+MARK_START, MARK_END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 
-@contextlib.asynccontextmanager
-async def database(kind: str) -> AsyncIterator[str]:
-    if kind == "sqlite":
-        with tempfile.TemporaryDirectory() as folder:
-            yield f"sqlite:///{folder}/bench.db"
-        return
-    name = f"sync_bench_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(PG_ADMIN)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        await admin.close()
+async def measure(quick: bool) -> dict[str, Any]:
+    scale = 10 if quick else 1
+    out: dict[str, Any] = {}
+    for kind in KINDS:
+        r: dict[str, Any] = {}
+        step(f"{kind}: ingest")
+        r["ingest"] = await ingest.daemon_ingest(kind, 20_000 // scale, 4_000 // scale)
+        step(f"{kind}: raw insert floor")
+        r["floor_batched"] = await ingest.floor(kind, 20_000 // scale, 100, "fb")
+        r["floor_single"] = await ingest.floor(kind, 2_000 // scale, 1, "fs")
+        step(f"{kind}: drain 50k")
+        r["drain"] = await drain.drain(kind, 50_000 // scale, 600)
+        step(f"{kind}: claims")
+        r["claim_100k"] = await ledger_ops.claims(kind, 100_000 // scale)
+        r["claim_1m"] = await ledger_ops.claims(kind, 1_000_000 // scale)
+        step(f"{kind}: settle")
+        r["settle"] = await ledger_ops.settle_retries(kind)
+        step(f"{kind}: idle latency")
+        r["idle"] = await drain.idle_latency(kind, events=40 // (2 if quick else 1))
+        step(f"{kind}: 1M drain memory")
+        r["rss"] = await drain.rss_at_a_million(kind, 1_000_000 // scale)
+        out[kind] = r
+    step("postgresql: replicas")
+    out["replicas"] = {n: await drain.drain("postgresql", 30_000 // scale, 600, replicas=n) for n in (1, 3)}
+    return out
 
 
-@contextlib.asynccontextmanager
-async def stack(url: str, *, deliver: bool) -> AsyncIterator[tuple[Daemon, FakeIterable]]:
-    iterable, segment = FakeIterable(ITERABLE_KEY, enforce_rate_limits=False), FakeSegment(SEGMENT_KEY)
-    iterable.add_users(100, "b")
-    servers = [TestServer(iterable.app(), host="127.0.0.1"), TestServer(segment.app(), host="127.0.0.1")]
-    for server in servers:
-        await server.start_server()
-    config: Config = make_config(ledger_url=url, iterable_url=str(servers[0].make_url("")).rstrip("/"),
-                                 segment_url=str(servers[1].make_url("")).rstrip("/"),
-                                 iterable={"rate_limits": {"events/trackBulk": 1000, "users/bulkUpdate": 1000}})
-    if not deliver:
-        config = replace(config, outbound=replace(config.outbound, enabled=True))
-    try:
-        async with running(config) as daemon:
-            if not deliver:
-                for worker in daemon.workers:
-                    worker.stop()
-            yield daemon, iterable
-    finally:
-        for server in servers:
-            await server.close()
+def step(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
-def track(n: int, run: str) -> dict[str, object]:
-    return {"type": "track", "userId": f"b{n % 100}", "event": "Bench", "messageId": f"{run}-{n}",
-            "properties": {"n": n, "plan": "pro", "at": "2026-01-01T00:00:00Z"}}
+def table(r: dict[str, Any]) -> str:
+    s, p = r["sqlite"], r["postgresql"]
+
+    def both(f: Any) -> str:
+        return f"{f(s)} | {f(p)}"
+
+    rows = [
+        ("`/v1/batch` ingest (100 events/request, 4 clients), ratio to bare aiohttp (events/s: ours vs bare)",
+         both(lambda x: f"{x['ingest']['http_batched'] / x['ingest']['bare_batched']:.3f} "
+                        f"({x['ingest']['http_batched']:,.0f} vs {x['ingest']['bare_batched']:,.0f})"), ">= 0.5"),
+        ("the same, ratio to raw driver inserts of the same rows, 100 per commit (rows/s)",
+         both(lambda x: f"{x['ingest']['http_batched'] / x['floor_batched']:.2f} ({x['floor_batched']:,.0f})"), ""),
+        ("single-event ingest (`/v1/track`, 32 clients), ratio to bare aiohttp",
+         both(lambda x: f"{x['ingest']['http_single'] / x['ingest']['bare_single']:.3f} "
+                        f"({x['ingest']['http_single']:,.0f} vs {x['ingest']['bare_single']:,.0f})"), ">= 0.35"),
+        ("the same, ratio to one raw insert per commit (rows/s)",
+         both(lambda x: f"{x['ingest']['http_single'] / x['floor_single']:.2f} ({x['floor_single']:,.0f})"), ""),
+        ("single-event p99 at half that load (p50)",
+         both(lambda x: f"{x['ingest']['single_p99_ms_at_half']:.1f} ms ({x['ingest']['single_p50_ms_at_half']:.1f})"),
+         "< 25 ms"),
+        ("drain of a 50k backlog (600 people), share of the ceiling (events/s; mean batch; 429s)",
+         both(lambda x: f"{x['drain']['share']:.0%} ({x['drain']['events_per_s']:,.0f}; "
+                        f"{x['drain']['mean_batch']:,.0f}; {x['drain']['refused_429']})"), ">= 90 %, full batches"),
+        ("claim of 2,000 due rows, 100k pending: p50 / p99",
+         both(lambda x: f"{x['claim_100k']['p50_ms']:.0f} / {x['claim_100k']['p99_ms']:.0f} ms"), ""),
+        ("claim of 2,000 due rows, 1M pending: p50 / p99",
+         both(lambda x: f"{x['claim_1m']['p50_ms']:.0f} / {x['claim_1m']['p99_ms']:.0f} ms"), "< 20 ms p99"),
+        ("settling 2,000 retries: one statement (baseline: one UPDATE per row)",
+         both(lambda x: f"{x['settle']['one_statement_ms']:.0f} ms ({x['settle']['row_by_row_ms']:.0f} ms)"),
+         "one statement"),
+        ("idle latency, 200 -> Iterable, one event every 300 ms: p50 / p99",
+         both(lambda x: f"{x['idle']['p50_ms']:.0f} / {x['idle']['p99_ms']:.0f} ms"), "p50 < 50, p99 < 250 ms"),
+        ("peak RSS draining a 1,000,000-event backlog (drain events/s)",
+         both(lambda x: f"{x['rss']['peak_rss_mb']:.0f} MB ({x['rss']['events_per_s']:,.0f})"), "< 200 MB"),
+    ]
+    one, three = r["replicas"][1], r["replicas"][3]
+    lines = ["| measure | SQLite | PostgreSQL | target |", "|---|---:|---:|---|"]
+    lines += [f"| {name} | {value} | {target} |" for name, value, target in rows]
+    lines += [
+        "",
+        "| 30k backlog, 600 people, PostgreSQL | share of the ceiling | events/s | busiest second (requests) | 429s |",
+        "|---|---:|---:|---:|---:|",
+        f"| 1 replica | {one['share']:.0%} | {one['events_per_s']:,.0f} | {one['busiest_second']} | {one['refused_429']} |",
+        f"| 3 replicas | {three['share']:.0%} | {three['events_per_s']:,.0f} | {three['busiest_second']} | "
+        f"{three['refused_429']} |",
+    ]
+    return "\n".join(lines)
 
 
-async def http_batched(daemon: Daemon, count: int, run: str) -> float:
-    url = f"http://127.0.0.1:{daemon.address[1]}/v1/batch"
-    started = time.perf_counter()
-    async with aiohttp.ClientSession() as session:
-        for at in range(0, count, 100):
-            body = {"batch": [track(n, run) for n in range(at, min(at + 100, count))]}
-            async with session.post(url, json=body, headers=BASIC) as response:
-                assert response.status == 200
-    return count / (time.perf_counter() - started)
-
-
-async def http_single(daemon: Daemon, count: int, run: str, clients: int = 32) -> float:
-    url = f"http://127.0.0.1:{daemon.address[1]}/v1/track"
-    numbers = iter(range(count))
-    started = time.perf_counter()
-
-    async def client(session: aiohttp.ClientSession) -> None:
-        for n in numbers:
-            async with session.post(url, json=track(n, run), headers=BASIC) as response:
-                assert response.status == 200
-
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients)) as session:
-        await asyncio.gather(*(client(session) for _ in range(clients)))
-    return count / (time.perf_counter() - started)
-
-
-async def direct_batched(ledger: Ledger, count: int, run: str) -> float:
-    started = time.perf_counter()
-    for at in range(0, count, 100):
-        rows = [NewEvent(direction=Direction.OUTBOUND, key=f"{run}-{n}", kind="track", payload=track(n, run),
-                         user_key=f"b{n % 100}") for n in range(at, min(at + 100, count))]
-        await ledger.record(rows, datetime.now(UTC))
-    return count / (time.perf_counter() - started)
-
-
-async def direct_single(ledger: Ledger, count: int, run: str, clients: int = 32) -> float:
-    numbers = iter(range(count))
-    started = time.perf_counter()
-
-    async def client() -> None:
-        for n in numbers:
-            row = NewEvent(direction=Direction.OUTBOUND, key=f"{run}-{n}", kind="track", payload=track(n, run),
-                           user_key=f"b{n % 100}")
-            await ledger.record([row], datetime.now(UTC))
-
-    await asyncio.gather(*(client() for _ in range(clients)))
-    return count / (time.perf_counter() - started)
-
-
-async def delivery(url: str, count: int, run: str) -> float:
-    async with stack(url, deliver=False) as (daemon, _):
-        await http_batched(daemon, count, run)
-    async with stack(url, deliver=True) as (daemon, iterable):
-        started = time.perf_counter()
-        for _ in range(600_000):
-            if len(iterable.events) >= count:
-                break
-            await asyncio.sleep(0.001)
-        return count / (time.perf_counter() - started)
-
-
-async def median(name: str, measure: Callable[[str], Awaitable[float]]) -> float:
-    runs = []
-    for run in range(RUNS):
-        runs.append(await measure(f"r{run}-{uuid.uuid4().hex[:6]}"))
-        print(f"  {name} run {run + 1}: {runs[-1]:,.0f} events/s", file=sys.stderr, flush=True)
-    return statistics.median(runs)
-
-
-async def bench(kind: str) -> dict[str, float]:
-    results: dict[str, float] = {}
-    async with database(kind) as url:
-        engine = create_engine(url)
-        await migrate.upgrade(engine)
-        ledger = Ledger(engine)
-        results["direct_batched"] = await median(f"{kind} direct_batched", lambda run: direct_batched(ledger, 5000, run))
-        results["direct_single"] = await median(f"{kind} direct_single", lambda run: direct_single(ledger, 2000, run))
-        await engine.dispose()
-        async with stack(url, deliver=False) as (daemon, _):
-            results["http_batched"] = await median(f"{kind} http_batched", lambda run: http_batched(daemon, 5000, run))
-            results["http_single"] = await median(f"{kind} http_single", lambda run: http_single(daemon, 2000, run))
-    async with database(kind) as url:
-        results["delivery"] = await median(f"{kind} delivery", lambda run: delivery(url, 5000, run))
-    return results
+def write(text: str) -> None:
+    path = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
+    page = path.read_text()
+    head, _, rest = page.partition(MARK_START)
+    _, _, tail = rest.partition(MARK_END)
+    path.write_text(f"{head}{MARK_START}\n{text}\n{MARK_END}{tail}")
 
 
 async def main() -> int:
-    report = {kind: await bench(kind) for kind in ("sqlite", "postgresql")}
-    print(json.dumps(report, indent=2))
-    print(f"\n{'events/s':<22}{'sqlite':>12}{'postgresql':>14}")
-    for name in ("direct_batched", "http_batched", "direct_single", "http_single", "delivery"):
-        print(f"{name:<22}{report['sqlite'][name]:>12,.0f}{report['postgresql'][name]:>14,.0f}")
-    for kind, r in report.items():
-        print(f"{kind}: HTTP/direct batched {r['http_batched'] / r['direct_batched']:.2f}, "
-              f"single {r['http_single'] / r['direct_single']:.2f}")
+    quick, save = "--quick" in sys.argv, "--write" in sys.argv
+    results = await measure(quick)
+    print(json.dumps(results, indent=2))
+    text = (f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()}, Python "
+            f"{platform.python_version()}, by `make bench` (`python -m bench.run --write`"
+            f"{' --quick' if quick else ''}).\n\n{table(results)}")
+    print(text)
+    if save:
+        write(text)
     return 0
 
 

@@ -8,7 +8,7 @@ import re
 import zlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -70,10 +70,20 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-# what a claim reads back: the lease columns it has just written are known, and a row's payload is needed
-# only when its call was not frozen at intake (rows recorded before revision 0004)
-CLAIMED = [c for c in events.c if c.name not in ("payload", "next_attempt_at", "lease_owner", "lease_expires_at")] + [
+# what a claim reads back: the lease columns it has just written are known, a row's payload is needed only
+# when its call was not frozen at intake (rows recorded before revision 0004), and times come as the driver
+# gives them (SQLite's text is parsed by ``_moment``, far cheaper than the generic type's parser)
+_RAW_TIMES = ("received_at", "updated_at", "retry_from")
+CLAIMED = [sa.type_coerce(c, sa.String()).label(c.name) if c.name in _RAW_TIMES else c for c in events.c
+           if c.name not in ("payload", "next_attempt_at", "lease_owner", "lease_expires_at")] + [
     sa.type_coerce(sa.case((events.c.mapped.is_(None), events.c.payload)), sa.JSON).label("payload")]
+
+
+def _moment(value: Any) -> datetime:
+    """A time column read raw: PostgreSQL gives aware datetimes, SQLite naive UTC text."""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC)
+    return datetime.fromisoformat(value).replace(tzinfo=UTC)
 
 
 def _row(mapping: Any) -> Row:
@@ -281,28 +291,29 @@ class Ledger:
                 return []
             await conn.execute(e.update().where(_ids_in(self.is_postgres, ids))
                                .values(lease_owner=claim.owner, lease_expires_at=until, next_attempt_at=until))
-            found = (await conn.execute(sa.select(*CLAIMED).where(_ids_in(self.is_postgres, ids)))).mappings()
-            leased = {"lease_owner": claim.owner, "lease_expires_at": until, "next_attempt_at": until}
-            return sorted((_row({**r, **leased}) for r in found), key=lambda row: row.id)
+            found = (await conn.execute(sa.select(*CLAIMED).where(_ids_in(self.is_postgres, ids))
+                                        .order_by(e.c.id))).all()
+            return [Row(id=r.id, direction=Direction(r.direction), key=r.key, kind=r.kind, user_key=r.user_key,
+                        payload=r.payload or {}, status=Status.PENDING, attempts=r.attempts, next_attempt_at=until,
+                        lease_owner=claim.owner, lease_expires_at=until, last_error=r.last_error, reason=r.reason,
+                        received_at=_moment(r.received_at), updated_at=_moment(r.updated_at),
+                        retry_from=_moment(r.retry_from or r.received_at),
+                        mapped=r.mapped, mapping_digest=r.mapping_digest) for r in found]
 
-    @staticmethod
-    async def _claimable(conn: AsyncConnection, claim: Claim, keys: list[str], up_to: int, now: datetime) -> list[int]:
+    async def _claimable(self, conn: AsyncConnection, claim: Claim, keys: list[str], up_to: int,
+                         now: datetime) -> list[int]:
         """What each person's queue (pending rows up to ``up_to``, in id order) lets this claim take."""
         e = events
-        taken: list[int] = []
-        due = sa.case((e.c.next_attempt_at <= now, 1), else_=0).label("due")
-        leased = sa.case((e.c.lease_expires_at > now, 1), else_=0).label("leased")
-        for at in range(0, len(keys), 500):
-            query = (sa.select(e.c.id, e.c.user_key, due, leased)
-                     .where(e.c.direction == claim.direction, e.c.status == Status.PENDING,
-                            e.c.user_key.in_(keys[at:at + 500]), e.c.id <= up_to)
-                     .order_by(e.c.user_key, e.c.id))
-            queues: dict[str, list[Queued]] = {}
-            for r in (await conn.execute(query)).all():
-                queues.setdefault(r.user_key, []).append(Queued(r.id, bool(r.due) and not r.leased))
-            for queue in queues.values():
-                taken += claimable(queue, claim.in_flight)
-        return taken
+        free = sa.case((sa.and_(e.c.next_attempt_at <= now,
+                                sa.or_(e.c.lease_expires_at.is_(None), e.c.lease_expires_at <= now)), 1), else_=0)
+        query = (sa.select(e.c.id, e.c.user_key, free.label("free"))
+                 .where(e.c.direction == claim.direction, e.c.status == Status.PENDING,
+                        _in(e.c.user_key, keys, self.is_postgres, sa.String()), e.c.id <= up_to)
+                 .order_by(e.c.user_key, e.c.id))
+        queues: dict[str, list[Queued]] = {}
+        for r in (await conn.execute(query)).all():
+            queues.setdefault(r.user_key, []).append(Queued(r.id, bool(r.free)))
+        return [row_id for queue in queues.values() for row_id in claimable(queue, claim.in_flight)]
 
     async def renew(self, owner: str, ids: Sequence[int], until: datetime) -> int:
         """Extend ``owner``'s leases on ``ids``; return how many it still holds."""
@@ -562,10 +573,15 @@ def _insert_values(e: NewEvent, now: datetime, persons: dict[str, str]) -> dict[
 def _ids_in(postgres: bool, ids: Sequence[int]) -> Any:
     """``events.id IN (ids)`` as one parameter (a PostgreSQL array, or a JSON array SQLite unpacks): thousands
     of ids cost one bind, not thousands, and the statement compiles once."""
+    return _in(events.c.id, list(ids), postgres, sa.BigInteger())
+
+
+def _in(column: Any, values: list[Any], postgres: bool, kind: Any) -> Any:
     if postgres:
-        return events.c.id == sa.any_(sa.bindparam("ids", list(ids), type_=postgresql.ARRAY(sa.BigInteger())))
-    listed = sa.select(sa.column("value", sa.Integer())).select_from(sa.func.json_each(sa.bindparam("ids", json.dumps(list(ids)))))
-    return events.c.id.in_(listed.scalar_subquery())
+        return column == sa.any_(sa.bindparam(f"{column.name}_list", values, type_=postgresql.ARRAY(kind)))
+    unpacked = sa.select(sa.column("value", kind)).select_from(
+        sa.func.json_each(sa.bindparam(f"{column.name}_list", json.dumps(values))))
+    return column.in_(unpacked.scalar_subquery())
 
 
 def _identity_hash(identifiers: Sequence[str]) -> str:
