@@ -306,10 +306,19 @@ class Ledger:
         e = events
         free = sa.case((sa.and_(e.c.next_attempt_at <= now,
                                 sa.or_(e.c.lease_expires_at.is_(None), e.c.lease_expires_at <= now)), 1), else_=0)
-        query = (sa.select(e.c.id, e.c.user_key, free.label("free"))
-                 .where(e.c.direction == claim.direction, e.c.status == Status.PENDING,
-                        _in(e.c.user_key, keys, self.is_postgres, sa.String()), e.c.id <= up_to)
-                 .order_by(e.c.user_key, e.c.id))
+        mine = (e.c.direction == claim.direction, e.c.status == Status.PENDING, e.c.id <= up_to)
+        if self.is_postgres:  # one index range per person (a LATERAL join): the planner cannot turn it into a scan
+            wanted = sa.func.unnest(sa.bindparam("user_keys", keys, type_=postgresql.ARRAY(sa.String()))) \
+                .table_valued("key").render_derived(name="wanted")
+            per_person = claim.limit + len(claim.in_flight)  # a LIMIT keeps the join a loop of index ranges
+            queue = (sa.select(e.c.id, e.c.user_key, free.label("free")).where(*mine, e.c.user_key == wanted.c.key)
+                     .order_by(e.c.id).limit(per_person).lateral("queue"))
+            query = sa.select(queue.c.id, queue.c.user_key, queue.c.free).select_from(wanted.join(queue, sa.true()))
+            query = query.order_by(queue.c.user_key, queue.c.id)
+        else:
+            query = (sa.select(e.c.id, e.c.user_key, free.label("free"))
+                     .where(*mine, _in(e.c.user_key, keys, False, sa.String()))
+                     .order_by(e.c.user_key, e.c.id))
         queues: dict[str, list[Queued]] = {}
         for r in (await conn.execute(query)).all():
             queues.setdefault(r.user_key, []).append(Queued(r.id, bool(r.free)))

@@ -30,6 +30,9 @@ async def explained(ledger_url: str) -> list[tuple[str, str]]:
         sqlite_backlog(ledger_url.split(":///", 1)[1], ROWS[kind], users=5_000)
     else:
         await postgres_backlog(ledger_url, ROWS[kind], users=5_000)
+    async with engine.begin() as conn:  # a ledger in service: the older half delivered, kept for retention
+        await conn.execute(sa.text(f"UPDATE events SET status = 'delivered' WHERE id <= {ROWS[kind] // 2}"))
+        await conn.execute(sa.text("ANALYZE"))
     seen: list[tuple[str, Any]] = []
 
     def record(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
