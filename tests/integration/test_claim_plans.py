@@ -16,7 +16,7 @@ from sync.ledger import Claim, Direction, Ledger, Settlement, migrate
 from sync.ledger.store import create_engine
 from tests.conftest import _reset_pg
 
-ROWS = {"sqlite": 30_000, "postgresql": 150_000}  # PostgreSQL's planner rightly scans small tables
+ROWS = {"sqlite": 20_000, "postgresql": 80_000}  # PostgreSQL's planner rightly scans small tables
 
 
 async def explained(ledger_url: str) -> list[tuple[str, str]]:
