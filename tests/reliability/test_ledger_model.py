@@ -150,7 +150,7 @@ def test_ledger_state_machine(ledger_url: str) -> None:
         for suffix in ("", "-wal", "-shm"):
             Path(f"{path}{suffix}").unlink(missing_ok=True)
 
-    examples = 40 if ledger_url.startswith("postgresql") else 80
+    examples = 25 if ledger_url.startswith("postgresql") else 50
     run_state_machine_as_test(machine_for(ledger_url, reset), settings=settings(
         max_examples=examples, stateful_step_count=25, deadline=None, suppress_health_check=list(HealthCheck)))
 
