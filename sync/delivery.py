@@ -170,22 +170,31 @@ class Worker:
 
     async def run(self) -> None:
         log.info("delivery worker started", extra={"direction": self.direction.value})
-        while not self._stopping:
-            if self._held:
-                await self._idle(self._held)
-                continue
-            try:
-                worked = await self._round(overlap=True)
-                await self._outage_over()
-            except LedgerError as exc:
-                log.warning("ledger unavailable, delivery waits", extra={"direction": self.direction.value,
-                                                                        "error": str(exc)})
-                self._outage = self._outage or (self.clock(), str(exc))
-                worked = False
-            if not worked:
-                await self._idle(self._probe_delay if self.paused else self.idle_seconds)
+        try:
+            while not self._stopping:
+                if self._held:
+                    await self._idle(self._held)
+                    continue
+                try:
+                    worked = await self._round(overlap=True)
+                    await self._outage_over()
+                except LedgerError as exc:
+                    log.warning("ledger unavailable, delivery waits", extra={"direction": self.direction.value,
+                                                                            "error": str(exc)})
+                    self._outage = self._outage or (self.clock(), str(exc))
+                    worked = False
+                if not worked:
+                    await self._idle(self._probe_delay if self.paused else self.idle_seconds)
+        finally:  # also when cancelled: the claim made ahead must not keep its leases
+            await self._wind_down()
+
+    async def _wind_down(self) -> None:
+        """At stop: finish writing the last settlement, give back the claim made ahead (wait for it, so its
+        leases are not taken after the release), then every lease still held."""
         with contextlib.suppress(LedgerError):
             await self._settled()
+        with contextlib.suppress(LedgerError):
+            await self._drop_next()
         await self._release()
 
     async def round(self) -> bool:
