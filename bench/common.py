@@ -12,7 +12,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -79,16 +79,7 @@ class Serve:
         return f"http://127.0.0.1:{self.port}"
 
     async def ready(self, within: float = 60.0) -> None:
-        deadline = time.monotonic() + within
-        async with aiohttp.ClientSession() as session:
-            while time.monotonic() < deadline:
-                assert self.process.poll() is None, Path(self.log.name).read_text()[-2000:]
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with session.get(f"{self.url}/healthz") as response:
-                        if response.status == 200:
-                            return
-                await asyncio.sleep(0.05)
-        raise AssertionError("serve did not start")
+        await healthy(self.url, within, alive=lambda: self.process.poll() is None)
 
     def peak_rss_mb(self) -> float:
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
@@ -101,6 +92,20 @@ class Serve:
             self.process.send_signal(signal.SIGTERM)
         await asyncio.to_thread(self.process.wait, 60)
         self.log.close()
+
+
+async def healthy(url: str, within: float = 60.0, alive: Callable[[], bool] = lambda: True) -> None:
+    """Wait until ``url``/healthz answers 200 (a process that died meanwhile fails at once)."""
+    deadline = time.monotonic() + within
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            assert alive(), f"{url} exited before it was ready"
+            with contextlib.suppress(aiohttp.ClientError):
+                async with session.get(f"{url}/healthz") as response:
+                    if response.status == 200:
+                        return
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"{url} did not start")
 
 
 class CountingIterable:

@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from bench.common import ROOT, CountingIterable, Serve, database, free_port, served
+from bench.common import ROOT, CountingIterable, Serve, database, free_port, healthy, served
 from bench.ledger_ops import percentile
 from sync.ledger import Direction, Ledger, migrate
 from sync.ledger.store import create_engine
@@ -147,7 +147,7 @@ async def daemon_ingest(kind: str, batched_count: int, single_count: int) -> dic
     port = free_port()
     bare = subprocess.Popen([sys.executable, "-m", "bench.bare", str(port)], cwd=ROOT)
     try:
-        await _up(f"http://127.0.0.1:{port}")
+        await healthy(f"http://127.0.0.1:{port}", alive=lambda: bare.poll() is None)
         out["bare_batched"] = await batched(f"http://127.0.0.1:{port}", batched_count, "bare")
         out["bare_single"] = await single(f"http://127.0.0.1:{port}", single_count, "bare")
     finally:
@@ -170,16 +170,3 @@ async def daemon_ingest(kind: str, batched_count: int, single_count: int) -> dic
             finally:
                 await serve.stop()
     return out
-
-
-async def _up(url: str) -> None:
-    async with aiohttp.ClientSession() as session:
-        for _ in range(200):
-            try:
-                async with session.get(f"{url}/healthz") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.05)
-    raise AssertionError(f"{url} did not start")
