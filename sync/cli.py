@@ -25,7 +25,6 @@ from sync.errors import ConfigError, SyncError
 from sync.intake import Intake, outbound_options
 from sync.ledger import Direction, Ledger, Status
 from sync.ledger import migrate as migrations
-from sync.ledger.model import Remapped
 from sync.ledger.store import create_engine
 from sync.metrics import Metrics
 
@@ -226,13 +225,8 @@ async def _ledger(config: Config, args: argparse.Namespace) -> int:
         if args.action == "list":
             rows = await ledger.rows(status=Status(args.status), direction=_direction(args), limit=args.limit)
             return _print_rows(rows, as_json=args.json)
-        if args.action == "retry" and args.remap:
-            return await _remap(config, ledger, args, now)
         if args.action == "retry":
-            status = Status(args.status) if args.status else None
-            count = await ledger.requeue(now, status=status, ids=args.ids or (), direction=_direction(args))
-            print(f"requeued {count} rows as pending")
-            return 0
+            return await _retry(config, ledger, args, now)
         count = await ledger.purge(now - args.older_than)
         print(f"purged {count} terminal rows older than {args.older_than}")
         return 0
@@ -329,41 +323,24 @@ def _direction(args: argparse.Namespace) -> Direction | None:
     return Direction(args.direction) if getattr(args, "direction", None) else None
 
 
-async def _remap(config: Config, ledger: Ledger, args: argparse.Namespace, now: datetime) -> int:
-    """``ledger retry --remap``: the chosen rows decided again under the current mapping."""
-    from sync import explain, remap
+async def _retry(config: Config, ledger: Ledger, args: argparse.Namespace, now: datetime) -> int:
+    """``ledger retry``: dead rows sent again as recorded; rejected and skipped rows (and every row with
+    ``--remap``) decided again under the current mapping (``sync.requeue``, the console's rule too)."""
+    from sync import requeue
+    from sync.ledger.browse import RowFilter
 
     digest = config_module.mapping_digest(config)
-    status = Status(args.status) if args.status else None
-    changes: list[Remapped] = []
-    refused: list[str] = []
-    after = 0
-    while True:
-        rows = await ledger.rows(status=status, ids=args.ids or (), direction=_direction(args), limit=500,
-                                 after_id=after)
-        for row in rows:
-            decided = explain.decide(config, row.payload, row.direction.value, digest, now)
-            change = remap.remap(row, decided, force=args.force)
-            if isinstance(change, str):
-                refused.append(change)
-            else:
-                changes.append(change)
-        if len(rows) < 500:
-            break
-        after = rows[-1].id
-    count = await ledger.remap(changes, now)
-    outcome = ", ".join(f"{n} {s}" for s, n in sorted(_tally(changes).items())) or "none"
-    print(f"re-mapped {count} rows under mapping {digest[:12]} ({outcome})")
-    for reason in refused:
+    wanted = RowFilter(status=Status(args.status), direction=_direction(args)) if args.status else None
+    rows = requeue.matching(ledger, wanted, args.ids or (), direction=_direction(args))
+    outcome = await requeue.retry(ledger, config, digest, rows, now, remap_all=args.remap, force=args.force)
+    if outcome.requeued or not outcome.redecided:
+        print(f"requeued {outcome.requeued} rows as pending")
+    if outcome.redecided:
+        tally = ", ".join(f"{n} {s}" for s, n in sorted(outcome.redecided.items()))
+        print(f"re-mapped {sum(outcome.redecided.values())} rows under mapping {digest[:12]} ({tally})")
+    for reason in outcome.refused:
         print(f"refused: {reason}", file=sys.stderr)
-    return 1 if refused else 0
-
-
-def _tally(changes: Sequence[Remapped]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for change in changes:
-        counts[change.status.value] = counts.get(change.status.value, 0) + 1
-    return counts
+    return 1 if outcome.refused else 0
 
 
 def _print_stats(stats: Any, now: datetime, *, as_json: bool) -> int:

@@ -12,15 +12,15 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from sync import schedule
 from sync.errors import LedgerError
-from sync.ledger import Claim, Direction, Row, Settlement
-from sync.ledger.model import Downtime
+from sync.ledger import Claim, Direction, Row, Settlement, history
+from sync.ledger.model import Attempt, Downtime
 from sync.metrics import Metrics
 
 log = logging.getLogger("sync.delivery")
@@ -45,6 +45,21 @@ class Results:
     delivered: list[int] = field(default_factory=list)
     failed: list[Failure] = field(default_factory=list)
     auth_error: str | None = None
+    calls: dict[int, Call] = field(default_factory=dict)  # row id -> the last request made for it (its history)
+
+    def called(self, row_ids: Iterable[int], endpoint: str, status: int | None, answer: str = "") -> None:
+        for row_id in row_ids:
+            self.calls[row_id] = Call(endpoint=endpoint, status=status, answer=answer)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Call:
+    """The request a row went out in: the endpoint actually called, the HTTP status (None: no answer) and an
+    excerpt of the answer about this row (``sync.ledger.history.excerpt``)."""
+
+    endpoint: str
+    status: int | None
+    answer: str = ""
 
 
 class Sink(Protocol):
@@ -86,7 +101,25 @@ def settlement_for(
     released = tuple(row.id for row in rows if row.id not in settled)
     forgotten = tuple(row.id for row in rows if row.kind == "delete" and row.id in set(results.delivered))
     return Settlement(delivered=tuple(results.delivered), retry=tuple(retry), dead=tuple(dead), released=released,
-                      forgotten=forgotten)
+                      forgotten=forgotten, attempts=attempts_of(by_id, results, retry, dead, now))
+
+
+def attempts_of(rows: dict[int, Row], results: Results, retry: Sequence[tuple[int, datetime, str]],
+                dead: Sequence[tuple[int, str]], now: datetime) -> tuple[Attempt, ...]:
+    """The history lines of one round: each row tried, what was called and what came of it."""
+    outcomes: list[tuple[int, str, str | None, datetime | None]] = [(i, "delivered", None, None)
+                                                                    for i in results.delivered]
+    outcomes += [(i, "retry", error, at) for i, at, error in retry] + [(i, "dead", why, None) for i, why in dead]
+    tried = []
+    for row_id, outcome, error, at in outcomes:
+        row, call = rows[row_id], results.calls.get(row_id)
+        detail = "; ".join(p for p in (error, call.answer if call else "") if p) or None
+        tried.append(Attempt(row_id=row_id, direction=row.direction, outcome=outcome, next_attempt_at=at,
+                             endpoint=call.endpoint if call else None, http_status=call.status if call else None,
+                             detail=detail, name=row.name or history.event_name(row.direction, row.kind, row.payload),
+                             latency=max(0.0, (now - row.received_at).total_seconds())
+                             if outcome == "delivered" else None))
+    return tuple(tried)
 
 
 class DeliveryLedger(Protocol):

@@ -5,6 +5,7 @@ No I/O: the sink (``sync.iterable_sink``) sends what these functions decide.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -125,7 +126,8 @@ def bulk_failures(response: Any, bodies: Sequence[dict[str, Any]]) -> BulkOutcom
     disallowed = set(response.get("disallowedEventNames") or [])
     for index, body in enumerate(bodies):
         if index not in outcome.failed and body.get("eventName") in disallowed:
-            outcome.failed[index] = ("Iterable rejected the item: disallowedEventNames", False)
+            outcome.failed[index] = (f"Iterable rejected the item: disallowedEventNames "
+                                     f"(event {json.dumps(body.get('eventName'), ensure_ascii=False)[:200]})", False)
     count = response.get("failCount")
     if isinstance(count, int) and not isinstance(count, bool):
         outcome.unmatched = max(0, count - len(outcome.failed))

@@ -30,6 +30,7 @@ from sync.iterable_bulk import (
     waves,
 )
 from sync.ledger import Direction, Row
+from sync.ledger.history import excerpt
 from sync.metrics import Metrics
 from sync.outbound import BULK_FORM, EVENTS_TRACK, USERS_UPDATE, IterableCall, Options, Skip
 from sync.throttle import Throttle
@@ -211,6 +212,9 @@ class DeliveryRound:
         for index, (row, call) in enumerate(chunk):
             if index in outcome.failed:
                 reason, retryable = outcome.failed[index]
+                named_by = reason.removeprefix("Iterable rejected the item: ").split(" ", 1)[0]
+                self.results.called([row.id], self.results.calls[row.id].endpoint, reply.status,
+                                    excerpt(reply.body, named_by=named_by))
                 self._fail(row, call, reason, retryable=retryable, not_found=retryable)
             elif outcome.unmatched:
                 unsure.append((row, call))
@@ -231,12 +235,16 @@ class DeliveryRound:
 
     async def _post(self, endpoint: str, body: dict[str, Any], chunk: Sequence[Item], *, method: str = "POST",
                     limit: str | None = None) -> Reply | None:
+        ids = [row.id for row, _ in chunk]
         try:
-            return await self.client.post(endpoint, body, method=method, limit=limit)
+            reply = await self.client.post(endpoint, body, method=method, limit=limit)
         except RetryableUpstream as exc:
+            self.results.called(ids, endpoint, None)
             for row, call in chunk:
                 self._fail(row, call, str(exc), retryable=True)
             return None
+        self.results.called(ids, endpoint, reply.status, excerpt(reply.body))
+        return reply
 
     def _settle(self, reply: Reply, chunk: Sequence[Item], *, deletion: bool = False) -> None:
         if 200 <= reply.status < 300 or deletion and (reply.status == 404 or reply.not_found):

@@ -78,9 +78,11 @@ class SegmentSink:
             await self._rejected(batch, exc, results)
         except requests.RequestException as exc:
             self._count("error")
+            results.called([row.id for row, _ in batch], "v1/batch", None)
             results.failed.extend(Failure(row_id=row.id, error=f"Segment unreachable: {type(exc).__name__}",
                                           retryable=True) for row, _ in batch)
         else:
+            results.called([row.id for row, _ in batch], "v1/batch", 200)
             results.delivered.extend(row.id for row, _ in batch)
 
     def _post(self, messages: list[dict[str, Any]]) -> None:
@@ -98,6 +100,7 @@ class SegmentSink:
     async def _rejected(self, batch: list[Message], exc: segment_request.APIError, results: Results) -> None:
         status = int(exc.status) if str(exc.status).isdigit() else 0
         error = f"Segment answered HTTP {exc.status}: {str(exc.message)[:300]}"
+        results.called([row.id for row, _ in batch], "v1/batch", status or None)
         if status in (401, 403):
             results.auth_error = error
         elif status == 400 and len(batch) > 1:

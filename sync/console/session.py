@@ -43,7 +43,7 @@ def valid(cookie: str | None, tokens: Sequence[str], *, now: float) -> str | Non
     if not cookie or cookie.count(".") != 2:
         return None
     expires, nonce, mac = cookie.split(".")
-    if not expires.isdigit() or int(expires) <= now:
+    if not (expires.isascii() and expires.isdigit() and len(expires) <= 12) or int(expires) <= now:
         return None
     signed = False
     for token in tokens:  # no early exit: the time does not tell which token opened it

@@ -12,7 +12,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,11 +20,14 @@ from urllib.parse import urlencode
 
 import jinja2
 from aiohttp import web
+from markupsafe import Markup
 
+from sync import requeue
 from sync.config import Config, secrets
 from sync.console import session
+from sync.console.budget import LoginBudget
 from sync.delivery import Worker
-from sync.ledger import Direction, Ledger, Row, Status, browse
+from sync.ledger import Direction, Ledger, Row, Status, browse, history
 from sync.logs import Redactor
 
 log = logging.getLogger("sync.console")
@@ -54,6 +57,7 @@ class Console:
     redactor: Redactor
     pages: jinja2.Environment
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    logins: LoginBudget = field(default_factory=LoginBudget)
 
     def render(self, request: web.Request, name: str, status: int = 200, **values: Any) -> web.Response:
         cookie = request.cookies.get(session.COOKIE, "")
@@ -73,7 +77,8 @@ def install(app: web.Application, config: Config, ledger: Ledger, workers: Seque
                       redactor=Redactor(secrets(config)), pages=pages)
     pages.globals["static"] = _static_urls()
     pages.filters.update(age=_age, when=_when, became=_became, what=_what, shown=lambda v: _shown(console.redactor, v),
-                         redact=console.redactor.redact)
+                         redact=console.redactor.redact, rows=_rows, who=_who,
+                         when_rel=lambda moment: _when_rel(moment, console.clock()))
     app[CONSOLE] = console
     app.router.add_get("/console/login", login_form)
     app.router.add_post("/console/login", login)
@@ -118,12 +123,22 @@ async def login_form(request: web.Request) -> web.StreamResponse:
 
 async def login(request: web.Request) -> web.StreamResponse:
     console = request.app[CONSOLE]
+    address = request.remote or ""
+    wait = console.logins.locked(address, time.monotonic())
+    if wait:
+        log.warning("console login refused: address locked out", extra={"remote": address})
+        return console.render(request, "login.html", status=429, error=f"Too many failed logins from this address: "
+                              f"try again in {int(wait) // 60 + 1} min.")
     given = (await request.post()).get("token")
     token = session.login(given if isinstance(given, str) else "", console.config.console.tokens)
     if token is None:
-        log.warning("console login refused", extra={"remote": request.remote or ""})
+        log.warning("console login refused", extra={"remote": address})
+        if console.logins.failed(address, time.monotonic()):
+            log.error("console login: address locked out after repeated failures",
+                      extra={"remote": address, "minutes": console.logins.lockout / 60})
         await asyncio.sleep(FAILED_LOGIN_DELAY)  # guessing costs time
         return console.render(request, "login.html", status=401, error="That token is not valid.")
+    console.logins.succeeded(address)
     response = web.HTTPSeeOther("/console")
     response.set_cookie(session.COOKIE, session.open_session(token, now=time.time(),
                                                              hours=console.config.console.session_hours),
@@ -166,29 +181,37 @@ async def _overview(console: Console) -> dict[str, Any]:
 
 async def rows(request: web.Request) -> web.StreamResponse:
     console = request.app[CONSOLE]
-    wanted, problem = _filter(request.query)
-    page = await browse.problems(console.ledger, wanted, after=request.query.get("after") or None)
+    wanted, problem = await _person(console, *_filter(request.query), request.query)
+    try:
+        page = await browse.problems(console.ledger, wanted, after=request.query.get("after") or None)
+    except ValueError:
+        raise web.HTTPBadRequest(reason="after: not a page cursor (follow the 'Older rows' link)") from None
     matching = await browse.count_matching(console.ledger, wanted)
-    query = {k: v for k, v in request.query.items() if k not in ("after", "done")}
+    query = {k: v for k, v in request.query.items() if k in FILTER_FIELDS}
+    done = {k: _number(request.query.get(k)) for k in ("done", "redone", "refused")}
     return console.render(request, "rows.html", page=page, wanted=wanted, matching=matching, problem=problem,
                           statuses=[s.value for s in browse.PROBLEMS], retryable=wanted.status in browse.RETRYABLE,
                           query=query, next_url=f"/console/rows?{urlencode({**query, 'after': page.next})}"
-                          if page.next else None, done=request.query.get("done"))
+                          if page.next else None, done=done if any(v is not None for v in done.values()) else None,
+                          redecides=wanted.status in (Status.REJECTED, Status.SKIPPED))
 
 
 async def row_detail(request: web.Request) -> web.StreamResponse:
     console = request.app[CONSOLE]
-    found = await browse.row(console.ledger, int(request.match_info["id"]))
+    row_id = _number(request.match_info["id"])
+    found = await browse.row(console.ledger, row_id) if row_id is not None else None
     if found is None:
         raise web.HTTPNotFound(reason="no such row")
-    return console.render(request, "row.html", row=found, forgotten=_forgotten(found),
+    async with console.ledger._tx() as conn:
+        tried = await history.of_row(conn, found.id)
+    return console.render(request, "row.html", row=found, forgotten=_forgotten(found), history=tried,
                           retryable=found.status in browse.RETRYABLE and not _forgotten(found))
 
 
 async def person(request: web.Request) -> web.StreamResponse:
     console = request.app[CONSOLE]
     text, key = request.query.get("q", ""), request.query.get("key", "")
-    after = int(request.query["after"]) if request.query.get("after", "").isdigit() else 0
+    after = _number(request.query.get("after")) or 0
     page = await browse.timeline(console.ledger, text, key=key, after=after) if text.strip() or key else None
     asked = {"q": text} if text else {"key": key}
     next_url = f"/console/person?{urlencode({**asked, 'after': page.next})}" if page and page.next else None
@@ -202,10 +225,10 @@ async def retry(request: web.Request) -> web.StreamResponse:
     """Requeue the selected rows, or every row matching the filter; the first post asks to confirm."""
     console = request.app[CONSOLE]
     form = await request.post()
-    wanted, problem = _filter(form)
+    wanted, problem = await _person(console, *_filter(form), form)
     if problem:
         raise web.HTTPBadRequest(reason=problem)
-    ids = [int(v) for v in form.getall("id", []) if isinstance(v, str) and v.isdigit()]
+    ids = [n for n in (_number(v) for v in form.getall("id", [])) if n is not None]
     everything = form.get("all") == "1"
     if not ids and not everything:
         raise web.HTTPBadRequest(reason="select rows to retry, or choose 'all matching'")
@@ -213,15 +236,16 @@ async def retry(request: web.Request) -> web.StreamResponse:
         count = await browse.count_matching(console.ledger, wanted) if everything else len(ids)
         fields = [(k, v) for k, v in form.items() if k not in ("csrf", "confirm") and isinstance(v, str)]
         return console.render(request, "confirm.html", count=count, fields=fields, everything=everything,
-                              wanted=wanted)
-    now = console.clock()
-    count = (await browse.requeue_matching(console.ledger, wanted, now) if everything
-             else await browse.requeue_ids(console.ledger, ids, now))
-    log.info("console retry: rows requeued", extra={"rows": count, "all_matching": everything})
+                              wanted=wanted, redecides=wanted.status in (Status.REJECTED, Status.SKIPPED))
+    selected = requeue.matching(console.ledger, wanted) if everything else requeue.matching(console.ledger, ids=ids)
+    outcome = await requeue.retry(console.ledger, console.config, console.digest, selected, console.clock())
+    log.info("console retry", extra={"requeued": outcome.requeued, "redecided": outcome.redecided,
+                                     "refused": len(outcome.refused), "all_matching": everything})
     for worker in console.workers:
         worker.notify()
-    back = {k: v for k, v in form.items() if k in ("status", "direction", "kind", "reason", "since", "until")}
-    raise web.HTTPSeeOther(f"/console/rows?{urlencode({**back, 'done': count})}")
+    back = {k: v for k, v in form.items() if k in FILTER_FIELDS}
+    done = {"done": outcome.requeued, "redone": sum(outcome.redecided.values()), "refused": len(outcome.refused)}
+    raise web.HTTPSeeOther(f"/console/rows?{urlencode({**back, **done})}")
 
 
 async def pause(request: web.Request) -> web.StreamResponse:
@@ -272,17 +296,50 @@ def _filter(values: Any) -> tuple[browse.RowFilter, str | None]:
         direction = None
     moments: dict[str, datetime | None] = {}
     for name in ("since", "until"):
-        text = values.get(name) or ""
-        try:
-            moment = datetime.fromisoformat(text) if text else None
-            moments[name] = moment.replace(tzinfo=UTC) if moment and moment.tzinfo is None else moment
-        except ValueError:
-            problems.append(f"{name}: a date and time such as 2026-11-28T09:30")
-            moments[name] = None
+        moments[name] = _moment(values.get(name) or "")
+        if moments[name] is None and values.get(name):
+            problems.append(f"{name}: a date and time in UTC such as 2026-11-28T09:30")
     wanted = browse.RowFilter(status=Status(status), direction=Direction(direction) if direction else None,
-                              kind=(values.get("kind") or "").strip()[:255] or None,
-                              reason=(values.get("reason") or "").strip()[:200] or None, **moments)
+                              kind=_text(values, "kind"), name=_text(values, "name"), key=_text(values, "message_id"),
+                              reason=_text(values, "reason", 200), since=moments["since"], until=moments["until"])
     return wanted, "; ".join(problems) or None
+
+
+FILTER_FIELDS = ("status", "direction", "kind", "name", "message_id", "person", "reason", "since", "until")
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _text(values: Any, name: str, size: int = 255) -> str | None:
+    value = values.get(name)
+    return value.strip()[:size] or None if isinstance(value, str) else None
+
+
+def _moment(text: str) -> datetime | None:
+    """An ISO 8601 time (UTC when it names no offset) between 1970 and 9999, else None."""
+    try:
+        moment = datetime.fromisoformat(text.strip()) if text.strip() and len(text) < 64 else None
+        if moment is None:
+            return None
+        moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except (ValueError, OverflowError):
+        return None
+    return moment if moment >= EARLIEST else None
+
+
+def _number(value: Any) -> int | None:
+    """A row id or count from a query string or form: ASCII digits that fit a BIGINT, else None."""
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 18:
+        return int(value)
+    return None
+
+
+async def _person(console: Console, wanted: browse.RowFilter, problem: str | None,
+                  values: Any) -> tuple[browse.RowFilter, str | None]:
+    """The filter narrowed to the person ``values["person"]`` names (an email or a userId)."""
+    text = _text(values, "person")
+    if not text:
+        return wanted, problem
+    return replace(wanted, people=await browse.person_keys(console.ledger, text)), problem
 
 
 def _static_urls() -> Callable[[str], str]:
@@ -310,6 +367,27 @@ def _age(seconds: float | None) -> str:
 
 def _when(moment: datetime | None) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if moment else ""
+
+
+def _when_rel(moment: datetime | None, now: datetime) -> Markup:
+    """An ISO UTC time with its relative form ("3 min ago", "in 2 min") beside it."""
+    if moment is None:
+        return Markup("")
+    seconds = (now - moment).total_seconds()
+    relative = "just now" if abs(seconds) < 1 else f"{_age(abs(seconds))} ago" if seconds > 0 else f"in {_age(-seconds)}"
+    iso = moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return Markup('<time datetime="{0}" title="{0}">{1}</time> <span class="rel">({2})</span>').format(
+        iso, _when(moment), relative)
+
+
+def _rows(count: int) -> str:
+    """"1 row", "4,001 rows"."""
+    return f"{count:,} row" if count == 1 else f"{count:,} rows"
+
+
+def _who(user_key: str) -> str:
+    """A person's ordering key as an operator reads it (``u:ada`` -> "ada", ``e:a@b.c`` -> "a@b.c")."""
+    return user_key.split(":", 1)[1] if user_key[:2] in ("u:", "e:") else user_key
 
 
 def _what(row: Row) -> str:

@@ -7,7 +7,7 @@ Every list is keyset-paged on an index (``ix_events_status_updated`` for the pro
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -28,7 +28,10 @@ class RowFilter:
 
     status: Status
     direction: Direction | None = None
-    kind: str | None = None  # exact event type or event name
+    kind: str | None = None  # exact event type (track, identify, ...; inbound: Iterable's event name)
+    name: str | None = None  # exact event name ("Order Completed"; a page's or screen's name)
+    key: str | None = None  # the messageId (outbound) or inbound key
+    people: tuple[str, ...] | None = None  # the ordering keys of one person (``person_keys``)
     reason: str | None = None  # a piece of the reason text, any case
     since: datetime | None = None  # last changed at or after
     until: datetime | None = None  # last changed before
@@ -39,6 +42,12 @@ class RowFilter:
             conditions.append(events.c.direction == self.direction)
         if self.kind:
             conditions.append(events.c.kind == self.kind)
+        if self.name:
+            conditions.append(events.c.name == self.name)
+        if self.key:
+            conditions.append(events.c.key == self.key)
+        if self.people is not None:
+            conditions.append(events.c.user_key.in_(list(self.people) or [""]))
         if self.reason:
             conditions.append(sa.func.lower(events.c.reason).contains(self.reason.lower(), autoescape=True))
         if self.since:
@@ -110,27 +119,6 @@ async def count_matching(ledger: Ledger, wanted: RowFilter) -> int:
         return int(await conn.scalar(query) or 0)
 
 
-async def requeue_matching(ledger: Ledger, wanted: RowFilter, now: datetime) -> int:
-    """``ledger retry`` for every row ``wanted`` selects (a retryable status): pending, due now, a fresh
-    retry window. A forgotten person's rows never come back."""
-    if wanted.status not in RETRYABLE:
-        return 0
-    stmt = events.update().where(*wanted.where(), NOT_FORGOTTEN).values(
-        status=Status.PENDING, next_attempt_at=now, retry_from=now, reason=None, updated_at=now,
-        lease_owner=None, lease_expires_at=None)
-    async with ledger._tx() as conn:
-        return int((await conn.execute(stmt)).rowcount or 0)
-
-
-async def requeue_ids(ledger: Ledger, ids: list[int], now: datetime) -> int:
-    """``ledger retry --id``, limited to the retryable statuses (a held row waits for its identify)."""
-    stmt = events.update().where(events.c.id.in_(ids), events.c.status.in_(RETRYABLE), NOT_FORGOTTEN).values(
-        status=Status.PENDING, next_attempt_at=now, retry_from=now, reason=None, updated_at=now,
-        lease_owner=None, lease_expires_at=None)
-    async with ledger._tx() as conn:
-        return int((await conn.execute(stmt)).rowcount or 0)
-
-
 async def row(ledger: Ledger, row_id: int) -> Row | None:
     async with ledger._tx() as conn:
         found = (await conn.execute(sa.select(events).where(events.c.id == row_id))).mappings().first()
@@ -141,6 +129,17 @@ def person_identifier(text: str) -> str | None:
     """What an operator typed (an email or a userId) as a ``sync.people`` identifier."""
     text = text.strip()
     return people.identifier(text) if text else None
+
+
+async def person_keys(ledger: Ledger, text: str) -> tuple[str, ...]:
+    """The ordering keys under which the person ``text`` names (an email or a userId) has rows."""
+    ident = person_identifier(text)
+    if ident is None:
+        return ()
+    async with ledger._tx() as conn:
+        person = await conn.scalar(sa.select(identities.c.person).where(identities.c.identifier == ident)) or ident
+        named = (await conn.execute(sa.select(identities.c.identifier).where(identities.c.person == person))).all()
+    return tuple(sorted({person, ident, *(r.identifier for r in named)}))
 
 
 async def timeline(ledger: Ledger, text: str = "", *, key: str = "", after: int = 0, limit: int = 100) -> Page:
@@ -167,6 +166,9 @@ async def timeline(ledger: Ledger, text: str = "", *, key: str = "", after: int 
 def _cursor(text: str) -> tuple[datetime, int]:
     moment, _, row_id = text.rpartition("|")
     try:
-        return datetime.fromisoformat(moment), int(row_id)
-    except ValueError:
+        if len(text) > 80 or not (row_id.isascii() and row_id.isdigit() and len(row_id) <= 18):
+            raise ValueError(text)
+        when = datetime.fromisoformat(moment)
+        return (when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)), int(row_id)
+    except (ValueError, OverflowError):
         raise ValueError(f"not a page cursor: {text[:60]!r}") from None

@@ -66,6 +66,7 @@ class Row:
     retry_from: datetime  # start of the retry window: received_at, or the last requeue
     mapped: dict[str, Any] | None = None
     mapping_digest: str | None = None
+    name: str | None = None  # the event's name (``history.event_name``); None on rows older than revision 0009
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -102,6 +103,21 @@ def claimable(queue: Sequence[Queued], in_flight: frozenset[int] = frozenset()) 
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Attempt:
+    """One try of one row, as its history keeps it (SPEC section 12): what was called, what came back."""
+
+    row_id: int
+    direction: Direction
+    outcome: str  # "delivered", "retry" or "dead"
+    endpoint: str | None = None  # the endpoint actually called (the bulk one when batched)
+    http_status: int | None = None  # None: no answer (timeout, connection refused) or not sent
+    detail: str | None = None  # the error and an excerpt of the upstream's answer about this row
+    next_attempt_at: datetime | None = None
+    name: str | None = None  # the event name (failure counters per event name)
+    latency: float | None = None  # seconds from received to delivered (delivered rows)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Settlement:
     """The outcome of one delivery round, applied to the ledger in one transaction."""
 
@@ -110,6 +126,7 @@ class Settlement:
     dead: tuple[tuple[int, str], ...] = ()
     released: tuple[int, ...] = ()
     forgotten: tuple[int, ...] = ()  # delivered deletions: their own payload becomes a tombstone too
+    attempts: tuple[Attempt, ...] = ()  # the history of this round (``sync.ledger.history.record``)
 
     @property
     def size(self) -> int:

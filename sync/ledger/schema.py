@@ -57,6 +57,7 @@ events = sa.Table(
     sa.Column("retry_from", UTCDateTime(), nullable=True),  # start of the retry window (NULL: received_at)
     sa.Column("mapped", sa.JSON(), nullable=True),  # the upstream call decided at intake (NULL: older rows)
     sa.Column("mapping_digest", sa.String(64), nullable=True),  # which mapping config decided it
+    sa.Column("name", sa.String(255), nullable=True),  # the event's name (track, page, screen; inbound: its kind)
     sa.UniqueConstraint("direction", "key", name="uq_events_direction_key"),
     sa.Index(
         "ix_events_due",
@@ -77,6 +78,8 @@ events = sa.Table(
     sa.Index("ix_events_status_updated", "status", "updated_at"),
     sa.Index("ix_events_held", "user_key", "id", postgresql_where=_held, sqlite_where=_held),
     sa.Index("ix_events_person", "user_key", "id"),  # a person's timeline in the console, every status
+    sa.Index("ix_events_status_name", "status", "name", "updated_at"),  # console: problems by event name
+    sa.Index("ix_events_received", "received_at", "id"),  # console: the live tail
     sa.Index("ix_events_leased", "lease_owner", "lease_expires_at", postgresql_where=_leased, sqlite_where=_leased),
 )
 
@@ -113,4 +116,30 @@ cursors = sa.Table(
     sa.Column("name", sa.String(255), primary_key=True),
     sa.Column("position", sa.Text(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+attempts = sa.Table(  # each row's delivery history (SPEC section 12): kept when the row is retried or delivered
+    "attempts",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False),  # delivered, retry, dead, requeued, redecided
+    sa.Column("endpoint", sa.String(128), nullable=True),  # the endpoint actually called (bulk or single)
+    sa.Column("http_status", sa.Integer(), nullable=True),  # None: no answer (timeout, connection error)
+    sa.Column("detail", sa.Text(), nullable=True),  # the error, and an excerpt of the upstream's answer
+    sa.Column("next_attempt_at", UTCDateTime(), nullable=True),
+    sa.Index("ix_attempts_event", "event_id", "id"),
+    sa.Index("ix_attempts_at", "at"),
+)
+
+counters = sa.Table(  # maintained counts per 5-minute bucket: the overview sums buckets, never the ledger
+    "counters",
+    metadata,
+    sa.Column("bucket", UTCDateTime(), nullable=False),
+    sa.Column("direction", sa.String(16), nullable=False),
+    sa.Column("metric", sa.String(32), nullable=False),  # delivered, failed, latency_le_<s>, latency_sum, ...
+    sa.Column("label", sa.String(255), nullable=False),  # "" or "<reason class>|<event name>"
+    sa.Column("value", sa.Float(), nullable=False),
+    sa.PrimaryKeyConstraint("bucket", "direction", "metric", "label", name="pk_counters"),
 )

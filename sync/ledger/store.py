@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from sync import people
 from sync.errors import LedgerNotMigrated, LedgerUnavailable
+from sync.ledger import history
 from sync.ledger.model import (
     TERMINAL,
     Claim,
@@ -106,6 +107,7 @@ def _row(mapping: Any) -> Row:
         retry_from=mapping["retry_from"] or mapping["received_at"],
         mapped=mapping["mapped"],
         mapping_digest=mapping["mapping_digest"],
+        name=mapping["name"],
     )
 
 
@@ -298,7 +300,7 @@ class Ledger:
                         lease_owner=claim.owner, lease_expires_at=until, last_error=r.last_error, reason=r.reason,
                         received_at=_moment(r.received_at), updated_at=_moment(r.updated_at),
                         retry_from=_moment(r.retry_from or r.received_at),
-                        mapped=r.mapped, mapping_digest=r.mapping_digest) for r in found]
+                        mapped=r.mapped, mapping_digest=r.mapping_digest, name=r.name) for r in found]
 
     async def _claimable(self, conn: AsyncConnection, claim: Claim, keys: list[str], up_to: int,
                          now: datetime) -> list[int]:
@@ -358,6 +360,7 @@ class Ledger:
                 await conn.execute(stmt.values(next_attempt_at=now, **free))
             if settlement.forgotten:
                 await self._forget_deletions(conn, settlement.forgotten)
+            await history.record(conn, settlement.attempts, now)
 
     @staticmethod
     async def _forget_deletions(conn: AsyncConnection, ids: Sequence[int]) -> None:
@@ -507,6 +510,8 @@ class Ledger:
 
     async def purge(self, older_than: datetime, *, chunk: int = 1000) -> int:
         """Delete terminal rows last changed before ``older_than``, ``chunk`` rows per transaction."""
+        async with self._tx() as conn:
+            await history.purge(conn, older_than)
         total = 0
         while True:
             ids = (
@@ -576,6 +581,7 @@ def _insert_values(e: NewEvent, now: datetime, persons: dict[str, str]) -> dict[
         "retry_from": now,
         "mapped": e.mapped,
         "mapping_digest": e.mapping_digest,
+        "name": history.event_name(e.direction, e.kind, e.payload),
     }
 
 

@@ -99,7 +99,7 @@ async def test_read_a_dead_letter_retry_it_and_see_it_delivered(
     await page.get_by_role("button", name="Retry this row").click()
     await expect(page.locator("#confirm-count")).to_contain_text("This will requeue 1 row as pending")
     await page.get_by_role("button", name="Requeue 1 row").click()
-    await expect(page.get_by_role("status")).to_have_text("Requeued 1 rows as pending.")
+    await expect(page.get_by_role("status")).to_have_text("Requeued 1 row as pending.")
     await page.get_by_role("link", name="Overview").click()
     await expect(page.locator('[data-count="outbound-delivered"]')).to_have_text("1", timeout=15_000)
     await expect(page.locator('[data-count="outbound-dead"]')).to_have_text("0")

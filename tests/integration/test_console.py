@@ -136,7 +136,7 @@ async def test_retry_asks_to_confirm_then_the_dead_letter_is_delivered(
         assert (await daemon.ledger.get(Direction.OUTBOUND, "c-dead")).status is Status.DEAD  # type: ignore[union-attr]
         fake.poison_emails = set()
         async with http.post(f"{base(daemon)}/console/retry", data={**form, "confirm": "1"}) as response:
-            assert "Requeued 1 rows" in await response.text()
+            assert "Requeued 1 row as pending" in await response.text()
 
     async def delivered() -> bool:
         row = await daemon.ledger.get(Direction.OUTBOUND, "c-dead")

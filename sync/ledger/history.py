@@ -1,0 +1,174 @@
+"""Each row's delivery history and the counters the overview reads (SPEC section 12, "Finding and explaining").
+
+``record`` is the one call settlement makes: inside the settlement's transaction it appends one ``attempts``
+row per row tried (the endpoint actually called, the HTTP status, an excerpt of the answer, the next attempt)
+and bumps the 5-minute ``counters`` (deliveries, dead letters per reason class and event name, the latency
+histogram, the last delivery). The history is a table of its own, so it outlives a successful retry.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from sync.ledger.model import Attempt, Direction
+from sync.ledger.schema import attempts, counters
+
+BUCKET = timedelta(minutes=5)
+# seconds, received -> delivered; the same edges as the ``sync_delivery_latency_seconds`` histogram
+LATENCY_EDGES = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0)
+DETAIL_CHARS = 1000
+Counts = dict[tuple[str, str, str], float]  # (direction, metric, label) -> amount
+_EMAIL = re.compile(r"[^\s\"'<>,;:()\[\]{}]+@[^\s\"'<>,;:()\[\]{}]+")
+_CLASSES = (  # (reason class, pattern), first match wins: a small, bounded label set
+    ("disallowed event name", re.compile(r"disallowedEventNames", re.I)),
+    ("invalid identifier", re.compile(r"invalid(Emails|UserIds|DataEmails|DataUserIds)|invalid email", re.I)),
+    ("user not found", re.compile(r"notFound|does not exist|not found", re.I)),
+    ("conflict", re.compile(r"conflict(Emails|UserIds)|HTTP 409", re.I)),
+    ("type conflict", re.compile(r"type", re.I)),
+    ("gave up retrying", re.compile(r"^gave up after", re.I)),
+    ("upstream refused (4xx)", re.compile(r"HTTP 4\d\d", re.I)),
+    ("mapping", re.compile(r"cannot map|cannot build|no longer sendable", re.I)),
+    ("no identifier", re.compile(r"no email or userId|anonymous", re.I)),
+    ("invalid input", re.compile(r"required|must be|expected|not a|invalid", re.I)),
+    ("consent", re.compile(r"consent", re.I)),
+)
+
+
+def event_name(direction: Direction | str, kind: str, payload: Any) -> str | None:
+    """The name an operator searches for: a track's ``event``, a page's or screen's ``name`` (a type when
+    it has none), an inbound event's Iterable name. At most 255 characters."""
+    if Direction(direction) is Direction.INBOUND:
+        return kind[:255] or None
+    body = payload if isinstance(payload, dict) else {}
+    value = body.get("event") if kind == "track" else body.get("name") if kind in ("page", "screen") else None
+    return (value.strip()[:255] or kind) if isinstance(value, str) else kind[:255] or None
+
+
+def reason_class(reason: str | None) -> str:
+    """A reason as one of a few classes (failure groups, metric labels)."""
+    text = reason or ""
+    return next((name for name, pattern in _CLASSES if pattern.search(text)), "other" if text else "none")
+
+
+def scrub(text: str) -> str:
+    """``text`` without email addresses (an upstream's answer may quote the person)."""
+    return _EMAIL.sub("[email]", text)
+
+
+def excerpt(answer: Any, *, named_by: str | None = None) -> str:
+    """A short, person-free excerpt of an upstream answer: the list that named this item (``named_by``) and
+    the answer's counts or its code and message."""
+    parts = [f"{named_by} named this item"] if named_by else []
+    if isinstance(answer, dict):
+        shown = {k: answer[k] for k in ("code", "msg", "message", "successCount", "failCount",
+                                        "disallowedEventNames") if k in answer}
+        if isinstance(answer.get("failedUpdates"), dict):
+            shown["failedUpdates"] = {k: len(v) for k, v in answer["failedUpdates"].items()
+                                      if isinstance(v, list) and v}
+        parts.append(json.dumps(shown, ensure_ascii=False, default=str, sort_keys=True))
+    elif answer:
+        parts.append(str(answer))
+    return scrub("; ".join(parts))[:DETAIL_CHARS]
+
+
+async def record(conn: AsyncConnection, tried: Sequence[Attempt], now: datetime) -> None:
+    """Append the history of one settlement and bump its counters (in the settlement's transaction)."""
+    if not tried:
+        return
+    await conn.execute(attempts.insert(), [
+        {"event_id": a.row_id, "at": now, "outcome": a.outcome, "endpoint": a.endpoint, "http_status": a.http_status,
+         "detail": scrub(a.detail)[:DETAIL_CHARS] if a.detail else None, "next_attempt_at": a.next_attempt_at}
+        for a in tried])
+    await bump(conn, _tally(tried), now)
+
+
+async def note(conn: AsyncConnection, ids: Sequence[int], outcome: str, detail: str, now: datetime) -> None:
+    """An operator's action in the rows' history (``requeued``, ``redecided``)."""
+    if ids:
+        await conn.execute(attempts.insert(), [{"event_id": i, "at": now, "outcome": outcome,
+                                                "detail": scrub(detail)[:DETAIL_CHARS]} for i in ids])
+
+
+def _tally(tried: Sequence[Attempt]) -> Counts:
+    counts: Counts = {}
+    for a in tried:
+        d = a.direction.value
+        if a.outcome == "delivered":
+            _add(counts, (d, "delivered", ""), 1)
+            if a.latency is not None:
+                _add(counts, (d, "latency_count", latency_edge(a.latency)), 1)
+                _add(counts, (d, "latency_sum", ""), a.latency)
+        elif a.outcome == "dead":
+            _add(counts, (d, "failed", f"{reason_class(a.detail)}|{a.name or ''}"[:255]), 1)
+    return counts
+
+
+def _add(counts: Counts, key: tuple[str, str, str], amount: float) -> None:
+    counts[key] = counts.get(key, 0.0) + amount
+
+
+def latency_edge(seconds: float) -> str:
+    """The histogram bucket (its upper edge, as text) ``seconds`` falls in."""
+    return next((f"{edge:g}" for edge in LATENCY_EDGES if seconds <= edge), "+Inf")
+
+
+async def bump(conn: AsyncConnection, counts: Counts, now: datetime) -> None:
+    """Add ``counts`` ((direction, metric, label) -> amount) to the bucket of ``now``; note the last delivery."""
+    bucket = bucket_of(now)
+    rows = [{"bucket": bucket, "direction": d, "metric": m, "label": label, "value": float(n)}
+            for (d, m, label), n in sorted(counts.items())]
+    rows += [{"bucket": EPOCH, "direction": d, "metric": "last_delivery", "label": "", "value": now.timestamp()}
+             for d in sorted({d for (d, m, _) in counts if m == "delivered"})]
+    if not rows:
+        return
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(counters)
+    added = sa.case((stmt.excluded.metric == "last_delivery",
+                     sa.case((stmt.excluded.value > counters.c.value, stmt.excluded.value), else_=counters.c.value)),
+                    else_=counters.c.value + stmt.excluded.value)
+    stmt = stmt.on_conflict_do_update(index_elements=["bucket", "direction", "metric", "label"],
+                                      set_={"value": added})
+    await conn.execute(stmt, rows)
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # the bucket of values that are not per time (the last delivery)
+
+
+def bucket_of(moment: datetime) -> datetime:
+    seconds = int(moment.timestamp())
+    return datetime.fromtimestamp(seconds - seconds % int(BUCKET.total_seconds()), UTC)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Entry:
+    """One line of a row's history as the console shows it."""
+
+    at: datetime
+    outcome: str
+    endpoint: str | None
+    http_status: int | None
+    detail: str | None
+    next_attempt_at: datetime | None
+
+
+async def of_row(conn: AsyncConnection, row_id: int, *, limit: int = 100) -> list[Entry]:
+    """A row's history, oldest first (the latest ``limit`` entries)."""
+    query = sa.select(attempts).where(attempts.c.event_id == row_id).order_by(attempts.c.id.desc()).limit(limit)
+    found = [Entry(at=r.at, outcome=r.outcome, endpoint=r.endpoint, http_status=r.http_status, detail=r.detail,
+                   next_attempt_at=r.next_attempt_at) for r in (await conn.execute(query)).all()]
+    return found[::-1]
+
+
+async def purge(conn: AsyncConnection, older_than: datetime) -> None:
+    """Drop history and counters older than the ledger's retention (with ``Ledger.purge``)."""
+    await conn.execute(attempts.delete().where(attempts.c.at < older_than))
+    await conn.execute(counters.delete().where(counters.c.bucket < older_than, counters.c.bucket > EPOCH))
