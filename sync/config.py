@@ -118,6 +118,7 @@ class InboundConfig:
 class DeliveryConfig:
     max_retry_hours: float = 72.0
     lease_seconds: float = 120.0  # a claim's lease; a crashed process's rows return after it
+    metrics_event_names: int = 20  # failure metrics name this many event names; the rest are "other"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -143,7 +143,7 @@ def build(config: Config, ledger: Ledger, session: aiohttp.ClientSession, metric
     health = Health(check=lambda: migrate.ensure_current(ledger.engine))
     app = create_app(config, intake, metrics, health)
     if config.console.enabled:
-        console.install(app, config, ledger, workers, digest)
+        console.install(app, config, ledger, workers, digest, metrics=metrics)
     daemon = Daemon(config=config, ledger=ledger, metrics=metrics, workers=workers, health=health, app=app,
                     jobs=jobs)
     health.paused = daemon.paused
@@ -159,7 +159,7 @@ async def running(config: Config) -> AsyncIterator[Daemon]:
         resources.push_async_callback(engine.dispose)
         await migrate.upgrade(engine)
         session = await resources.enter_async_context(aiohttp.ClientSession())
-        daemon = build(config, Ledger(engine), session, Metrics())
+        daemon = build(config, Ledger(engine), session, Metrics(event_names=config.delivery.metrics_event_names))
         await _announce_mapping(daemon)
         resources.callback(_close_sinks, daemon)
         runner = web.AppRunner(daemon.app, access_log=None, handle_signals=False)

@@ -391,6 +391,11 @@ class Worker:
         self.metrics.dead.labels(direction=direction).inc(len(settlement.dead))
         for row_id in settlement.delivered:
             self.metrics.latency.observe(max(0.0, (now - received[row_id]).total_seconds()))
+        for tried in settlement.attempts:  # end-to-end latency per direction, dead letters by reason and name
+            if tried.latency is not None:
+                self.metrics.delivery_latency.labels(direction=direction).observe(tried.latency)
+            elif tried.outcome == "dead":
+                self.metrics.failed(direction, tried.detail, tried.name)
         for row_id, reason in settlement.dead:
             log.warning("event dead-lettered", extra={"direction": direction, "row": row_id, "reason": reason})
 

@@ -27,8 +27,10 @@ from sync.config import Config, secrets
 from sync.console import session
 from sync.console.budget import LoginBudget
 from sync.delivery import Worker
-from sync.ledger import Direction, Ledger, Row, Status, browse, history
+from sync.ledger import Direction, Ledger, Row, Status, browse, counters, history
+from sync.ledger.model import Pending
 from sync.logs import Redactor
+from sync.metrics import Metrics
 
 log = logging.getLogger("sync.console")
 
@@ -58,10 +60,12 @@ class Console:
     pages: jinja2.Environment
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     logins: LoginBudget = field(default_factory=LoginBudget)
+    metrics: Metrics | None = None
+    _pending: tuple[float, Pending] | None = None  # the last pending reading, shared by every open tab
 
-    def render(self, request: web.Request, name: str, status: int = 200, **values: Any) -> web.Response:
+    def render(self, request: web.Request, template: str, status: int = 200, **values: Any) -> web.Response:
         cookie = request.cookies.get(session.COOKIE, "")
-        page = self.pages.get_template(name).render(csrf=session.csrf_token(cookie) if cookie else "",
+        page = self.pages.get_template(template).render(csrf=session.csrf_token(cookie) if cookie else "",
                                                     now=self.clock(), digest=self.digest, **values)
         return web.Response(text=page, status=status, content_type="text/html", headers=SECURITY_HEADERS)
 
@@ -69,22 +73,24 @@ class Console:
 CONSOLE = web.AppKey("console", Console)
 
 
-def install(app: web.Application, config: Config, ledger: Ledger, workers: Sequence[Worker], digest: str) -> None:
+def install(app: web.Application, config: Config, ledger: Ledger, workers: Sequence[Worker], digest: str, *,
+            metrics: Metrics | None = None) -> None:
     """Add the console's routes to the daemon's app (``console.enabled``)."""
     pages = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
                                undefined=jinja2.StrictUndefined)
     console = Console(config=config, ledger=ledger, workers=workers, digest=digest,
-                      redactor=Redactor(secrets(config)), pages=pages)
+                      redactor=Redactor(secrets(config)), pages=pages, metrics=metrics)
     pages.globals["static"] = _static_urls()
     pages.filters.update(age=_age, when=_when, became=_became, what=_what, shown=lambda v: _shown(console.redactor, v),
-                         redact=console.redactor.redact, rows=_rows, who=_who,
+                         redact=console.redactor.redact, rows=_rows, who=_who, seconds=_seconds,
                          when_rel=lambda moment: _when_rel(moment, console.clock()))
     app[CONSOLE] = console
     app.router.add_get("/console/login", login_form)
     app.router.add_post("/console/login", login)
     app.router.add_static("/console/static", HERE / "static")
     for path, handler in (("/console", overview), ("/console/overview", overview_part), ("/console/rows", rows),
-                          ("/console/rows/{id:\\d+}", row_detail), ("/console/person", person)):
+                          ("/console/rows/{id:\\d+}", row_detail), ("/console/person", person),
+                          ("/console/groups", groups), ("/console/tail", tail), ("/console/tail/part", tail_part)):
         app.router.add_get(path, _session(handler))
     for path, handler in (("/console/logout", logout), ("/console/retry", retry), ("/console/pause", pause),
                           ("/console/resume", resume)):
@@ -170,13 +176,62 @@ async def overview_part(request: web.Request) -> web.StreamResponse:
 
 
 async def _overview(console: Console) -> dict[str, Any]:
+    """Pending rows (read through the pending index, at most every ``PENDING_SECONDS`` for all tabs), and the
+    maintained counters: deliveries and dead letters per 5 minutes, the last delivery, latency quantiles."""
     now = console.clock()
-    seen = await browse.overview(console.ledger, now)
+    async with console.ledger._tx() as conn:
+        trends = await counters.trends(conn, now)
+        pauses = await browse.pauses(conn)
+    pending = await _pending(console)
     directions = [d.value for d in Direction]
-    counts = {d: {s.value: seen.counts.get((d, s.value), 0) for s in Status} for d in directions}
-    oldest = {d: (now - t).total_seconds() for d, t in seen.oldest_pending.items()}
-    return {"counts": counts, "oldest": oldest, "pauses": seen.pauses, "delivered": seen.delivered,
-            "statuses": [s.value for s in Status], "all_directions": directions}
+    oldest = {d: (now - t).total_seconds() for d, t in pending.oldest.items()}
+    since = {d: (now - t.last_delivery).total_seconds() for d, t in trends.directions.items() if t.last_delivery}
+    ticks = [(i, trends.start + trends.step * i) for i in range(0, counters.TREND_BUCKETS + 1, 6)]
+    return {"pending": pending, "oldest": oldest, "pauses": pauses, "trends": trends.directions, "ticks": ticks,
+            "since_delivery": since, "all_directions": directions, "bars": counters.TREND_BUCKETS}
+
+
+PENDING_SECONDS = 2.0
+
+
+async def _pending(console: Console) -> Pending:
+    if console._pending and time.monotonic() - console._pending[0] < PENDING_SECONDS:
+        return console._pending[1]
+    reading = await console.ledger.pending()
+    console._pending = (time.monotonic(), reading)
+    return reading
+
+
+async def groups(request: web.Request) -> web.StreamResponse:
+    """Problem rows grouped by direction, reason class and event name, with counts, a sample and a retry."""
+    console = request.app[CONSOLE]
+    wanted, problem = _filter(request.query)
+    async with console.ledger._tx() as conn:
+        found = await counters.groups(conn, wanted.status, console.clock(), direction=wanted.direction)
+    return console.render(request, "groups.html", groups=found, wanted=wanted, problem=problem,
+                          statuses=[s.value for s in browse.PROBLEMS], retryable=wanted.status in browse.RETRYABLE,
+                          redecides=wanted.status in (Status.REJECTED, Status.SKIPPED))
+
+
+async def tail(request: web.Request) -> web.StreamResponse:
+    """The live tail: the latest events as they arrive (htmx polls ``tail_part``)."""
+    console = request.app[CONSOLE]
+    return console.render(request, "tail.html", **await _tail(console, request.query))
+
+
+async def tail_part(request: web.Request) -> web.StreamResponse:
+    console = request.app[CONSOLE]
+    return console.render(request, "tail_part.html", **await _tail(console, request.query))
+
+
+async def _tail(console: Console, query: Any) -> dict[str, Any]:
+    direction = query.get("direction") or None
+    if direction not in (None, *Direction):
+        direction = None
+    name = _text(query, "name")
+    found = await browse.tail(console.ledger, direction=Direction(direction) if direction else None, name=name)
+    return {"tail": found, "direction": direction or "", "event_name": name or "",
+            "query": urlencode({k: v for k, v in (("direction", direction), ("name", name)) if v})}
 
 
 async def rows(request: web.Request) -> web.StreamResponse:
@@ -253,6 +308,8 @@ async def pause(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     direction = _direction(form.get("direction"))
     reason = str(form.get("reason") or "").strip()[:500] or "paused from the console"
+    if form.get("confirm") != "1":  # pausing production is never one click
+        return console.render(request, "pause_confirm.html", direction=direction.value, reason=reason)
     await console.ledger.pause(direction, reason, console.clock(), kind="manual")
     log.warning("direction paused from the console", extra={"direction": direction.value, "reason": reason})
     _recheck(console)
@@ -305,7 +362,7 @@ def _filter(values: Any) -> tuple[browse.RowFilter, str | None]:
     return wanted, "; ".join(problems) or None
 
 
-FILTER_FIELDS = ("status", "direction", "kind", "name", "message_id", "person", "reason", "since", "until")
+FILTER_FIELDS = ("status", "direction", "kind", "name", "message_id", "person", "class", "reason", "since", "until")
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -335,11 +392,19 @@ def _number(value: Any) -> int | None:
 
 async def _person(console: Console, wanted: browse.RowFilter, problem: str | None,
                   values: Any) -> tuple[browse.RowFilter, str | None]:
-    """The filter narrowed to the person ``values["person"]`` names (an email or a userId)."""
+    """The filter narrowed to the person ``values["person"]`` names (an email or a userId), and to the failure
+    group ``values["class"]`` names (with the direction and event name)."""
     text = _text(values, "person")
-    if not text:
-        return wanted, problem
-    return replace(wanted, people=await browse.person_keys(console.ledger, text)), problem
+    if text:
+        wanted = replace(wanted, people=await browse.person_keys(console.ledger, text))
+    group = _text(values, "class")
+    if group:
+        async with console.ledger._tx() as conn:
+            found = await counters.groups(conn, wanted.status, console.clock(), direction=wanted.direction, limit=10_000)
+        reasons = [r for g in found if g.reason_class == group and (wanted.name is None or g.name == wanted.name)
+                   for r in g.reasons]
+        wanted = replace(wanted, reasons=tuple(reasons))
+    return wanted, problem
 
 
 def _static_urls() -> Callable[[str], str]:
@@ -378,6 +443,15 @@ def _when_rel(moment: datetime | None, now: datetime) -> Markup:
     iso = moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return Markup('<time datetime="{0}" title="{0}">{1}</time> <span class="rel">({2})</span>').format(
         iso, _when(moment), relative)
+
+
+def _seconds(value: float | None) -> str:
+    """A latency as an operator reads it: "120 ms", "4.2 s", "3 min"; "none" without one."""
+    if value is None:
+        return "none"
+    if value < 1:
+        return f"{value * 1000:.0f} ms"
+    return f"{value:.1f} s" if value < 60 else _age(value)
 
 
 def _rows(count: int) -> str:

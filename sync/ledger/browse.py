@@ -7,10 +7,11 @@ Every list is keyset-paged on an index (``ix_events_status_updated`` for the pro
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sync import people
 from sync.ledger.model import Direction, Row, Status
@@ -19,7 +20,6 @@ from sync.ledger.store import NOT_FORGOTTEN, PAUSE_KINDS, Ledger, _row
 
 PROBLEMS = (Status.DEAD, Status.REJECTED, Status.SKIPPED, Status.HELD)
 RETRYABLE = (Status.DEAD, Status.REJECTED, Status.SKIPPED)  # as ``ledger retry --status``
-BUCKETS = 12  # the delivery chart: the last hour in 5-minute bars
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -33,6 +33,7 @@ class RowFilter:
     key: str | None = None  # the messageId (outbound) or inbound key
     people: tuple[str, ...] | None = None  # the ordering keys of one person (``person_keys``)
     reason: str | None = None  # a piece of the reason text, any case
+    reasons: tuple[str, ...] | None = None  # exact reason texts (a failure group's, ``counters.groups``)
     since: datetime | None = None  # last changed at or after
     until: datetime | None = None  # last changed before
 
@@ -48,6 +49,8 @@ class RowFilter:
             conditions.append(events.c.key == self.key)
         if self.people is not None:
             conditions.append(events.c.user_key.in_(list(self.people) or [""]))
+        if self.reasons is not None:
+            conditions.append(events.c.reason.in_(list(self.reasons) or [""]))
         if self.reason:
             conditions.append(sa.func.lower(events.c.reason).contains(self.reason.lower(), autoescape=True))
         if self.since:
@@ -71,31 +74,27 @@ class Pause:
     since: datetime
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Overview:
-    counts: dict[tuple[str, str], int]
-    oldest_pending: dict[str, datetime]
-    pauses: list[Pause]
-    delivered: dict[str, list[int]]  # per direction, delivered rows per 5-minute bucket, oldest first
-
-
-async def overview(ledger: Ledger, now: datetime) -> Overview:
-    stats = await ledger.stats()
-    start = now - timedelta(hours=1)
-    step = timedelta(hours=1) / BUCKETS
-    delivered = {d.value: [0] * BUCKETS for d in Direction}
+async def pauses(conn: AsyncConnection) -> list[Pause]:
+    """The open pause spans, oldest first."""
     query = sa.select(downtime).where(downtime.c.ended_at.is_(None), downtime.c.kind.in_(PAUSE_KINDS))
+    return [Pause(direction=r.direction, kind=r.kind, reason=r.reason, since=r.started_at)
+            for r in (await conn.execute(query.order_by(downtime.c.id))).all()]
+
+
+async def tail(ledger: Ledger, *, direction: Direction | None = None, name: str | None = None,
+               after: int = 0, limit: int = 50) -> list[Row]:
+    """The most recently received rows (every status), newest first; with ``after``, only rows newer than that
+    id. Reads ``ix_events_received`` backwards (``name``: among the latest 5,000)."""
+    query = sa.select(events).where(events.c.id > after).order_by(events.c.received_at.desc(), events.c.id.desc())
+    if direction or name:
+        recent = sa.select(events.c.id).order_by(events.c.received_at.desc(), events.c.id.desc()).limit(5000)
+        query = query.where(events.c.id.in_(recent.scalar_subquery()))
+    if direction:
+        query = query.where(events.c.direction == direction)
+    if name:
+        query = query.where(events.c.name == name)
     async with ledger._tx() as conn:
-        pauses = [Pause(direction=r.direction, kind=r.kind, reason=r.reason, since=r.started_at)
-                  for r in (await conn.execute(query.order_by(downtime.c.id))).all()]
-        for n in range(BUCKETS):  # each a range count on (status, updated_at)
-            low, high = start + step * n, start + step * (n + 1)
-            counted = sa.select(events.c.direction, sa.func.count()).where(
-                events.c.status == Status.DELIVERED, events.c.updated_at >= low, events.c.updated_at < high
-            ).group_by(events.c.direction)
-            for direction, count in (await conn.execute(counted)).all():
-                delivered.setdefault(direction, [0] * BUCKETS)[n] = count
-    return Overview(counts=stats.counts, oldest_pending=stats.oldest_pending, pauses=pauses, delivered=delivered)
+        return [_row(r) for r in (await conn.execute(query.limit(limit))).mappings()]
 
 
 async def problems(ledger: Ledger, wanted: RowFilter, *, after: str | None = None, limit: int = 50) -> Page:

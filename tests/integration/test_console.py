@@ -150,6 +150,11 @@ async def test_a_manual_pause_holds_delivery_until_resumed(
     async with http:
         async with http.post(f"{base(daemon)}/console/pause",
                              data={"csrf": csrf, "direction": "outbound", "reason": "Iterable incident"}) as response:
+            assert "Yes, pause outbound" in await response.text()  # a pause asks for confirmation first
+        assert (await daemon.ledger.stats()).paused == {}
+        async with http.post(f"{base(daemon)}/console/pause", data={"csrf": csrf, "direction": "outbound",
+                                                                   "reason": "Iterable incident", "confirm": "1"}) \
+                as response:
             page = await response.text()
         assert "outbound paused" in page and "Iterable incident" in page
         await send(daemon, [{"type": "track", "userId": "p1", "event": "Waits", "messageId": "c-paused"}])

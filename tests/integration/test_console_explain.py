@@ -149,3 +149,73 @@ async def test_login_failures_are_budgeted_per_client_address(daemon: Daemon) ->
                              allow_redirects=False) as reply:
             assert reply.status == 429 and "Too many failed logins" in await reply.text()
     assert statuses == [401, 401, 401, 429]
+
+
+async def test_failures_are_grouped_with_counts_a_sample_and_a_group_retry(
+        daemon: Daemon, fake_iterable: tuple[FakeIterable, str]) -> None:
+    fake = fake_iterable[0]
+    fake.disallowed_event_names = {"Beta Opened", "Gamma Opened"}
+    await send(daemon, [{"type": "track", "userId": f"g{n}", "event": "Beta Opened", "messageId": f"g-beta-{n}"}
+                        for n in range(3)] + [{"type": "track", "userId": "g9", "event": "Gamma Opened",
+                                               "messageId": "g-gamma"}])
+    for key in ("g-beta-0", "g-beta-1", "g-beta-2", "g-gamma"):
+        await settled(daemon, key, Status.DEAD)
+    http, csrf = await logged_in(daemon)
+    async with http:
+        async with http.get(f"{base(daemon)}/console/groups", params={"status": "dead"}) as reply:
+            page = await reply.text()
+        beta = page.split('data-group="outbound|disallowed event name|Beta Opened"', 1)[1].split("</tr>", 1)[0]
+        assert re.findall(r'data-label="(?:1 h|24 h|All)"[^>]*>(\d+)<', beta) == ["3", "3", "3"]
+        assert 'href="/console/rows/' in beta and "Retry 3 rows" in beta
+        async with http.get(f"{base(daemon)}/console/rows", params={
+                "status": "dead", "direction": "outbound", "class": "disallowed event name",
+                "name": "Beta Opened"}) as reply:
+            assert '<strong id="matching">3</strong> rows match' in await reply.text()  # the group opened
+        fake.disallowed_event_names = {"Gamma Opened"}
+        form = {"csrf": csrf, "all": "1", "status": "dead", "direction": "outbound",
+                "class": "disallowed event name", "name": "Beta Opened"}
+        async with http.post(f"{base(daemon)}/console/retry", data=form) as reply:
+            assert "requeue <strong>3</strong> rows" in await reply.text()
+        async with http.post(f"{base(daemon)}/console/retry", data={**form, "confirm": "1"}) as reply:
+            assert "Requeued 3 rows as pending." in await reply.text()
+    for n in range(3):
+        await settled(daemon, f"g-beta-{n}", Status.DELIVERED)
+    gamma = await daemon.ledger.get(Direction.OUTBOUND, "g-gamma")
+    assert gamma is not None and gamma.status is Status.DEAD  # another group: untouched
+
+
+async def test_the_overview_shows_trends_latency_and_metrics_export_them(
+        daemon: Daemon, fake_iterable: tuple[FakeIterable, str]) -> None:
+    fake_iterable[0].disallowed_event_names = {"Beta Opened"}
+    await send(daemon, [{"type": "track", "userId": "o1", "event": "Song Played", "messageId": "o-ok"},
+                        {"type": "track", "userId": "o2", "event": "Beta Opened", "messageId": "o-dead"}])
+    await settled(daemon, "o-ok", Status.DELIVERED)
+    await settled(daemon, "o-dead", Status.DEAD)
+    http, _ = await logged_in(daemon)
+    async with http:
+        async with http.get(f"{base(daemon)}/console/overview") as reply:
+            page = await reply.text()
+        async with http.get(f"{base(daemon)}/metrics") as reply:
+            metrics = await reply.text()
+    for counted in ('data-count="outbound-delivered">1<', 'data-count="outbound-dead">1<',
+                    'data-hour="outbound-dead">1<', 'data-count="inbound-delivered">0<'):
+        assert counted in page
+    assert re.search(r'data-latency="outbound-p95">p95 <strong>\d+ ms</strong>', page), page
+    assert re.search(r'data-last-delivery="outbound">\d+ s ago<', page)
+    assert 'data-latency="inbound-p50">p50 <strong>none</strong>' in page
+    assert re.search(r'<rect class="bad" x="235" y="2.0" width="4" height="58.0"><title>1 dead', page)
+    assert 'sync_delivery_latency_seconds_count{direction="outbound"} 1.0' in metrics
+    assert ('sync_delivery_failures_total{direction="outbound",event="Beta Opened",'
+            'reason_class="disallowed event name"} 1.0') in metrics
+
+
+async def test_the_live_tail_shows_an_event_as_it_arrives(daemon: Daemon) -> None:
+    http, _ = await logged_in(daemon)
+    async with http:
+        async with http.get(f"{base(daemon)}/console/tail", params={"name": "Tail Me"}) as reply:
+            assert "Nothing received with that name" in await reply.text()
+        await send(daemon, [{"type": "track", "userId": "t1", "event": "Tail Me", "messageId": "t-1"},
+                            {"type": "track", "userId": "t1", "event": "Other", "messageId": "t-2"}])
+        async with http.get(f"{base(daemon)}/console/tail/part", params={"name": "Tail Me"}) as reply:
+            page = await reply.text()
+    assert page.count("data-row=") == 1 and "Tail Me" in page and 'href="/console/person?key=u%3At1"' in page
