@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install postgres chromium lint test demo run bench clean
+.PHONY: install postgres chromium promtool lint test demo run bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,11 +26,15 @@ postgres:
 chromium:
 	@bash .ci/ensure-chromium
 
+# Debian's prometheus package for promtool (tests/unit/test_deploy.py validates deploy/'s alert rules)
+promtool:
+	@bash .ci/ensure-promtool
+
 lint: install
 	$(BIN)/ruff check sync tests bench
 	$(BIN)/mypy
 
-test: install postgres chromium lint
+test: install postgres chromium promtool lint
 	$(BIN)/python -m pytest
 
 demo: install

@@ -39,6 +39,8 @@ class Metrics:
         self.failures = Counter("sync_delivery_failures", "Rows given up on (dead letters), by reason class and event "
                                 "name (names beyond delivery.metrics_event_names are 'other')",
                                 ["direction", "reason_class", "event"], registry=r)
+        self.deletions = Gauge("sync_deletions_pending", "Deletion requests (SPEC section 11) not yet delivered",
+                               registry=r)
         self.paused = Gauge("sync_direction_paused", "1 while a direction is paused (bad credentials)",
                             ["direction"], registry=r)
         self.held = Gauge("sync_events_held", "Anonymous events waiting for their visitor to be identified",

@@ -15,7 +15,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from sync.backfill import ExportPuller
 from sync.config import Config
-from sync.ledger import Ledger
+from sync.ledger import Ledger, counters
 from sync.metrics import Metrics
 
 log = logging.getLogger("sync.scheduler")
@@ -41,6 +41,8 @@ class Jobs:
     async def refresh_gauges(self) -> None:
         """The pending gauges, read here on a timer so a scrape never reads the ledger."""
         self.metrics.observe_ledger(await self.ledger.pending(), self.clock())
+        async with self.ledger._tx() as conn:
+            self.metrics.deletions.set(await counters.deletions_pending(conn))
 
     async def expire_held(self) -> int:
         """Anonymous events whose visitor was not identified within ``outbound.hold_anonymous_hours`` are skipped."""

@@ -140,3 +140,9 @@ async def groups(conn: AsyncConnection, status: Status, now: datetime, *, direct
         if reason and len(group.reasons) < MAX_GROUP_REASONS:
             group.reasons.append(reason)
     return sorted(merged.values(), key=lambda g: (-g.day, -g.total, g.direction, g.name or ""))[:limit]
+
+
+async def deletions_pending(conn: AsyncConnection) -> int:
+    """Deletion requests not yet delivered (pending rows only: the pending index, never the whole ledger)."""
+    query = sa.select(sa.func.count()).where(events.c.status == Status.PENDING, events.c.kind == "delete")
+    return int(await conn.scalar(query) or 0)
