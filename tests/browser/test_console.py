@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -102,7 +103,7 @@ async def test_read_a_dead_letter_retry_it_and_see_it_delivered(
     await expect(page.get_by_role("status")).to_have_text("Requeued 1 row as pending.")
     await page.get_by_role("link", name="Overview").click()
     await expect(page.locator('[data-count="outbound-delivered"]')).to_have_text("1", timeout=15_000)
-    await expect(page.locator('[data-count="outbound-dead"]')).to_have_text("0")
+    await expect(page.locator('[data-count="outbound-dead"]')).to_have_text("1")  # dead-lettered in 24 h: it was
 
 
 async def test_follow_one_person_across_both_directions(
@@ -150,6 +151,9 @@ async def test_without_a_session_or_with_a_wrong_csrf_token_nothing_changes(
     await page.get_by_label("Reason").first.fill("Iterable incident")
     await page.keyboard.press("Tab")
     await page.keyboard.press("Enter")
+    await expect(page.locator("#pause-confirm")).to_contain_text("Nothing will be sent to Iterable")  # asks first
+    assert (await http_json("GET", f"{serve.url}/readyz"))[1]["paused"] == {}
+    await page.get_by_role("button", name="Yes, pause outbound").click()
     await expect(page.locator(".banner")).to_contain_text("outbound paused by an operator")
 
     async def paused() -> bool:
@@ -158,3 +162,79 @@ async def test_without_a_session_or_with_a_wrong_csrf_token_nothing_changes(
     await page.screenshot(path=shots / "console-paused.png", full_page=True)
     await page.get_by_role("button", name="Resume outbound").click()
     await expect(page.locator(".banner")).to_have_count(0)
+
+
+async def test_why_did_user_x_not_get_event_y(serve: Any, browser: Browser, shots: Path,
+                                             fake_iterable: tuple[FakeIterable, str]) -> None:
+    """The issue's "Done when", walked as an on-call operator would, at 1280 px and then at 390 px."""
+    fake = fake_iterable[0]
+    fake.disallowed_event_names = {"Beta Opened"}
+    await send(serve.url, [{"type": "track", "userId": f"beta-{n}", "event": "Beta Opened", "messageId": f"beta-{n}"}
+                           for n in range(3)] + [
+        {"type": "track", "userId": "fan-1", "event": "Song Played", "messageId": "song-1"},
+        {"type": "group", "userId": "fan-1", "groupId": "band", "messageId": "group-1"}])
+    page = await browser.new_page(viewport={"width": 1280, "height": 900})
+    await log_in(page, serve.url)
+    # the overview: the failure trend and the latency, from counters
+    await expect(page.locator('[data-count="outbound-dead"]')).to_have_text("3", timeout=15_000)
+    await expect(page.locator('[data-count="outbound-delivered"]')).to_have_text("1")
+    await expect(page.locator('[data-latency="outbound-p95"]')).to_contain_text(" ms")
+    await expect(page.locator('[data-last-delivery="outbound"]')).to_contain_text("ago")
+    chart = page.locator("section", has=page.locator("#dir-outbound")).locator("svg.chart")
+    await expect(chart).to_have_attribute("aria-label", re.compile(r"\(1 delivered, 3 dead\)"))
+    await page.screenshot(path=shots / "console-overview.png", full_page=True)
+    # find the dead letter by event name, then by messageId
+    await page.get_by_role("link", name="Dead letters").click()
+    await page.get_by_label("Event name").fill("Beta Opened")
+    await page.get_by_role("button", name="Filter").click()
+    await expect(page.locator("#matching")).to_have_text("3")
+    await page.get_by_label("Event name").fill("")
+    await page.get_by_label("messageId").fill("beta-1")
+    await page.get_by_role("button", name="Filter").click()
+    await expect(page.locator("#matching")).to_have_text("1")
+    await expect(page.locator("table.rows tbody tr")).to_contain_text("beta-1")  # the person column
+    await page.screenshot(path=shots / "console-dead-letters.png", full_page=True)
+    # its attempt history, with Iterable's answer
+    await page.get_by_role("link", name="#").first.click()
+    await expect(page.locator("#reason")).to_contain_text('disallowedEventNames (event "Beta Opened")')
+    history = page.locator("#history tbody tr")
+    await expect(history).to_have_count(1)
+    await expect(history.first).to_contain_text("events/trackBulk")
+    await expect(history.first).to_contain_text("disallowedEventNames named this item")
+    await page.screenshot(path=shots / "console-dead-letter.png", full_page=True)
+    # follow the person from the row
+    await page.get_by_role("link", name="timeline").click()
+    await expect(page.locator("table.timeline tbody tr")).to_have_count(1)
+    await expect(page.locator("table.timeline tbody tr")).to_contain_text("Beta Opened")
+    # open the group, retry it once Iterable allows the event again, watch it deliver
+    await page.get_by_role("link", name="Failure groups").click()
+    group = page.locator('tr[data-group="outbound|disallowed event name|Beta Opened"]')
+    await expect(group.locator("[data-total]")).to_have_text("3")
+    await page.screenshot(path=shots / "console-groups.png", full_page=True)
+    fake.disallowed_event_names = set()
+    await group.get_by_role("button", name="Retry 3 rows").click()
+    await page.get_by_role("button", name="Requeue 3 rows").click()
+    await expect(page.get_by_role("status")).to_have_text("Requeued 3 rows as pending.")
+    await wait_for(lambda: all(f"beta-{n}" in fake.events for n in range(3)), within=15)
+    await page.get_by_role("link", name="Overview").click()
+    await expect(page.locator('[data-count="outbound-delivered"]')).to_have_text("4", timeout=15_000)
+    # retry a skipped row: a re-decision, and the page says so
+    await page.get_by_role("link", name="Skipped").click()
+    await page.get_by_role("link", name="#").first.click()
+    await page.get_by_role("button", name="Retry this row").click()
+    await expect(page.locator("#confirm-count")).to_contain_text("This is a re-decision")
+    await page.get_by_role("button", name="Requeue 1 row").click()
+    await expect(page.get_by_role("status")).to_have_text("Decided 1 row again under the current mapping.")
+    await page.get_by_role("link", name="#").first.click()
+    await expect(page.locator("#history")).to_contain_text("was skipped; decided again under mapping")
+    await expect(page.locator("#reason")).to_contain_text("group is not supported by Iterable")
+    # a phone: stacked cards, the reason in view, nothing wider than the screen
+    await page.set_viewport_size({"width": 390, "height": 844})
+    await page.get_by_role("link", name="Skipped").click()
+    reason = page.locator("td.reason").first
+    await expect(reason).to_be_visible()
+    box = await reason.bounding_box()
+    assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390
+    assert await page.evaluate("document.documentElement.scrollWidth") <= 390
+    await expect(page.locator("td[data-label=Changed] .rel").first).to_have_text(re.compile(r"\((just now|\d+ s ago)\)"))
+    await page.screenshot(path=shots / "console-rows-phone.png", full_page=True)
