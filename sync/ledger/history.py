@@ -33,7 +33,7 @@ _CLASSES = (  # (reason class, pattern), first match wins: a small, bounded labe
     ("invalid identifier", re.compile(r"invalid(Emails|UserIds|DataEmails|DataUserIds)|invalid email", re.I)),
     ("user not found", re.compile(r"notFound|does not exist|not found", re.I)),
     ("conflict", re.compile(r"conflict(Emails|UserIds)|HTTP 409", re.I)),
-    ("type conflict", re.compile(r"type", re.I)),
+    ("type conflict", re.compile(r"type (mismatch|conflict)|mismatched type|locked.*type", re.I)),
     ("gave up retrying", re.compile(r"^gave up after", re.I)),
     ("upstream refused (4xx)", re.compile(r"HTTP 4\d\d", re.I)),
     ("mapping", re.compile(r"cannot map|cannot build|no longer sendable", re.I)),
