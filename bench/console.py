@@ -31,7 +31,7 @@ import asyncpg
 
 from bench.common import CountingIterable, Serve, database, served
 from sync.ledger import migrate
-from sync.ledger.history import LATENCY_EDGES, bucket_of
+from sync.ledger.history import LATENCY_EDGES, bucket_of, reason_class
 from sync.ledger.store import create_engine
 
 TOKEN = "bench-console-token-0123456789"
@@ -65,11 +65,11 @@ def row(n: int, start: datetime) -> tuple[Any, ...]:
             "properties": {"n": n, "plan": "pro"}}
     mapped = {"endpoint": "events/track", "body": {"eventName": name, "userId": f"b{n % USERS}", "id": f"m-{n}"}}
     return ("outbound", f"m-{n}", "track", f"u:b{n % USERS}", status, 1 if status != "pending" else 0, at,
-            json.dumps(body), at, at, at, json.dumps(mapped), name, reason)
+            json.dumps(body), at, at, at, json.dumps(mapped), name, reason, reason_class(reason) if reason else None)
 
 
 COLUMNS = ("direction, key, kind, user_key, status, attempts, next_attempt_at, payload, received_at, updated_at,"
-           " retry_from, mapped, name, reason")
+           " retry_from, mapped, name, reason, reason_class")
 
 
 def counter_rows(now: datetime) -> list[tuple[Any, ...]]:
@@ -104,7 +104,7 @@ def _seed_sqlite(path: str, count: int, start: datetime, now: datetime) -> None:
     connection = sqlite3.connect(path)
     try:
         connection.execute("PRAGMA synchronous=OFF")
-        marks = ",".join("?" * 14)
+        marks = ",".join("?" * 15)
         for at in range(0, count, 50_000):
             rows = [tuple(_text(v) for v in row(n, start)) for n in range(at, min(at + 50_000, count))]
             connection.executemany(f"INSERT INTO events ({COLUMNS}) VALUES ({marks})", rows)

@@ -116,7 +116,7 @@ def attempts_of(rows: dict[int, Row], results: Results, retry: Sequence[tuple[in
         detail = "; ".join(p for p in (error, call.answer if call else "") if p) or None
         tried.append(Attempt(row_id=row_id, direction=row.direction, outcome=outcome, next_attempt_at=at,
                              endpoint=call.endpoint if call else None, http_status=call.status if call else None,
-                             detail=detail, name=row.name or history.event_name(row.direction, row.kind, row.payload),
+                             detail=detail, reason=error, name=row.name or history.event_name(row.direction, row.kind, row.payload),
                              latency=max(0.0, (now - row.received_at).total_seconds())
                              if outcome == "delivered" else None))
     return tuple(tried)
@@ -395,7 +395,7 @@ class Worker:
             if tried.latency is not None:
                 self.metrics.delivery_latency.labels(direction=direction).observe(tried.latency)
             elif tried.outcome == "dead":
-                self.metrics.failed(direction, tried.detail, tried.name)
+                self.metrics.failed(direction, tried.reason, tried.name)
         for row_id, reason in settlement.dead:
             log.warning("event dead-lettered", extra={"direction": direction, "row": row_id, "reason": reason})
 

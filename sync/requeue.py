@@ -83,7 +83,7 @@ async def _requeue(ledger: Ledger, ids: Sequence[int], now: datetime) -> int:
     if not ids:
         return 0
     stmt = events.update().where(events.c.id.in_(list(ids)), events.c.status == Status.DEAD, NOT_FORGOTTEN).values(
-        status=Status.PENDING, next_attempt_at=now, retry_from=now, reason=None, updated_at=now,
+        status=Status.PENDING, next_attempt_at=now, retry_from=now, reason=None, reason_class=None, updated_at=now,
         lease_owner=None, lease_expires_at=None).returning(events.c.id)
     async with ledger._tx() as conn:
         done = [r.id for r in (await conn.execute(stmt)).all()]
@@ -100,7 +100,8 @@ async def _redecide(ledger: Ledger, changes: Sequence[Remapped], digest: str, no
             stmt = events.update().where(events.c.id == change.id, events.c.status == change.was, NOT_FORGOTTEN)
             done = (await conn.execute(stmt.values(
                 status=change.status, mapped=change.mapped, mapping_digest=change.mapping_digest,
-                reason=change.reason, next_attempt_at=now, retry_from=now, lease_owner=None, lease_expires_at=None,
+                reason=change.reason, reason_class=history.reason_class(change.reason) if change.reason else None,
+                next_attempt_at=now, retry_from=now, lease_owner=None, lease_expires_at=None,
                 updated_at=now))).rowcount
             if done:
                 outcome.redecided[change.status.value] = outcome.redecided.get(change.status.value, 0) + 1

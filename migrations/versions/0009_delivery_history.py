@@ -24,7 +24,9 @@ def _id() -> sa.types.TypeEngine[int]:
 
 def upgrade() -> None:
     op.add_column("events", sa.Column("name", sa.String(255), nullable=True))
+    op.add_column("events", sa.Column("reason_class", sa.String(32), nullable=True))
     op.create_index("ix_events_status_name", "events", ["status", "name", "updated_at"])
+    op.create_index("ix_events_failure_groups", "events", ["status", "reason_class", "name", "direction", "updated_at"])
     op.create_index("ix_events_received", "events", ["received_at", "id"])
     op.create_table(
         "attempts",
@@ -56,5 +58,7 @@ def downgrade() -> None:
     op.drop_index("ix_attempts_event", table_name="attempts")
     op.drop_table("attempts")
     op.drop_index("ix_events_received", table_name="events")
+    op.drop_index("ix_events_failure_groups", table_name="events")
     op.drop_index("ix_events_status_name", table_name="events")
+    op.drop_column("events", "reason_class")
     op.drop_column("events", "name")

@@ -241,14 +241,14 @@ async def rows(request: web.Request) -> web.StreamResponse:
         page = await browse.problems(console.ledger, wanted, after=request.query.get("after") or None)
     except ValueError:
         raise web.HTTPBadRequest(reason="after: not a page cursor (follow the 'Older rows' link)") from None
-    matching = await browse.count_matching(console.ledger, wanted)
+    matching = await browse.count_matching(console.ledger, wanted, cap=COUNT_CAP)
     query = {k: v for k, v in request.query.items() if k in FILTER_FIELDS}
     done = {k: _number(request.query.get(k)) for k in ("done", "redone", "refused")}
     return console.render(request, "rows.html", page=page, wanted=wanted, matching=matching, problem=problem,
                           statuses=[s.value for s in browse.PROBLEMS], retryable=wanted.status in browse.RETRYABLE,
                           query=query, next_url=f"/console/rows?{urlencode({**query, 'after': page.next})}"
                           if page.next else None, done=done if any(v is not None for v in done.values()) else None,
-                          redecides=wanted.status in (Status.REJECTED, Status.SKIPPED))
+                          redecides=wanted.status in (Status.REJECTED, Status.SKIPPED), capped=matching > COUNT_CAP)
 
 
 async def row_detail(request: web.Request) -> web.StreamResponse:
@@ -362,6 +362,7 @@ def _filter(values: Any) -> tuple[browse.RowFilter, str | None]:
     return wanted, "; ".join(problems) or None
 
 
+COUNT_CAP = 10_000  # a list counts this far; "Retry all" counts exactly when asked to confirm
 FILTER_FIELDS = ("status", "direction", "kind", "name", "message_id", "person", "class", "reason", "since", "until")
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -397,13 +398,11 @@ async def _person(console: Console, wanted: browse.RowFilter, problem: str | Non
     text = _text(values, "person")
     if text:
         wanted = replace(wanted, people=await browse.person_keys(console.ledger, text))
-    group = _text(values, "class")
+    group = _text(values, "class", 32)
     if group:
         async with console.ledger._tx() as conn:
-            found = await counters.groups(conn, wanted.status, console.clock(), direction=wanted.direction, limit=10_000)
-        reasons = [r for g in found if g.reason_class == group and (wanted.name is None or g.name == wanted.name)
-                   for r in g.reasons]
-        wanted = replace(wanted, reasons=tuple(reasons))
+            unclassified = await counters.unclassified_reasons(conn, wanted.status, group)
+        wanted = replace(wanted, reason_class=group, reasons=unclassified)
     return wanted, problem
 
 

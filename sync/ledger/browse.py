@@ -33,7 +33,8 @@ class RowFilter:
     key: str | None = None  # the messageId (outbound) or inbound key
     people: tuple[str, ...] | None = None  # the ordering keys of one person (``person_keys``)
     reason: str | None = None  # a piece of the reason text, any case
-    reasons: tuple[str, ...] | None = None  # exact reason texts (a failure group's, ``counters.groups``)
+    reason_class: str | None = None  # a failure group's class (``history.reason_class``)
+    reasons: tuple[str, ...] = ()  # with ``reason_class``: exact texts of the group's unclassified rows
     since: datetime | None = None  # last changed at or after
     until: datetime | None = None  # last changed before
 
@@ -45,12 +46,17 @@ class RowFilter:
             conditions.append(events.c.kind == self.kind)
         if self.name:
             conditions.append(events.c.name == self.name)
-        if self.key:
+        if self.key:  # both directions named, so the unique (direction, key) index answers it
             conditions.append(events.c.key == self.key)
+            if not self.direction:
+                conditions.append(events.c.direction.in_([d.value for d in Direction]))
         if self.people is not None:
             conditions.append(events.c.user_key.in_(list(self.people) or [""]))
-        if self.reasons is not None:
-            conditions.append(events.c.reason.in_(list(self.reasons) or [""]))
+        if self.reason_class and self.reasons:
+            conditions.append(sa.or_(events.c.reason_class == self.reason_class,
+                                     sa.and_(events.c.reason_class.is_(None), events.c.reason.in_(self.reasons))))
+        elif self.reason_class:
+            conditions.append(events.c.reason_class == self.reason_class)
         if self.reason:
             conditions.append(sa.func.lower(events.c.reason).contains(self.reason.lower(), autoescape=True))
         if self.since:
@@ -112,8 +118,13 @@ async def problems(ledger: Ledger, wanted: RowFilter, *, after: str | None = Non
     return Page(rows=rows, next=f"{rows[-1].updated_at.isoformat()}|{rows[-1].id}" if more else None)
 
 
-async def count_matching(ledger: Ledger, wanted: RowFilter) -> int:
+async def count_matching(ledger: Ledger, wanted: RowFilter, *, cap: int | None = None) -> int:
+    """How many rows ``wanted`` selects (forgotten people's left out); with ``cap``, counting stops after
+    ``cap + 1`` (a list page's cost stays bounded however many rows match)."""
     query = sa.select(sa.func.count()).select_from(events).where(*wanted.where(), NOT_FORGOTTEN)
+    if cap is not None:
+        some = sa.select(events.c.id).where(*wanted.where(), NOT_FORGOTTEN).limit(cap + 1).subquery()
+        query = sa.select(sa.func.count()).select_from(some)
     async with ledger._tx() as conn:
         return int(await conn.scalar(query) or 0)
 

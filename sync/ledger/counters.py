@@ -16,7 +16,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sync.ledger.history import BUCKET, EPOCH, LATENCY_EDGES, bucket_of, reason_class
 from sync.ledger.model import Direction, Status
 from sync.ledger.schema import counters, events
-from sync.ledger.store import NOT_FORGOTTEN
 
 TREND_BUCKETS = 24  # the chart: the last two hours in 5-minute bars
 QUANTILES = (0.5, 0.95, 0.99)
@@ -116,33 +115,60 @@ class Group:
     total: int = 0
     sample_id: int = 0
     sample_reason: str = ""
-    reasons: list[str] = field(default_factory=list)  # the exact texts (a group retry selects these)
+    reasons: list[str] = field(default_factory=list)  # exact texts of its unclassified rows (a group retry's)
 
 
 async def groups(conn: AsyncConnection, status: Status, now: datetime, *, direction: Direction | None = None,
                  limit: int = 100) -> list[Group]:
-    """Failure groups of ``status`` rows, largest first, with counts for the last hour, 24 hours and all."""
+    """Failure groups of ``status`` rows, largest first, with counts for the last hour, 24 hours and all.
+
+    Rows with a stored ``reason_class`` are counted from the covering index ``ix_events_failure_groups``;
+    rows without one (recorded before revision 0009, or given their reason by a path that does not classify)
+    are classified here from their reason text."""
     hour, day = now - timedelta(hours=1), now - timedelta(hours=24)
     e = events.c
-    query = (sa.select(e.direction, e.name, e.reason, sa.func.count(),
-                       sa.func.sum(sa.case((e.updated_at >= hour, 1), else_=0)),
-                       sa.func.sum(sa.case((e.updated_at >= day, 1), else_=0)), sa.func.max(e.id))
-             .where(e.status == status, NOT_FORGOTTEN).group_by(e.direction, e.name, e.reason))
-    if direction:
-        query = query.where(e.direction == direction)
+    counts = (sa.func.count(), sa.func.sum(sa.case((e.updated_at >= hour, 1), else_=0)),
+              sa.func.sum(sa.case((e.updated_at >= day, 1), else_=0)), sa.func.max(e.id))
+    mine = [e.status == status] + ([e.direction == direction] if direction else [])
+    classified = (sa.select(e.direction, e.reason_class, e.name, *counts)
+                  .where(*mine, e.reason_class.is_not(None)).group_by(e.direction, e.reason_class, e.name))
+    unclassified = (sa.select(e.direction, e.reason, e.name, *counts)
+                    .where(*mine, e.reason_class.is_(None)).group_by(e.direction, e.reason, e.name))
     merged: dict[tuple[str, str, str | None], Group] = {}
-    for row_direction, name, reason, total, in_hour, in_day, sample in (await conn.execute(query)).all():
-        key = (row_direction, reason_class(reason), name)
-        group = merged.setdefault(key, Group(direction=key[0], reason_class=key[1], name=name))
-        group.total, group.hour, group.day = group.total + total, group.hour + int(in_hour), group.day + int(in_day)
-        if sample > group.sample_id:
-            group.sample_id, group.sample_reason = sample, reason or ""
-        if reason and len(group.reasons) < MAX_GROUP_REASONS:
-            group.reasons.append(reason)
-    return sorted(merged.values(), key=lambda g: (-g.day, -g.total, g.direction, g.name or ""))[:limit]
+    for row_direction, cls, name, total, in_hour, in_day, sample in (await conn.execute(classified)).all():
+        _merge(merged, (row_direction, cls, name), total, in_hour, in_day, sample, None)
+    for row_direction, reason, name, total, in_hour, in_day, sample in (await conn.execute(unclassified)).all():
+        _merge(merged, (row_direction, reason_class(reason), name), total, in_hour, in_day, sample, reason or "")
+    found = sorted(merged.values(), key=lambda g: (-g.day, -g.total, g.direction, g.name or ""))[:limit]
+    samples = {g.sample_id for g in found if not g.sample_reason}
+    if samples:
+        query = sa.select(e.id, e.reason).where(e.id.in_(sorted(samples)))
+        reasons = {r.id: r.reason or "" for r in (await conn.execute(query)).all()}
+        for group in found:
+            group.sample_reason = group.sample_reason or reasons.get(group.sample_id, "")
+    return found
+
+
+def _merge(merged: dict[tuple[str, str, str | None], Group], key: tuple[str, str, str | None], total: int,
+           in_hour: int, in_day: int, sample: int, reason: str | None) -> None:
+    group = merged.setdefault(key, Group(direction=key[0], reason_class=key[1], name=key[2]))
+    group.total, group.hour, group.day = group.total + total, group.hour + int(in_hour), group.day + int(in_day)
+    if sample > group.sample_id:
+        group.sample_id, group.sample_reason = sample, reason or ""
+    if reason is not None and len(group.reasons) < MAX_GROUP_REASONS:
+        group.reasons.append(reason)
 
 
 async def deletions_pending(conn: AsyncConnection) -> int:
     """Deletion requests not yet delivered (pending rows only: the pending index, never the whole ledger)."""
     query = sa.select(sa.func.count()).where(events.c.status == Status.PENDING, events.c.kind == "delete")
     return int(await conn.scalar(query) or 0)
+
+
+async def unclassified_reasons(conn: AsyncConnection, status: Status, cls: str) -> tuple[str, ...]:
+    """The reason texts of ``status`` rows without a stored class that belong to class ``cls`` (at most
+    ``MAX_GROUP_REASONS``; rows recorded before revision 0009)."""
+    query = (sa.select(events.c.reason).where(events.c.status == status, events.c.reason_class.is_(None))
+             .group_by(events.c.reason).limit(10_000))
+    found = [r for (r,) in (await conn.execute(query)).all() if r and reason_class(r) == cls]
+    return tuple(found[:MAX_GROUP_REASONS])

@@ -20,7 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sync.ledger.model import Attempt, Direction
-from sync.ledger.schema import attempts, counters
+from sync.ledger.schema import attempts, counters, events
 
 BUCKET = timedelta(minutes=5)
 # seconds, received -> delivered; the same edges as the ``sync_delivery_latency_seconds`` histogram
@@ -88,6 +88,10 @@ async def record(conn: AsyncConnection, tried: Sequence[Attempt], now: datetime)
         {"event_id": a.row_id, "at": now, "outcome": a.outcome, "endpoint": a.endpoint, "http_status": a.http_status,
          "detail": scrub(a.detail)[:DETAIL_CHARS] if a.detail else None, "next_attempt_at": a.next_attempt_at}
         for a in tried])
+    dead = [{"row_id": a.row_id, "cls": reason_class(a.reason)} for a in tried if a.outcome == "dead"]
+    if dead:  # the failure groups' index: a dead letter's reason class, beside its reason
+        await conn.execute(events.update().where(events.c.id == sa.bindparam("row_id"), events.c.status == "dead")
+                           .values(reason_class=sa.bindparam("cls")), dead)
     await bump(conn, _tally(tried), now)
 
 
@@ -108,7 +112,7 @@ def _tally(tried: Sequence[Attempt]) -> Counts:
                 _add(counts, (d, "latency_count", latency_edge(a.latency)), 1)
                 _add(counts, (d, "latency_sum", ""), a.latency)
         elif a.outcome == "dead":
-            _add(counts, (d, "failed", f"{reason_class(a.detail)}|{a.name or ''}"[:255]), 1)
+            _add(counts, (d, "failed", f"{reason_class(a.reason)}|{a.name or ''}"[:255]), 1)
     return counts
 
 

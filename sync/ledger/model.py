@@ -112,6 +112,7 @@ class Attempt:
     endpoint: str | None = None  # the endpoint actually called (the bulk one when batched)
     http_status: int | None = None  # None: no answer (timeout, connection refused) or not sent
     detail: str | None = None  # the error and an excerpt of the upstream's answer about this row
+    reason: str | None = None  # the error alone (a dead letter's reason: its class labels metrics and groups)
     next_attempt_at: datetime | None = None
     name: str | None = None  # the event name (failure counters per event name)
     latency: float | None = None  # seconds from received to delivered (delivered rows)

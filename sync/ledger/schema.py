@@ -58,6 +58,7 @@ events = sa.Table(
     sa.Column("mapped", sa.JSON(), nullable=True),  # the upstream call decided at intake (NULL: older rows)
     sa.Column("mapping_digest", sa.String(64), nullable=True),  # which mapping config decided it
     sa.Column("name", sa.String(255), nullable=True),  # the event's name (track, page, screen; inbound: its kind)
+    sa.Column("reason_class", sa.String(32), nullable=True),  # ``history.reason_class(reason)`` (failure groups)
     sa.UniqueConstraint("direction", "key", name="uq_events_direction_key"),
     sa.Index(
         "ix_events_due",
@@ -79,6 +80,7 @@ events = sa.Table(
     sa.Index("ix_events_held", "user_key", "id", postgresql_where=_held, sqlite_where=_held),
     sa.Index("ix_events_person", "user_key", "id"),  # a person's timeline in the console, every status
     sa.Index("ix_events_status_name", "status", "name", "updated_at"),  # console: problems by event name
+    sa.Index("ix_events_failure_groups", "status", "reason_class", "name", "direction", "updated_at"),  # covering
     sa.Index("ix_events_received", "received_at", "id"),  # console: the live tail
     sa.Index("ix_events_leased", "lease_owner", "lease_expires_at", postgresql_where=_leased, sqlite_where=_leased),
 )

@@ -582,6 +582,7 @@ def _insert_values(e: NewEvent, now: datetime, persons: dict[str, str]) -> dict[
         "mapped": e.mapped,
         "mapping_digest": e.mapping_digest,
         "name": history.event_name(e.direction, e.kind, e.payload),
+        "reason_class": history.reason_class(e.reason) if e.reason else None,
     }
 
 
