@@ -115,6 +115,7 @@ class Group:
     total: int = 0
     sample_id: int = 0
     sample_reason: str = ""
+    latest: datetime | None = None  # the group's last change
     reasons: list[str] = field(default_factory=list)  # exact texts of its unclassified rows (a group retry's)
 
 
@@ -128,33 +129,48 @@ async def groups(conn: AsyncConnection, status: Status, now: datetime, *, direct
     hour, day = now - timedelta(hours=1), now - timedelta(hours=24)
     e = events.c
     counts = (sa.func.count(), sa.func.sum(sa.case((e.updated_at >= hour, 1), else_=0)),
-              sa.func.sum(sa.case((e.updated_at >= day, 1), else_=0)), sa.func.max(e.id))
+              sa.func.sum(sa.case((e.updated_at >= day, 1), else_=0)), sa.func.max(e.updated_at))
     mine = [e.status == status] + ([e.direction == direction] if direction else [])
     classified = (sa.select(e.direction, e.reason_class, e.name, *counts)
                   .where(*mine, e.reason_class.is_not(None)).group_by(e.direction, e.reason_class, e.name))
     unclassified = (sa.select(e.direction, e.reason, e.name, *counts)
                     .where(*mine, e.reason_class.is_(None)).group_by(e.direction, e.reason, e.name))
     merged: dict[tuple[str, str, str | None], Group] = {}
-    for row_direction, cls, name, total, in_hour, in_day, sample in (await conn.execute(classified)).all():
-        _merge(merged, (row_direction, cls, name), total, in_hour, in_day, sample, None)
-    for row_direction, reason, name, total, in_hour, in_day, sample in (await conn.execute(unclassified)).all():
-        _merge(merged, (row_direction, reason_class(reason), name), total, in_hour, in_day, sample, reason or "")
+    for row_direction, cls, name, total, in_hour, in_day, latest in (await conn.execute(classified)).all():
+        _merge(merged, (row_direction, cls, name), total, in_hour, in_day, latest, None)
+    for row_direction, reason, name, total, in_hour, in_day, latest in (await conn.execute(unclassified)).all():
+        _merge(merged, (row_direction, reason_class(reason), name), total, in_hour, in_day, latest, reason or "")
     found = sorted(merged.values(), key=lambda g: (-g.day, -g.total, g.direction, g.name or ""))[:limit]
-    samples = {g.sample_id for g in found if not g.sample_reason}
-    if samples:
-        query = sa.select(e.id, e.reason).where(e.id.in_(sorted(samples)))
-        reasons = {r.id: r.reason or "" for r in (await conn.execute(query)).all()}
-        for group in found:
-            group.sample_reason = group.sample_reason or reasons.get(group.sample_id, "")
+    await _samples(conn, status, found)
     return found
 
 
+async def _samples(conn: AsyncConnection, status: Status, found: list[Group]) -> None:
+    """Each group's latest row, found by its (class, name, direction, last change): the aggregate reads only
+    the covering index (an id would need the table on PostgreSQL)."""
+    e = events.c
+    wanted = {(g.reason_class, g.name, g.direction, g.latest) for g in found if g.latest is not None}
+    if not wanted:
+        return
+    query = sa.select(e.id, e.reason, e.reason_class, e.name, e.direction, e.updated_at).where(
+        e.status == status, e.updated_at.in_(sorted({w[3] for w in wanted})))
+    latest: dict[tuple[str, str | None, str], tuple[int, str]] = {}
+    for r in (await conn.execute(query)).all():
+        cls = r.reason_class or reason_class(r.reason)
+        key = (r.direction, r.name, cls)
+        if (cls, r.name, r.direction, r.updated_at) in wanted and r.id > latest.get(key, (0, ""))[0]:
+            latest[key] = (r.id, r.reason or "")
+    for group in found:
+        group.sample_id, group.sample_reason = latest.get((group.direction, group.name, group.reason_class),
+                                                          (0, ""))
+
+
 def _merge(merged: dict[tuple[str, str, str | None], Group], key: tuple[str, str, str | None], total: int,
-           in_hour: int, in_day: int, sample: int, reason: str | None) -> None:
+           in_hour: int, in_day: int, latest: datetime | None, reason: str | None) -> None:
     group = merged.setdefault(key, Group(direction=key[0], reason_class=key[1], name=key[2]))
     group.total, group.hour, group.day = group.total + total, group.hour + int(in_hour), group.day + int(in_day)
-    if sample > group.sample_id:
-        group.sample_id, group.sample_reason = sample, reason or ""
+    if latest is not None and (group.latest is None or latest > group.latest):
+        group.latest = latest
     if reason is not None and len(group.reasons) < MAX_GROUP_REASONS:
         group.reasons.append(reason)
 
