@@ -20,7 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sync.ledger.model import Attempt, Direction
-from sync.ledger.schema import attempts, counters, events
+from sync.ledger.schema import UTCDateTime, attempts, counters, events
 
 BUCKET = timedelta(minutes=5)
 # seconds, received -> delivered; the same edges as the ``sync_delivery_latency_seconds`` histogram
@@ -84,10 +84,23 @@ async def record(conn: AsyncConnection, tried: Sequence[Attempt], now: datetime)
     """Append the history of one settlement and bump its counters (in the settlement's transaction)."""
     if not tried:
         return
-    await conn.execute(attempts.insert(), [
-        {"event_id": a.row_id, "at": now, "outcome": a.outcome, "endpoint": a.endpoint, "http_status": a.http_status,
-         "detail": scrub(a.detail)[:DETAIL_CHARS] if a.detail else None, "next_attempt_at": a.next_attempt_at}
-        for a in tried])
+    delivered: dict[tuple[str | None, int | None, str | None], list[int]] = {}
+    for a in tried:
+        if a.outcome == "delivered":
+            delivered.setdefault((a.endpoint, a.http_status, a.detail), []).append(a.row_id)
+    for (endpoint, status, detail), ids in delivered.items():  # a bulk call's rows: one statement, ids as one bind
+        columns = [events.c.id, sa.literal(now, UTCDateTime()), sa.literal("delivered"),
+                   sa.literal(endpoint, sa.String()), sa.literal(status, sa.Integer()),
+                   sa.literal(scrub(detail)[:DETAIL_CHARS] if detail else None, sa.Text())]
+        await conn.execute(attempts.insert().from_select(
+            ["event_id", "at", "outcome", "endpoint", "http_status", "detail"],
+            sa.select(*columns).where(_ids(conn, ids))))
+    others = [a for a in tried if a.outcome != "delivered"]
+    if others:
+        await conn.execute(attempts.insert(), [
+            {"event_id": a.row_id, "at": now, "outcome": a.outcome, "endpoint": a.endpoint,
+             "http_status": a.http_status, "detail": scrub(a.detail)[:DETAIL_CHARS] if a.detail else None,
+             "next_attempt_at": a.next_attempt_at} for a in others])
     dead = [{"row_id": a.row_id, "cls": reason_class(a.reason)} for a in tried if a.outcome == "dead"]
     if dead:  # the failure groups' index: a dead letter's reason class, beside its reason
         await conn.execute(events.update().where(events.c.id == sa.bindparam("row_id"), events.c.status == "dead")
@@ -100,6 +113,15 @@ async def note(conn: AsyncConnection, ids: Sequence[int], outcome: str, detail: 
     if ids:
         await conn.execute(attempts.insert(), [{"event_id": i, "at": now, "outcome": outcome,
                                                 "detail": scrub(detail)[:DETAIL_CHARS]} for i in ids])
+
+
+def _ids(conn: AsyncConnection, ids: list[int]) -> Any:
+    """``events.id IN (ids)`` as one parameter (a PostgreSQL array, or a JSON array SQLite unpacks)."""
+    if conn.dialect.name == "postgresql":
+        return events.c.id == sa.any_(sa.bindparam("history_ids", ids, type_=postgresql.ARRAY(sa.BigInteger())))
+    unpacked = sa.select(sa.column("value", sa.BigInteger())).select_from(
+        sa.func.json_each(sa.bindparam("history_ids", json.dumps(ids))))
+    return events.c.id.in_(unpacked.scalar_subquery())
 
 
 def _tally(tried: Sequence[Attempt]) -> Counts:
