@@ -140,7 +140,7 @@ def test_bulk_failures_match_items_by_identifier() -> None:
     assert found == {0: ("Iterable rejected the item: failedUpdates.invalidEmails", False),
                      1: ("Iterable rejected the item: failedUpdates.notFoundUserIds", True),
                      2: ("Iterable rejected the item: failedUpdates.forgottenEmails", False),
-                     3: ("Iterable rejected the item: disallowedEventNames", False)}
+                     3: ("Iterable rejected the item: disallowedEventNames (event \"Nope\")", False)}
     assert bulk_failures({"invalidEmails": ["e@x.io"]}, bodies).failed == {
         4: ("Iterable rejected the item: invalidEmails", False)}
     assert bulk_failures("not json", bodies).failed == {}
