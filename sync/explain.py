@@ -17,12 +17,16 @@ from sync.outbound import BULK_FORM, TRACK_PURCHASE, UPDATE_CART
 from sync.segment_events import as_dict, validate
 
 
-def decide(config: Config, payload: Any, direction: str, digest: str | None, now: Any) -> NewEvent:
-    """The row intake would record for ``payload`` (a Segment event, or an Iterable webhook inbound)."""
+def decide(config: Config, payload: Any, direction: str, digest: str | None, now: Any, *,
+           arriving: bool = False) -> NewEvent:
+    """The row intake would record for ``payload`` (a Segment event, or an Iterable webhook inbound).
+    ``arriving``: the event arrives now (``check-config --try``), so it gets a ``receivedAt`` if it has none; a
+    stored row (``--remap``) keeps the times it was recorded with."""
     if direction == "inbound":
         return inbound_row(payload, event_names=config.inbound.event_names, now=now,
                            mapping=config.inbound.mapping, digest=digest)
-    payload = timestamps.stamp(payload, received_at=now, overwrite=False)  # as if it arrived now
+    if arriving:
+        payload = timestamps.stamp(payload, received_at=now, overwrite=False)
     try:
         return outbound_row(validate(payload), outbound_options(config), digest)
     except InvalidEvent as exc:

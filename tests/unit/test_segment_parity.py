@@ -404,3 +404,20 @@ def test_the_fake_iterable_refuses_items_iterable_refuses(item: dict[str, Any], 
 def test_semantic_reader_is_a_pure_table() -> None:
     assert semantic.spec_event("completed order") == "Order Completed"
     assert semantic.opted_out({"ALL": False}) == "integrations.ALL is false and Iterable is not enabled"
+
+
+def test_check_config_try_prints_the_time_and_the_aliases_under_the_request() -> None:
+    from sync.explain import decide, describe
+    from tests.unit.test_mapping import config
+
+    event = {"type": "track", "event": "Order Completed", "userId": "u", "timestamp": "2026-06-01T09:00:00Z",
+             "sentAt": "2026-06-01T09:30:00Z",
+             "properties": {"orderId": "ORD-1001", "total": 5, "products": [{"id": "p", "name": "P", "price": 5}]}}
+    text = describe(decide(config(), event, "outbound", None, NOW, arriving=True))
+    assert text.startswith("POST /api/commerce/trackPurchase")
+    assert text.endswith(
+        "createdAt from timestamp 2026-03-01T11:30:00+00:00: receivedAt 2026-03-01T12:00:00+00:00 - (sentAt "
+        "2026-06-01T09:30:00+00:00 - originalTimestamp 2026-06-01T09:00:00+00:00) (device clock corrected)\n"
+        "id from properties.orderId\ntotal from properties.total\nitems[0].id from properties.products[0].id")
+    remapped = decide(config(), {**event, "messageId": "m"}, "outbound", None, NOW)  # a stored row: no receivedAt
+    assert remapped.mapped is not None and remapped.mapped["body"]["createdAt"] == 1780304400
