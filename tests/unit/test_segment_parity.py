@@ -421,3 +421,17 @@ def test_check_config_try_prints_the_time_and_the_aliases_under_the_request() ->
         "id from properties.orderId\ntotal from properties.total\nitems[0].id from properties.products[0].id")
     remapped = decide(config(), {**event, "messageId": "m"}, "outbound", None, NOW)  # a stored row: no receivedAt
     assert remapped.mapped is not None and remapped.mapped["body"]["createdAt"] == 1780304400
+
+
+@pytest.mark.parametrize(("message", "dropped"), [
+    ({"type": "track", "event": "E", "userId": "u", "timestamp": "2024-05-01T10:00:00+00:00"}, False),
+    ({"type": "track", "event": "E", "anonymousId": "a@example.com"}, False),
+    ({"type": "track", "event": "E"}, True),  # Segment requires userId or anonymousId
+    ({"type": "track", "userId": "u"}, True),
+    ({"type": "nope", "userId": "u"}, True),
+    ({"type": "track", "event": "E", "userId": "u", "timestamp": "yesterday"}, True),
+])
+def test_the_fake_segment_drops_what_segment_drops_by_its_own_rules(message: dict[str, Any], dropped: bool) -> None:
+    from sync.sandbox.segment import message_problem
+
+    assert (message_problem(message) is not None) is dropped
