@@ -30,7 +30,9 @@ _UNREADABLE = "not a time that can be read (an ISO-8601 date-time that exists, i
 # Iterable API docs "System Webhooks" samples; ``yyyy-MM-dd HH:mm:ss ZZ``, "Iterable's date format") and
 # sometimes "+0000"; the Airbyte Iterable source's cursor formats add fractions and a "T" form.
 _SPACED_OFFSET = re.compile(r"\s+(Z|[+-]\d{2}(?::?\d{2})?)$")
-_DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
+# the shape of a full extended date-time (its value is the parser's business): text that merely starts with one
+# ("2024-05-01 10:00 stand-up") is text
+_DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?$")
 
 
 def parse_iso(value: Any) -> datetime | None:
@@ -48,7 +50,7 @@ def parse_iso(value: Any) -> datetime | None:
 
 def is_date_time(value: Any) -> bool:
     """Whether a string is a full ISO date-time (date and time, dashes), the kind a data field converts."""
-    return isinstance(value, str) and _DATE_TIME.match(value) is not None
+    return isinstance(value, str) and _DATE_TIME.fullmatch(value) is not None
 
 
 def read_time(event: Mapping[str, Any], name: str, path: str | None = None) -> datetime | None:

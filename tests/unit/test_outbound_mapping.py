@@ -221,8 +221,10 @@ def test_invalid_events_name_the_field(event: dict[str, Any], field: str) -> Non
 
 
 def test_dates_convert_but_date_only_and_non_dates_stay() -> None:
-    assert iterable_dates({"b": "2026-02-03", "c": "not 2026-13-01", "d": ["2026-01-01T10:00:00-05:00"]}) == {
-        "b": "2026-02-03", "c": "not 2026-13-01", "d": ["2026-01-01 15:00:00 +00:00"]}
+    assert iterable_dates({"b": "2026-02-03", "c": "not 2026-13-01", "d": ["2026-01-01T10:00:00-05:00"],
+                           "e": "2026-02-30 10:00 stand-up", "f": "2026-01-01T10:00:00Z\n"}) == {
+        "b": "2026-02-03", "c": "not 2026-13-01", "d": ["2026-01-01 15:00:00 +00:00"],
+        "e": "2026-02-30 10:00 stand-up", "f": "2026-01-01T10:00:00Z\n"}
 
 
 @pytest.mark.parametrize(("value", "path"), [
