@@ -100,3 +100,19 @@ async def test_an_unreadable_inbound_time_is_rejected_and_never_merges(daemon: D
         assert status == 200 and answer["rejected"][0]["error"].startswith("dataFields.createdAt: not a time")
     stats = await daemon.ledger.stats()
     assert stats.counts.get(("inbound", "rejected")) == 2  # two rows: the raw texts kept them apart
+
+
+async def test_an_ios_token_without_a_push_application_is_skipped_never_a_browser_token(
+        daemon: Daemon, fake_iterable: tuple[FakeIterable, str]) -> None:
+    from tests.integration.test_people import rows
+
+    fake, _ = fake_iterable
+    event = {"type": "identify", "userId": "ios-1", "messageId": "d-1", "traits": {"email": "ios@example.com"},
+             "context": {"device": {"type": "ios", "token": "apns-token"}}}
+    assert (await post(daemon, "/v1/batch", {"batch": [event]}))[0] == 200
+    await _row(daemon, "d-1")
+    token = next(r for r in await rows(daemon) if r["kind"] == "device token")
+    assert token["status"] == "skipped" and "[iterable.push] application_name" in token["reason"]
+    assert "APNS" in token["reason"]
+    await wait_for(lambda: fake.idle)
+    assert fake.registrations == [] and not any(e.startswith("users/register") for e, _ in fake.requests)
