@@ -407,8 +407,12 @@ def test_semantic_reader_is_a_pure_table() -> None:
 
 
 def test_check_config_try_prints_the_time_and_the_aliases_under_the_request() -> None:
+    from sync.config import parse
     from sync.explain import decide, describe
-    from tests.unit.test_mapping import config
+
+    def config() -> Any:
+        return parse({"iterable": {"api_key": "k"}, "segment": {"write_key": "w"},
+                      "outbound": {"write_keys": ["x"]}, "inbound": {"auth_tokens": ["t"]}}, {})
 
     event = {"type": "track", "event": "Order Completed", "userId": "u", "timestamp": "2026-06-01T09:00:00Z",
              "sentAt": "2026-06-01T09:30:00Z",
