@@ -14,6 +14,7 @@ from typing import Any
 
 from sync import __version__, people, timestamps
 from sync.errors import InvalidEvent
+from sync.identifiers import has_control
 from sync.mapping import FieldRules, InboundMapping, matches, shape
 from sync.segment_events import as_dict, require_storable, text_id
 from sync.wire import non_finite, segment_size
@@ -83,6 +84,10 @@ def validate(webhook: Any) -> dict[str, Any]:
         raise InvalidEvent("email: one of email, userId or dataFields.email is required")
     require_storable(webhook, ("eventName", "email", "userId"))
     require_storable(as_dict(webhook.get("dataFields")), ("email",))
+    for path, value in (("email", webhook.get("email")), ("userId", webhook.get("userId")),
+                        ("dataFields.email", as_dict(webhook.get("dataFields")).get("email"))):
+        if isinstance(value, str) and has_control(value):
+            raise InvalidEvent(f"{path}: contains a control character")
     overflow = non_finite(webhook)
     if overflow:
         raise InvalidEvent(f"{overflow}: a number too large to represent (not finite)")

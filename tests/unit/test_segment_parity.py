@@ -165,6 +165,15 @@ def test_an_unreadable_inbound_time_is_rejected_and_keeps_its_raw_text_in_the_ke
     assert inbound.inbound_key(hook) != inbound.inbound_key(inbound.validate(webhook(None)))
 
 
+@pytest.mark.parametrize(("hook", "field"), [
+    ({"email": "a@example.com\n"}, "email"), ({"email": "a@example.com", "userId": "u\x1f"}, "userId"),
+    ({"dataFields": {"email": "a@example.com\r"}}, "dataFields.email"),
+])
+def test_an_inbound_identifier_with_a_control_character_is_refused(hook: dict[str, Any], field: str) -> None:
+    with pytest.raises(InvalidEvent, match=f"^{field}: contains a control character"):
+        inbound.validate({"eventName": "emailOpen", **hook})
+
+
 def test_an_inbound_event_without_a_time_takes_its_received_time() -> None:
     hook = inbound.validate({"email": "a@example.com", "eventName": "emailOpen", "dataFields": {}})
     assert inbound.to_track(hook, event_names="segment", received_at=NOW).timestamp == NOW
