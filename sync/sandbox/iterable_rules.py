@@ -2,9 +2,11 @@
 (a stand-in that shared the product's validators would agree with its mistakes).
 
 - Emails: Iterable answers ``InvalidEmailAddressError`` ("Invalid email: sayan") for an address it cannot
-  parse, and lists it in a bulk response's ``failedUpdates.invalidEmails``. Written here as RFC 5321's shape:
-  one ``@``, a local part of at most 64 characters, a domain of dot-separated labels with at least two labels,
-  at most 254 characters in all, no spaces, control characters or surrounding whitespace.
+  parse, and lists it in a bulk response's ``failedUpdates.invalidEmails``; it validates with the Apache Commons
+  EmailValidator (Iterable support, "Email Validation in Iterable"): written here as its shape, one ``@``, an
+  unquoted local part of at most 64 characters, a domain of dot-separated labels ending in a top-level domain
+  that exists (the ICANN section of the Public Suffix List), at most 254 characters in all, no spaces or
+  control characters.
 - Commerce items (``CommerceItem``): ``id`` and ``name`` strings, ``price`` a number (double), ``quantity`` an
   integer (int64); ``total`` a number; ``createdAt`` an integer (unix time).
 """
@@ -12,7 +14,10 @@
 from __future__ import annotations
 
 import string
+from functools import cache
 from typing import Any
+
+from publicsuffixlist import PublicSuffixList
 
 _LOCAL_SPECIALS = set("!#$%&'*+-/=?^_`{|}~.")
 _LABEL_CHARS = set(string.ascii_letters + string.digits + "-")
@@ -34,7 +39,7 @@ def _local_ok(local: str) -> bool:
 
 def _domain_ok(domain: str) -> bool:
     labels = domain.split(".")
-    if len(labels) < 2 or len(labels[-1]) < 2:
+    if len(labels) < 2 or len(labels[-1]) < 2 or not _top_level_domain_exists(domain):
         return False
     for label in labels:
         if not 0 < len(label) <= 63 or label.startswith("-") or label.endswith("-"):
@@ -42,6 +47,19 @@ def _domain_ok(domain: str) -> bool:
         if not all(c in _LABEL_CHARS or (ord(c) > 127 and c.isalnum()) for c in label):
             return False
     return True
+
+
+@cache
+def _tlds() -> PublicSuffixList:
+    return PublicSuffixList(accept_unknown=False, only_icann=True)
+
+
+def _top_level_domain_exists(domain: str) -> bool:
+    try:
+        ascii_domain = domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        return False
+    return _tlds().publicsuffix(ascii_domain.lower()) is not None
 
 
 def is_number(value: Any) -> bool:

@@ -313,7 +313,8 @@ def test_check_config_try_shows_the_alias_that_decided_each_field() -> None:
 
 @pytest.mark.parametrize(("value", "ok"), [
     ("Jane.Doe+news@Example.com", True), ("a@b.co", True), ("o'brien@example.ie", True), ("jöhn@exämple.com", True),
-    ("x@sub.domain.example.com", True),
+    ("x@sub.domain.example.com", True), ("a@EXAMPLE.COM", True), ("a@example.中国", True), ("a@x.io", True),
+    ("a@example.con", False), ("a@example.invalid", False), ("a@example.local", False),  # no such top-level domain
     ("a@b.co\n", False), ("not-an-email@", False), ("sayan", False), ("a@b", False), ("a@@b.co", False),
     ("a b@c.co", False), (".a@b.co", False), ("a..b@c.co", False), ("a@b.co.", False), ("a@-b.co", False),
     ("a@b.co\x00", False), (" a@b.co", False), ("a@[127.0.0.1]", False), ("@b.co", False),
