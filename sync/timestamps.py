@@ -3,8 +3,9 @@
 Segment's ISO reader (segmentio/isodate, ``lib/index.js``) takes a calendar date with or without dashes,
 optionally a month or a year alone, then ``T`` or a space and ``HH:mm`` with optional seconds and a fraction of
 any length (``.`` or ``,``), and an offset ``Z``, ``+HH``, ``+HHmm`` or ``+HH:mm``. ``dateutil``'s ISO parser reads
-exactly those forms (its own test cases and isodate's are in ``tests/unit/test_segment_parity.py``); this module
-only keeps it to isodate's two separators and turns what it cannot represent into "unreadable".
+those forms and more (week dates, an hour alone): isodate's own grammar, below, keeps it to Segment's forms,
+and the library computes the value (calendar, offsets); what it cannot represent is "unreadable". isodate's test
+cases are in ``tests/unit/test_segment_parity.py``.
 
 A device's clock is corrected as Segment documents it ("Timestamps, Segment spec": ``timestamp = receivedAt -
 (sentAt - originalTimestamp)``): ``event_time`` returns that value, and ``stamp`` writes ``receivedAt`` (and a
@@ -25,6 +26,9 @@ from sync.errors import InvalidEvent
 
 ITERABLE_FORMAT = "%Y-%m-%d %H:%M:%S +00:00"
 _T_PARSER, _SPACE_PARSER = isoparser(sep="T"), isoparser(sep=" ")
+# segmentio/isodate lib/index.js ``matcher``: the forms Segment accepts (the value is the library's business)
+_SEGMENT_FORMS = re.compile(r"\d{4}(?:-?\d{2}(?:-?\d{2})?)?(?:[ T]\d{2}:?\d{2}(?::?\d{2}(?:[,.]\d+)?)?"
+                            r"(?:Z|[+-]\d{2}(?::?\d{2})?)?)?")
 _UNREADABLE = "not a time that can be read (an ISO-8601 date-time that exists, in years 1 to 9999 in UTC)"
 # Iterable writes offsets after a space ("2016-12-02 20:21:04 +00:00": system webhooks and export data.json,
 # Iterable API docs "System Webhooks" samples; ``yyyy-MM-dd HH:mm:ss ZZ``, "Iterable's date format") and
@@ -38,7 +42,7 @@ _DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?
 def parse_iso(value: Any) -> datetime | None:
     """An aware UTC datetime from a string Segment's ISO reader accepts (no offset means UTC); None for
     anything else, including dates that exist only outside UTC's year range (``0001-01-01T00:00+01:00``)."""
-    if not isinstance(value, str) or not value or value != value.strip():
+    if not isinstance(value, str) or not _SEGMENT_FORMS.fullmatch(value):
         return None
     parser = _SPACE_PARSER if " " in value else _T_PARSER
     try:

@@ -75,6 +75,7 @@ def test_times_are_read_as_segments_iso_reader_reads_them(text: str, millis: int
     "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00",  # exist only outside UTC's years
     "2013-02-30", "2013-13-01T00:00:00Z", "2013-9-4", "2013-09-04X01:15", "string", "",
     "2024-05-01T10:00:00Z\n", " 2024-05-01T10:00:00Z", "2024-05-01T25:00:00Z", "2024-05-01T10:00:00+25:00",
+    "2024-W18-3", "2024-122", "2024-05-01T10", "2024-05-01+02:00", "2024-05-01T10:00:00 +00:00", "1714557600",
 ])
 def test_a_time_that_cannot_be_read_is_none_never_an_overflow(text: str) -> None:
     assert timestamps.parse_iso(text) is None
