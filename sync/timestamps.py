@@ -18,6 +18,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from dateutil.parser import isoparser
@@ -42,11 +43,18 @@ _DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?
 def parse_iso(value: Any) -> datetime | None:
     """An aware UTC datetime from a string Segment's ISO reader accepts (no offset means UTC); None for
     anything else, including dates that exist only outside UTC's year range (``0001-01-01T00:00+01:00``)."""
-    if not isinstance(value, str) or not _SEGMENT_FORMS.fullmatch(value):
+    return _parsed(value) if isinstance(value, str) else None
+
+
+@lru_cache(maxsize=4096)  # a batch repeats its sentAt and receivedAt; one event's times are read several times
+def _parsed(value: str) -> datetime | None:
+    if not _SEGMENT_FORMS.fullmatch(value):
         return None
-    parser = _SPACE_PARSER if " " in value else _T_PARSER
     try:
-        parsed: datetime = parser.isoparse(value)
+        try:  # Python's own ISO reader (C) agrees with dateutil's where it reads a form, at a tenth of its cost
+            parsed = datetime.fromisoformat(value)
+        except ValueError:  # a year or a month alone, 24:00
+            parsed = (_SPACE_PARSER if " " in value else _T_PARSER).isoparse(value)
         return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
     except (ValueError, OverflowError):
         return None
