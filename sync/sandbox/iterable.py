@@ -29,7 +29,7 @@ SUBSCRIPTION_FIELDS = ("emailListIds", "unsubscribedChannelIds", "unsubscribedMe
 MAX_BODY = 4_000_000  # Iterable's "4MB", as RudderStack reads it: bytes on the wire
 LIMITS = {"users/update": 500, "users/bulkUpdate": 5, "events/track": 2000, "events/trackBulk": 10,
           "users/updateSubscriptions": 500, "users/registerDeviceToken": 500, "users/registerBrowserToken": 500,
-          "export/data.json": 4 / 60, "users/delete": 100, "users/forget": 3}
+          "export/data.json": 4 / 60, "users/delete": 100, "users/forget": 3, "users/getFields": 3}
 FORGETS_PER_DAY = 1000
 FAILURE_KEYS = ("conflictEmails", "conflictUserIds", "forgottenEmails", "forgottenUserIds", "invalidDataEmails",
                 "invalidDataUserIds", "invalidEmails", "invalidUserIds", "notFoundEmails", "notFoundUserIds")
@@ -71,6 +71,7 @@ class FakeIterable:
         self.subscription_events: list[dict[str, Any]] = []  # updateSubscriptions applied (Iterable records events)
         self.registrations: list[dict[str, Any]] = []  # every token registration applied, repeats included
         self.forgets: list[dict[str, str]] = []  # accepted forget requests (at most 1,000 a day)
+        self.webhooks: list[dict[str, Any]] = []  # system webhooks (add_webhook), as GET /api/webhooks lists them
         self._windows: dict[str, list[float]] = defaultdict(list)
         self.faults.clear()
 
@@ -121,6 +122,7 @@ class FakeIterable:
         app.router.add_delete("/api/users/{email}", self._wrap("users/delete", self._delete_by_email))
         app.router.add_post("/api/users/forget", self._wrap("users/forget", self._forget))
         app.router.add_get("/api/webhooks", self._wrap("webhooks", self._webhooks))
+        app.router.add_get("/api/users/getFields", self._wrap("users/getFields", self._get_fields))
         app.router.add_get("/_fake/state", self._state)
         app.cleanup_ctx.append(self._processor)
         return app
@@ -429,7 +431,23 @@ class FakeIterable:
         return web.Response(text="".join(f"{line}\n" for line in lines), content_type="application/x-json-stream")
 
     async def _webhooks(self, request: web.Request) -> web.Response:
-        return web.json_response({"webhooks": []})
+        """``GetWebhooksResponse``: the fields Iterable's spec lists (no token, headers or event types)."""
+        shown = ("id", "endpoint", "enabled", "authType", "blastSendEnabled", "triggeredSendEnabled",
+                 "channelIds", "messageTypeIds")
+        return web.json_response({"webhooks": [{k: w[k] for k in shown if k in w} for w in self.webhooks]})
+
+    def add_webhook(self, endpoint: str, **fields: Any) -> dict[str, Any]:
+        """A system webhook as Iterable's UI creates it (enabled, Basic auth, every campaign kind)."""
+        webhook = {"id": 1000 + len(self.webhooks), "endpoint": endpoint, "enabled": True, "authType": "Basic",
+                   "blastSendEnabled": True, "triggeredSendEnabled": True, "channelIds": [], "messageTypeIds": [],
+                   **fields}
+        self.webhooks.append(webhook)
+        return webhook
+
+    async def _get_fields(self, request: web.Request) -> web.Response:
+        """``GetUserFieldsResponse``: every user field's dotted name and the type its first value fixed."""
+        self.process()
+        return web.json_response({"fields": dict(self.project.field_types)})
 
     async def _state(self, request: web.Request) -> web.Response:
         self.process()

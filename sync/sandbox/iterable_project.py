@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sync.sandbox import iterable_fields
 from sync.segment_events import is_email
 
 PROJECT_TYPES = ("email", "userId", "hybrid")
@@ -39,18 +40,6 @@ class Queue:
     last: float = 0.0
 
 
-def _kind(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, dict):
-        return "object"
-    return "array" if isinstance(value, list) else "string"
-
-
 class Project:
     """Users, events, purchases and carts of one project, changed only by the two processing queues."""
 
@@ -63,7 +52,8 @@ class Project:
         self.rng = random.Random(seed)
         self.users: list[dict[str, Any]] = []
         self.visible_at: dict[int, float] = {}  # id(user) -> when other calls can see it
-        self.field_types: dict[str, str] = {}
+        self.field_types: dict[str, str] = {}  # user fields (dotted names) -> Iterable's type, fixed by the first write
+        self.event_field_types: dict[str, dict[str, str]] = {}  # per custom event name, the same
         self.forgotten: set[str] = set()
         self.events: dict[str, dict[str, Any]] = {}
         self.event_log: list[dict[str, Any]] = []
@@ -151,16 +141,7 @@ class Project:
                 raise ItemError("conflictEmails" if by == "email" else "conflictUserIds", value,
                                 f"Email {new_email} already belongs to another user", status=409,
                                 code="EmailAlreadyExists")
-        for name, item in fields.items():
-            kind = _kind(item)
-            locked = self.field_types.get(name)
-            if kind and locked and kind != locked:
-                raise ItemError("invalidDataEmails" if by == "email" else "invalidDataUserIds", value,
-                                f"Field {name} is {locked}, got {kind}", code="RequestFieldsTypesMismatched")
-        for name, item in fields.items():
-            kind = _kind(item)
-            if kind:
-                self.field_types.setdefault(name, kind)
+        self._check_types(self.field_types, fields, by, value)
         return by, value
 
     def _new_email(self, body: dict[str, Any], fields: dict[str, Any]) -> str | None:
@@ -173,11 +154,20 @@ class Project:
         """An event for a user nobody can see yet is "not found" (a userId creates one in userId/hybrid)."""
         by, value = self.naming(body)
         self._forgotten(by, value)
-        if by == "userId" and self.project_type in ("userId", "hybrid"):
-            return
-        if self.find(by, value, now) is None:
+        if not (by == "userId" and self.project_type in ("userId", "hybrid")) and self.find(by, value, now) is None:
             kind = "notFoundEmails" if by == "email" else "notFoundUserIds"
             raise ItemError(kind, value, f"User does not exist. {by}: {value}")
+        fields = body["dataFields"] if isinstance(body.get("dataFields"), dict) else {}
+        self._check_types(self.event_field_types.setdefault(str(body.get("eventName")), {}), fields, by, value)
+
+    @staticmethod
+    def _check_types(types: dict[str, str], fields: dict[str, Any], by: str, value: str) -> None:
+        """A value of another type than the field's first one fails the item; new fields are locked."""
+        wrong = iterable_fields.mismatch(types, fields)
+        if wrong:
+            raise ItemError("invalidDataEmails" if by == "email" else "invalidDataUserIds", value, wrong,
+                            code="RequestFieldsTypesMismatched")
+        iterable_fields.lock(types, fields)
 
     # -- writes, applied by the queues ----------------------------------------------------------
 

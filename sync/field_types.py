@@ -1,0 +1,128 @@
+"""Iterable's field types, known before Iterable refuses a value (SPEC section 15, ``outbound.type_guard``).
+
+Iterable fixes a data field's type with its first value; a later value of another type fails the item in a
+bulk answer (``failedUpdates.invalidDataEmails`` / ``invalidDataUserIds``) or the single call with 400
+``RequestFieldsTypesMismatched`` (iterable-api-docs.json; Iterable's "Field types are fixed after first
+write"). ``GET /api/users/getFields`` answers ``{"fields": {"<dotted name>": "<type>"}}`` with the types
+``string``, ``long``, ``double``, ``boolean``, ``date``, ``object``, ``nested`` (and ``geo_location``).
+
+The rules here are pure: which type a value is, whether a locked type takes it, and the refusal reason
+naming the field, its type in Iterable and the value's type. ``FieldTypes`` holds what the daemon knows:
+user fields from getFields, and user and event fields from values Iterable accepted in a bulk answer.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+NUMBERS = frozenset({"long", "double"})
+TYPES = frozenset({"string", "long", "double", "boolean", "date", "object", "nested", "geo_location"})
+_OFFSET = re.compile(r" ([+-]\d{2}:?\d{2})$")
+GUARDED = ("users/update", "events/track")  # the calls whose ``dataFields`` Iterable types
+
+
+def is_date(text: str) -> bool:
+    """Whether Iterable reads ``text`` as a date: ``yyyy-MM-dd``, ISO 8601, or ``yyyy-MM-dd HH:mm:ss ZZ``."""
+    for candidate in (text, _OFFSET.sub(r"\1", text)):
+        try:
+            datetime.fromisoformat(candidate)
+            return True
+        except ValueError:
+            continue
+    return False
+
+
+def value_type(value: Any) -> str | None:
+    """The Iterable type a value would fix (None for null and empty arrays: they fix nothing)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "long"
+    if isinstance(value, float):
+        return "double"
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, list):
+        kinds = {k for k in (value_type(v) for v in value) if k is not None}
+        return ("nested" if "object" in kinds else sorted(kinds)[0]) if kinds else None
+    return "string"
+
+
+def accepts(locked: str, value: Any) -> bool:
+    """Whether a field Iterable typed ``locked`` takes ``value`` (unknown types take anything)."""
+    if value is None or locked not in TYPES or locked == "geo_location":
+        return True
+    if isinstance(value, list):
+        return all(accepts(locked, v) for v in value if not (locked == "nested" and isinstance(v, dict)))
+    kind = value_type(value)
+    if locked in NUMBERS or locked == "date" and kind in NUMBERS:
+        return kind in NUMBERS  # Iterable coerces one number type into the other; dates take epoch millis
+    if locked == "date":
+        return isinstance(value, str) and is_date(value)
+    return kind == locked or locked == "nested" and kind == "object"
+
+
+def paths(fields: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Every field with its dotted name, an object's own fields after it."""
+    for name, value in fields.items():
+        path = f"{prefix}{name}"
+        yield path, value
+        if isinstance(value, dict):
+            yield from paths(value, f"{path}.")
+
+
+def refusal(types: Mapping[str, str], fields: Mapping[str, Any], scope: str) -> str | None:
+    """Why Iterable would refuse ``fields`` (``scope`` says whose fields: "user" or "event NAME"), or None."""
+    for path, value in paths(fields):
+        locked = types.get(path)
+        if locked is not None and not accepts(locked, value):
+            got = "a date-less string" if locked == "date" and isinstance(value, str) else value_type(value)
+            return (f"dataFields.{path}: Iterable has this {scope} field as {locked}, the value is {got} "
+                    f"(Iterable fixes a field's type at its first write; outbound.type_guard)")
+    return None
+
+
+@dataclass(slots=True, kw_only=True)
+class FieldTypes:
+    """What the daemon knows of one Iterable project's field types (in memory, refreshed hourly)."""
+
+    user: dict[str, str] = field(default_factory=dict)
+    events: dict[str, dict[str, str]] = field(default_factory=dict)
+    refreshed: datetime | None = None
+
+    def check(self, mapped: Mapping[str, Any] | None) -> str | None:
+        """The refusal reason for a decided Iterable call (``IterableCall.frozen()``), or None."""
+        if not mapped or mapped.get("endpoint") not in GUARDED:
+            return None
+        body = mapped.get("body") or {}
+        fields = body.get("dataFields")
+        if not isinstance(fields, dict) or not fields:
+            return None
+        if mapped["endpoint"] == "users/update":
+            return refusal(self.user, fields, "user")
+        name = str(body.get("eventName"))
+        return refusal(self.events.get(name, {}), fields, f"event {name!r}")
+
+    def replace_user(self, fields: Mapping[str, Any], now: datetime) -> int:
+        """Take getFields' answer (``fields``: name -> type) as the user fields' types; returns how many."""
+        known = {str(k): str(v) for k, v in fields.items() if isinstance(v, str)}
+        self.user.update(known)
+        self.refreshed = now
+        return len(known)
+
+    def learn(self, endpoint: str, body: Mapping[str, Any]) -> None:
+        """An item Iterable accepted (``users/update`` or ``events/track`` body): its new fields' types are fixed."""
+        fields = body.get("dataFields")
+        if endpoint not in GUARDED or not isinstance(fields, dict):
+            return
+        types = self.user if endpoint == "users/update" else self.events.setdefault(str(body.get("eventName")), {})
+        for path, value in paths(fields):
+            kind = "date" if isinstance(value, str) and is_date(value) else value_type(value)
+            if kind is not None:
+                types.setdefault(path, kind)

@@ -1,0 +1,118 @@
+"""SPEC section 15 against the fakes, on both ledgers: the field-type guard and the webhook drift check."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Any
+
+import aiohttp
+import pytest
+
+from sync.config import Config
+from sync.daemon import Daemon
+from sync.ledger import Direction, Status
+from sync.sandbox import FakeIterable
+from tests.conftest import started
+from tests.support import ITERABLE_KEY, WRITE_KEY, wait_for
+
+BASIC = {"Authorization": "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()}
+OUT = Direction.OUTBOUND
+
+
+async def post(daemon: Daemon, path: str, body: Any) -> tuple[int, Any]:
+    async with aiohttp.ClientSession() as session, session.post(
+            f"http://127.0.0.1:{daemon.address[1]}{path}", json=body, headers=BASIC) as response:
+        return response.status, await response.json(content_type=None)
+
+
+async def get(daemon: Daemon, path: str) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as session, session.get(
+            f"http://127.0.0.1:{daemon.address[1]}{path}") as response:
+        return response.status, await response.text()
+
+
+async def other_writer(fake_url: str, endpoint: str, body: dict[str, Any]) -> None:
+    """Another Iterable client (a CSV import, another integration) writes first and fixes the types."""
+    async with aiohttp.ClientSession() as session, session.post(
+            f"{fake_url}/api/{endpoint}", json=body, headers={"Api-Key": ITERABLE_KEY}) as response:
+        assert response.status == 200, await response.text()
+
+
+def identify(message_id: str, **traits: Any) -> dict[str, Any]:
+    return {"type": "identify", "userId": "u1", "messageId": message_id, "traits": {"email": "ann@example.com",
+                                                                                     **traits}}
+
+
+async def status(daemon: Daemon, key: str) -> Status | None:
+    row = await daemon.ledger.get(OUT, key)
+    return row.status if row else None
+
+
+async def test_a_value_of_another_type_than_iterables_field_is_refused_at_intake_with_its_reason(
+        daemon: Daemon, fake_iterable: tuple[FakeIterable, str]) -> None:
+    fake, fake_url = fake_iterable
+    await other_writer(fake_url, "users/update", {"userId": "someone", "dataFields": {"age": 41,
+                                                                                        "address": {"zip": "75001"}}})
+    assert daemon.guards is not None
+    assert await daemon.guards.refresh_types() >= 3  # age, address, address.zip
+    code, body = await post(daemon, "/v1/batch", {"batch": [identify("ok-1", age=42), identify("bad-1", age="42"),
+                                                             identify("bad-2", address={"zip": 75002})]})
+    assert code == 200
+    errors = {r["index"]: r["error"] for r in body["rejected"]}
+    assert set(errors) == {1, 2}
+    assert "dataFields.age" in errors[1] and "as long" in errors[1] and "is string" in errors[1]
+    assert "dataFields.address.zip" in errors[2] and "as string" in errors[2] and "is long" in errors[2]
+    row = await daemon.ledger.get(OUT, "bad-1")
+    assert row is not None and row.status is Status.REJECTED and "dataFields.age" in (row.reason or "")
+    code, single = await post(daemon, "/v1/identify", identify("bad-3", age=True))
+    assert code == 400 and "boolean" in single["error"]
+    await wait_for(lambda: status(daemon, "ok-1"), within=10)
+    await wait_for(lambda: fake.find_user(user_id="u1") is not None, within=10)
+    assert fake.find_user(user_id="u1")["dataFields"]["age"] == 42  # type: ignore[index]
+    sent = json.dumps([body for _, body in fake.requests])
+    assert '"42"' not in sent and "75002" not in sent  # the refused values never reached Iterable
+
+
+async def test_a_refusal_in_a_bulk_answer_teaches_the_type_so_the_next_value_is_refused_at_intake(
+        daemon: Daemon, fake_iterable: tuple[FakeIterable, str]) -> None:
+    fake, fake_url = fake_iterable
+    await other_writer(fake_url, "users/update", {"userId": "other", "dataFields": {"score": 7}})  # after our read
+    code, _ = await post(daemon, "/v1/batch", {"batch": [identify("first", score="high")]})
+    assert code == 200
+    await wait_for(lambda: _is(daemon, "first", Status.DEAD), within=10)  # Iterable: invalidDataUserIds
+    assert daemon.guards is not None
+    await wait_for(lambda: daemon.guards.types.user.get("score") == "long", within=10)  # getFields read again
+    code, body = await post(daemon, "/v1/batch", {"batch": [identify("second", score="higher")]})
+    assert "dataFields.score" in body["rejected"][0]["error"]
+    code, body = await post(daemon, "/v1/batch", {"batch": [identify("third", plan="pro")]})
+    await wait_for(lambda: _is(daemon, "third", Status.DELIVERED), within=10)
+    assert daemon.guards.types.user.get("plan") == "string"  # learned from the value Iterable accepted
+    assert "dataFields.plan" in (await post(daemon, "/v1/batch", {"batch": [identify("fourth", plan=3)]}))[1][
+        "rejected"][0]["error"]
+
+
+async def _is(daemon: Daemon, key: str, wanted: Status) -> bool:
+    return await status(daemon, key) is wanted
+
+
+@pytest.fixture
+async def unguarded(stack_config: Config, ledger_url: str) -> AsyncIterator[Daemon]:
+    config = replace(stack_config, outbound=replace(stack_config.outbound, type_guard="off"))
+    async with started(config, ledger_url) as running_daemon:
+        yield running_daemon
+
+
+async def test_with_the_guard_off_the_value_goes_to_iterable_as_is(
+        unguarded: Daemon, fake_iterable: tuple[FakeIterable, str]) -> None:
+    fake, fake_url = fake_iterable
+    await other_writer(fake_url, "users/update", {"userId": "other", "dataFields": {"age": 41}})
+    assert unguarded.guards is not None
+    await unguarded.guards.refresh_types()
+    code, body = await post(unguarded, "/v1/batch", {"batch": [identify("as-is", age="42")]})
+    assert code == 200 and "rejected" not in body
+    await wait_for(lambda: _is(unguarded, "as-is", Status.DEAD), within=10)
+    row = await unguarded.ledger.get(OUT, "as-is")
+    assert row is not None and "invalidData" in (row.last_error or row.reason or "")
