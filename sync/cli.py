@@ -173,6 +173,10 @@ async def _check(config: Config, args: argparse.Namespace) -> int:
     print(f"mapping digest {config_module.mapping_digest(config)}")
     for line in setup_notes(config):
         print(line)
+    if config.server.public_url and config.inbound.enabled:  # the webhook drift check (SPEC section 15)
+        from sync.guard_commands import check_webhook
+
+        return await check_webhook(config)
     return 0
 
 

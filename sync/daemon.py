@@ -12,7 +12,7 @@ import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO
 
@@ -43,6 +43,7 @@ from sync.type_learning import LearningClient
 log = logging.getLogger("sync.daemon")
 
 GRACE_SECONDS = 20.0
+FIRST_RUN_SECONDS = 5  # the guards' first reads of Iterable, this long after start (as the other jobs)
 MAPPING_CURSOR = "mapping:digest"
 
 
@@ -181,7 +182,7 @@ async def running(config: Config) -> AsyncIterator[Daemon]:
         daemon.tasks = [asyncio.create_task(w.run(), name=f"deliver-{w.direction.value}") for w in daemon.workers]
         scheduler = scheduling.start(daemon.jobs)
         if daemon.guards is not None:
-            daemon.guards.schedule(scheduler, now())
+            daemon.guards.schedule(scheduler, now() + timedelta(seconds=FIRST_RUN_SECONDS))
         resources.push_async_callback(_stop, daemon, scheduler)
         yield daemon
 

@@ -116,3 +116,70 @@ async def test_with_the_guard_off_the_value_goes_to_iterable_as_is(
     await wait_for(lambda: _is(unguarded, "as-is", Status.DEAD), within=10)
     row = await unguarded.ledger.get(OUT, "as-is")
     assert row is not None and "invalidData" in (row.last_error or row.reason or "")
+
+
+PUBLIC = "https://sync.example.com"
+
+
+@pytest.fixture
+async def watching(stack_config: Config, ledger_url: str, fake_iterable: tuple[FakeIterable, str]
+                   ) -> AsyncIterator[Daemon]:
+    """The daemon with ``server.public_url`` set, its webhook already set up in Iterable as it should be."""
+    fake_iterable[0].add_webhook(f"{PUBLIC}/iterable/webhook?campaign={{{{campaignId}}}}")
+    config = replace(stack_config, server=replace(stack_config.server, public_url=PUBLIC))
+    async with started(config, ledger_url) as running_daemon:
+        yield running_daemon
+
+
+async def webhook_view(daemon: Daemon) -> tuple[dict[str, Any], str]:
+    code, text = await get(daemon, "/readyz")
+    assert code == 200  # drift is shown, not judged by: the daemon still takes events
+    return json.loads(text)["webhook"], (await get(daemon, "/metrics"))[1]
+
+
+async def test_a_drifted_webhook_shows_on_readyz_and_the_metric(
+        watching: Daemon, fake_iterable: tuple[FakeIterable, str]) -> None:
+    fake, _ = fake_iterable
+    guards = watching.guards
+    assert guards is not None
+    await wait_for(lambda: guards.webhook is not None, within=10)  # the hourly job's first run, at start
+    detail, metrics = await webhook_view(watching)
+    assert detail["ok"] is True and detail["problems"] == [] and detail["webhook_id"] == 1000
+    assert "sync_iterable_webhook_ok 1.0" in metrics
+    fake.webhooks[0].update(enabled=False, authType="NoAuth", blastSendEnabled=False)  # edited in Iterable's UI
+    await guards.check_webhook()
+    detail, metrics = await webhook_view(watching)
+    assert detail["ok"] is False and "sync_iterable_webhook_ok 0.0" in metrics
+    problems = " | ".join(detail["problems"])
+    assert "disabled" in problems and "NoAuth" in problems and "blastSendEnabled" in problems
+    fake.webhooks[0]["endpoint"] = "https://old-host.example.com/iterable/webhook"
+    await guards.check_webhook()
+    detail, _ = await webhook_view(watching)
+    assert detail["problems"] == [f"no system webhook points at {PUBLIC}/iterable/webhook (the project's 1 "
+                                  "webhook(s) point at old-host.example.com)"]
+
+
+async def test_check_config_reports_a_drifted_webhook(tmp_path: Any, fake_iterable: tuple[FakeIterable, str]) -> None:
+    import asyncio
+    import subprocess
+    import sys
+
+    from tests.support import daemon_config
+
+    fake, fake_url = fake_iterable
+    path = tmp_path / "sync.toml"
+    path.write_text(daemon_config(8787, f"sqlite:///{tmp_path}/ledger.db", fake_url, "http://127.0.0.1:9").replace(
+        "[server]\n", f'[server]\npublic_url = "{PUBLIC}/"\n'))
+
+    async def check() -> subprocess.CompletedProcess[str]:
+        return await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "sync", "check-config", "--config",
+                                                        str(path)], capture_output=True, text=True, timeout=60)
+
+    fake.add_webhook(f"{PUBLIC}/iterable/webhook", enabled=False)
+    done = await check()
+    assert done.returncode == 1, done.stderr
+    assert "webhook 1000: DRIFTED" in done.stdout and "disabled" in done.stdout
+    fake.webhooks[0]["enabled"] = True
+    done = await check()
+    assert done.returncode == 0 and "webhook 1000: OK" in done.stdout, done.stdout + done.stderr
+    assert "event types" in done.stdout  # what Iterable's API cannot show is said, not guessed
