@@ -24,6 +24,7 @@ from sync import console
 from sync import scheduler as scheduling
 from sync.backfill import ExportPuller
 from sync.config import Config, mapping_digest
+from sync.console import replay as console_replay
 from sync.delivery import Sink, Worker
 from sync.errors import LedgerLocked, SyncError
 from sync.guards import Guards
@@ -35,6 +36,7 @@ from sync.ledger.pacing import SharedPacing
 from sync.ledger.store import create_engine
 from sync.metrics import Metrics
 from sync.outbound import Options
+from sync.replay import Replayer
 from sync.scheduler import Jobs
 from sync.segment_sink import SegmentSink
 from sync.throttle import Throttle
@@ -152,6 +154,8 @@ def build(config: Config, ledger: Ledger, session: aiohttp.ClientSession, metric
     app = create_app(config, intake, metrics, health)
     if config.console.enabled:
         console.install(app, config, ledger, workers, digest)
+        console_replay.install(app, Replayer(ledger, console_replay.sinks_for(workers),
+                                             retention_days=config.ledger.retention_days))
     daemon = Daemon(config=config, ledger=ledger, metrics=metrics, workers=workers, health=health, app=app,
                     jobs=jobs, guards=guards)
     health.paused = daemon.paused

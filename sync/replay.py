@@ -49,6 +49,10 @@ def outcomes(rows: Sequence[Row], results: Results) -> list[tuple[int, str]]:
              else "not sent: held back by the sink") for row in rows]
 
 
+def new_run() -> str:
+    return f"replay-{uuid.uuid4().hex[:12]}"
+
+
 class Replayer:
     """Runs replays over ``sinks`` (one per direction that is on); ``chunk`` rows per round."""
 
@@ -68,10 +72,13 @@ class Replayer:
             count += len(rows)
             first += rows[: max(0, sample - len(first))]
 
-    async def run(self, wanted: ReplayFilter, report: Callable[[Progress], None] = lambda p: None) -> Progress:
-        """Send every selected row again; ``report`` is called after each round. Raises ``ReplayStopped``
-        when the upstream refuses the credentials (rows sent before are recorded)."""
-        progress = Progress(run=f"replay-{uuid.uuid4().hex[:12]}")
+    async def run(self, wanted: ReplayFilter, report: Callable[[Progress], None] = lambda p: None, *,
+                  run: str | None = None) -> Progress:
+        """Send every selected row again; ``report`` is called after each round; ``run`` names the replay in
+        the rows' history (default: a new name). Raises ``ReplayStopped`` when the upstream refuses the
+        credentials (rows sent before are recorded)."""
+        progress = Progress(run=run or new_run())
+        report(progress)
         await store.prune(self.ledger, self.clock() - timedelta(days=self.retention_days))
         after = 0
         while True:
