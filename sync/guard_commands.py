@@ -118,5 +118,6 @@ async def replay(config: Config, ledger: Ledger, args: argparse.Namespace) -> in
 
 
 def _progress_line(progress: Progress) -> None:
-    print(f"replayed {progress.done} rows ({progress.sent} sent, {progress.failed} failed)", file=sys.stderr,
-          flush=True)
+    if progress.done:
+        print(f"replayed {progress.done} rows ({progress.sent} sent, {progress.failed} failed)", file=sys.stderr,
+              flush=True)
