@@ -59,7 +59,7 @@ def accepts(locked: str, value: Any) -> bool:
     if value is None or locked not in TYPES or locked == "geo_location":
         return True
     if isinstance(value, list):
-        return all(accepts(locked, v) for v in value if not (locked == "nested" and isinstance(v, dict)))
+        return all(accepts(locked, v) for v in value if not (locked in ("nested", "object") and isinstance(v, dict)))
     kind = value_type(value)
     if locked in NUMBERS or locked == "date" and kind in NUMBERS:
         return kind in NUMBERS  # Iterable coerces one number type into the other; dates take epoch millis

@@ -17,7 +17,7 @@ CASES = [
     ("boolean", True, True), ("boolean", "true", False), ("boolean", 1, False),
     ("date", "2024-01-02", True), ("date", "2022-04-19 03:33:50 +00:00", True),
     ("date", "2024-01-02T03:04:05.123Z", True), ("date", 1704153600000, True), ("date", "soon", False),
-    ("object", {"a": 1}, True), ("object", "x", False),
+    ("object", {"a": 1}, True), ("object", "x", False), ("object", [{"a": 1}], True),
     ("nested", [{"sku": "a"}], True), ("nested", {"sku": "a"}, True), ("nested", ["a"], False),
     ("string", None, True), ("long", [], True), ("geo_location", "anything", True), ("unknownType", 1, True),
 ]
