@@ -54,8 +54,13 @@ def value_type(value: Any) -> str | None:
     return "string"
 
 
+_SAME = {"string": (str,), "long": (int, float), "double": (int, float), "boolean": (bool,), "object": (dict,)}
+
+
 def accepts(locked: str, value: Any) -> bool:
     """Whether a field Iterable typed ``locked`` takes ``value`` (unknown types take anything)."""
+    if type(value) in _SAME.get(locked, ()):  # the usual case, first: intake pays this per field
+        return True
     if value is None or locked not in TYPES or locked == "geo_location":
         return True
     if isinstance(value, list):
@@ -79,12 +84,20 @@ def paths(fields: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, An
 
 def refusal(types: Mapping[str, str], fields: Mapping[str, Any], scope: str) -> str | None:
     """Why Iterable would refuse ``fields`` (``scope`` says whose fields: "user" or "event NAME"), or None."""
-    for path, value in paths(fields):
-        locked = types.get(path)
-        if locked is not None and not accepts(locked, value):
-            got = "a date-less string" if locked == "date" and isinstance(value, str) else value_type(value)
-            return (f"dataFields.{path}: Iterable has this {scope} field as {locked}, the value is {got} "
-                    f"(Iterable fixes a field's type at its first write; outbound.type_guard)")
+    if not types:
+        return None
+    objects: list[tuple[str, Mapping[str, Any]]] = [("", fields)]
+    while objects:
+        prefix, current = objects.pop()
+        for name, value in current.items():
+            path = f"{prefix}{name}" if prefix else name
+            locked = types.get(path)
+            if locked is not None and not accepts(locked, value):
+                got = "a date-less string" if locked == "date" and isinstance(value, str) else value_type(value)
+                return (f"dataFields.{path}: Iterable has this {scope} field as {locked}, the value is {got} "
+                        f"(Iterable fixes a field's type at its first write; outbound.type_guard)")
+            if type(value) is dict:
+                objects.append((f"{path}.", value))
     return None
 
 
