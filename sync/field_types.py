@@ -14,7 +14,7 @@ user fields from getFields, and user and event fields from values Iterable accep
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -23,6 +23,10 @@ NUMBERS = frozenset({"long", "double"})
 TYPES = frozenset({"string", "long", "double", "boolean", "date", "object", "nested", "geo_location"})
 _OFFSET = re.compile(r" ([+-]\d{2}:?\d{2})$")
 GUARDED = ("users/update", "events/track")  # the calls whose ``dataFields`` Iterable types
+# ``expectedType`` in a refusal is the search index's type name (a public Iterable client saw "date", "keyword")
+ES_TYPES = {"keyword": "string", "text": "string", "string": "string", "long": "long", "integer": "long",
+            "double": "double", "float": "double", "boolean": "boolean", "date": "date", "object": "object",
+            "nested": "nested", "geo_point": "geo_location", "geo_location": "geo_location"}
 
 
 def is_date(text: str) -> bool:
@@ -129,13 +133,35 @@ class FieldTypes:
         self.refreshed = now
         return len(known)
 
-    def learn(self, endpoint: str, body: Mapping[str, Any]) -> None:
-        """An item Iterable accepted (``users/update`` or ``events/track`` body): its new fields' types are fixed."""
+    def learn(self, endpoint: str, body: Mapping[str, Any], created: Collection[str]) -> None:
+        """An item Iterable accepted (``users/update`` or ``events/track`` body) in a bulk answer whose
+        ``createdFields`` are ``created``: those fields' types are what this item's values fixed. (A field that
+        existed before may be of a type the value only fits, a number in a ``date`` field: not learned here.)"""
         fields = body.get("dataFields")
-        if endpoint not in GUARDED or not isinstance(fields, dict):
+        if endpoint not in GUARDED or not isinstance(fields, dict) or not created:
             return
         types = self.user if endpoint == "users/update" else self.events.setdefault(str(body.get("eventName")), {})
         for path, value in paths(fields):
             kind = "date" if isinstance(value, str) and is_date(value) else value_type(value)
-            if kind is not None:
+            if kind is not None and path in created:
                 types.setdefault(path, kind)
+
+    def learn_refusal(self, errors: Any, bodies: Sequence[Mapping[str, Any]]) -> list[str]:
+        """Iterable's ``RequestFieldsTypesMismatched`` answer (``params.validationErrors``: ``"<project>:::<field>"``
+        -> ``expectedType``, ``category``) for a request of ``bodies``: each field's type as Iterable has it.
+        Event fields go to the event names of the items that carry them. Returns the fields learned."""
+        learned = []
+        for key, error in (errors.items() if isinstance(errors, dict) else ()):
+            expected = ES_TYPES.get(str(error.get("expectedType"))) if isinstance(error, dict) else None
+            path = str(key).rpartition(":::")[2]
+            if expected is None or not path:
+                continue
+            if error.get("category") == "event":
+                for body in bodies:
+                    fields = body.get("dataFields")
+                    if isinstance(fields, dict) and any(p == path for p, _ in paths(fields)):
+                        self.events.setdefault(str(body.get("eventName")), {})[path] = expected
+            else:
+                self.user[path] = expected
+            learned.append(path)
+        return learned

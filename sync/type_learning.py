@@ -12,7 +12,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sync.errors import RetryableUpstream
@@ -65,31 +65,29 @@ class LearningClient(IterableClient):
 
     def _read(self, endpoint: str, body: dict[str, Any], reply: Reply) -> None:
         assert self.types is not None
-        if endpoint in _SINGLE_OF:
-            single, items = _SINGLE_OF[endpoint], body.get("users") or body.get("events") or []
-            if not 200 <= reply.status < 300:
-                return
-            outcome = bulk_failures(reply.body, items)
-            refused = [i for i, (reason, _) in outcome.failed.items() if "invalidData" in reason]
-            for index, item in enumerate(items):
-                if index not in outcome.failed and not outcome.unmatched:
-                    self.types.learn(single, item)
-            self._refused(len(refused))
-        elif 200 <= reply.status < 300:
-            self.types.learn(endpoint, body)
-        elif isinstance(reply.body, dict) and reply.body.get("code") == TYPE_REFUSED:
+        single = _SINGLE_OF.get(endpoint, endpoint)
+        items = (body.get("users") or body.get("events") or []) if endpoint in _SINGLE_OF else [body]
+        answer = reply.body if isinstance(reply.body, dict) else {}
+        if reply.status == 400 and answer.get("code") == TYPE_REFUSED:
+            params = answer.get("params")
+            errors = params.get("validationErrors") if isinstance(params, dict) else None
+            learned = self.types.learn_refusal(errors, items)
+            log.warning("Iterable refused values for their fields' types", extra={"fields": learned[:20]})
             self._refused(1)
+        elif 200 <= reply.status < 300 and endpoint in _SINGLE_OF:
+            outcome = bulk_failures(answer, items)
+            created = answer.get("createdFields")
+            if isinstance(created, list) and created and not outcome.unmatched:
+                for index, item in enumerate(items):
+                    if index not in outcome.failed:
+                        self.types.learn(single, item, frozenset(map(str, created)))
+            self._refused(sum(1 for reason, _ in outcome.failed.values() if "invalidData" in reason))
 
     def _refused(self, count: int) -> None:
+        """Refusals for a type (or invalid data): read getFields again soon (at most once a minute)."""
         if not count:
             return
         self.refusals += count
-        log.warning("Iterable refused values for their type; reading its field types again",
-                    extra={"items": count})
         if time.monotonic() - self._refused_at >= REFRESH_AFTER_REFUSAL:
             self._refused_at = time.monotonic()
             self._on_refusal()
-
-
-def now() -> datetime:
-    return datetime.now(UTC)

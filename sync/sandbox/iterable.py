@@ -20,7 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from sync.sandbox.faults import Faults
-from sync.sandbox.iterable_project import ItemError, Project
+from sync.sandbox.iterable_project import ItemError, Project, TypeMismatch
 from sync.segment_events import is_email
 
 SUBSCRIPTION_FIELDS = ("emailListIds", "unsubscribedChannelIds", "unsubscribedMessageTypeIds",
@@ -40,7 +40,7 @@ def envelope(msg: str, code: str = "Success", params: Any = None, status: int = 
 
 
 def refused(exc: ItemError) -> web.Response:
-    return envelope(exc.msg, exc.code, None, exc.status)
+    return envelope(exc.msg, exc.code, getattr(exc, "params", None), exc.status)
 
 
 class FakeIterable:
@@ -225,18 +225,23 @@ class FakeIterable:
         users = body.get("users")
         if not isinstance(users, list):
             return envelope("users is required", "BadParams", None, 400)
-        return web.json_response(self._bulk("users/bulkUpdate", users, self._check_user, self.project.upsert))
+        return self._bulk("users/bulkUpdate", users, self._check_user, self.project.upsert)
 
     def _bulk(self, name: str, items: list[Any], check: Callable[[dict[str, Any]], Any],
-              apply: Callable[[dict[str, Any], float], Any]) -> dict[str, Any]:
+              apply: Callable[[dict[str, Any], float], Any]) -> web.Response:
+        """Items checked one by one; a value of another type than its field's refuses the whole request."""
         failed: dict[str, list[str]] = {key: [] for key in FAILURE_KEYS}
         disallowed: list[str] = []
         accepted = []
+        snapshot, self.project.created_fields = self.project.types_snapshot(), []
         for item in items:
             item = item if isinstance(item, dict) else {}
             try:
                 check(item)
                 accepted.append(item)
+            except TypeMismatch as exc:
+                self.project.restore_types(snapshot)
+                return refused(exc)
             except ItemError as exc:
                 if exc.kind == "disallowedEventNames":
                     disallowed.append(exc.value)
@@ -248,9 +253,11 @@ class FakeIterable:
                     apply(item, self.clock())
 
             self.project.enqueue("bulk", self.clock(), name, apply_all)
-        return {"successCount": len(accepted), "failCount": len(items) - len(accepted), "createdFields": [],
-                "filteredOutFields": [], "disallowedEventNames": disallowed, "invalidEmails": failed["invalidEmails"],
-                "invalidUserIds": failed["invalidUserIds"], "failedUpdates": failed}
+        return web.json_response({
+            "successCount": len(accepted), "failCount": len(items) - len(accepted),
+            "createdFields": sorted(set(self.project.created_fields)), "filteredOutFields": [],
+            "disallowedEventNames": disallowed, "invalidEmails": failed["invalidEmails"],
+            "invalidUserIds": failed["invalidUserIds"], "failedUpdates": failed})
 
     # -- events ---------------------------------------------------------------------------------
 
@@ -276,7 +283,7 @@ class FakeIterable:
         events = body.get("events")
         if not isinstance(events, list):
             return envelope("events is required", "BadParams", None, 400)
-        return web.json_response(self._bulk("events/trackBulk", events, self._check_event, self.project.track))
+        return self._bulk("events/trackBulk", events, self._check_event, self.project.track)
 
     # -- commerce and email ---------------------------------------------------------------------
 

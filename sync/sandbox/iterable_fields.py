@@ -64,18 +64,18 @@ def leaves(fields: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]
             yield from leaves(value, f"{path}.")
 
 
-def mismatch(types: dict[str, str], fields: dict[str, Any]) -> str | None:
-    """The first field of ``fields`` whose value ``types`` refuses, as Iterable words it, or None."""
-    for path, value in leaves(fields):
-        locked = types.get(path)
-        if locked is not None and not fits(locked, value):
-            return f"Field {path} is of type {locked}, got {kind_of(value)}"
-    return None
+def mismatches(types: dict[str, str], fields: dict[str, Any]) -> list[tuple[str, str, str | None, Any]]:
+    """Every field of ``fields`` whose value ``types`` refuses: (dotted name, its type, the value's, the value)."""
+    return [(path, types[path], kind_of(value), value) for path, value in leaves(fields)
+            if path in types and not fits(types[path], value)]
 
 
-def lock(types: dict[str, str], fields: dict[str, Any]) -> None:
-    """Fix the type of every field written here for the first time."""
+def lock(types: dict[str, str], fields: dict[str, Any]) -> list[str]:
+    """Fix the type of every field written here for the first time; returns those fields (``createdFields``)."""
+    created = []
     for path, value in leaves(fields):
         kind = kind_of(value)
-        if kind is not None:
-            types.setdefault(path, kind)
+        if kind is not None and path not in types:
+            types[path] = kind
+            created.append(path)
+    return created

@@ -33,6 +33,19 @@ class ItemError(Exception):
         super().__init__(msg)
 
 
+class TypeMismatch(ItemError):
+    """Values of another type than their fields': Iterable refuses the whole request (400), naming each field in
+    ``params.validationErrors`` (the shape a public Iterable client parses: ``"<project>:::<field>"`` ->
+    ``incomingTypes``, ``expectedType``, ``category``, ``offendingValue``)."""
+
+    def __init__(self, wrong: list[tuple[str, str, str | None, Any]], category: str) -> None:
+        super().__init__("", "", "Project 1: The request does not have the same data types as the project's fields",
+                         code="RequestFieldsTypesMismatched")
+        self.params = {"validationErrors": {
+            f"1:::{path}": {"incomingTypes": [got], "expectedType": locked, "category": category,
+                            "offendingValue": value, "_type": "UnexpectedType"} for path, locked, got, value in wrong}}
+
+
 @dataclass(slots=True, kw_only=True)
 class Queue:
     max_delay: float = 0.0
@@ -54,6 +67,7 @@ class Project:
         self.visible_at: dict[int, float] = {}  # id(user) -> when other calls can see it
         self.field_types: dict[str, str] = {}  # user fields (dotted names) -> Iterable's type, fixed by the first write
         self.event_field_types: dict[str, dict[str, str]] = {}  # per custom event name, the same
+        self.created_fields: list[str] = []  # fields the request being checked created (``createdFields``)
         self.forgotten: set[str] = set()
         self.events: dict[str, dict[str, Any]] = {}
         self.event_log: list[dict[str, Any]] = []
@@ -141,7 +155,7 @@ class Project:
                 raise ItemError("conflictEmails" if by == "email" else "conflictUserIds", value,
                                 f"Email {new_email} already belongs to another user", status=409,
                                 code="EmailAlreadyExists")
-        self._check_types(self.field_types, fields, by, value)
+        self._check_types(self.field_types, fields, "user")
         return by, value
 
     def _new_email(self, body: dict[str, Any], fields: dict[str, Any]) -> str | None:
@@ -158,16 +172,21 @@ class Project:
             kind = "notFoundEmails" if by == "email" else "notFoundUserIds"
             raise ItemError(kind, value, f"User does not exist. {by}: {value}")
         fields = body["dataFields"] if isinstance(body.get("dataFields"), dict) else {}
-        self._check_types(self.event_field_types.setdefault(str(body.get("eventName")), {}), fields, by, value)
+        self._check_types(self.event_field_types.setdefault(str(body.get("eventName")), {}), fields, "event")
 
-    @staticmethod
-    def _check_types(types: dict[str, str], fields: dict[str, Any], by: str, value: str) -> None:
-        """A value of another type than the field's first one fails the item; new fields are locked."""
-        wrong = iterable_fields.mismatch(types, fields)
+    def _check_types(self, types: dict[str, str], fields: dict[str, Any], category: str) -> None:
+        """A value of another type than the field's first one fails the request; new fields are locked."""
+        wrong = iterable_fields.mismatches(types, fields)
         if wrong:
-            raise ItemError("invalidDataEmails" if by == "email" else "invalidDataUserIds", value, wrong,
-                            code="RequestFieldsTypesMismatched")
-        iterable_fields.lock(types, fields)
+            raise TypeMismatch(wrong, category)
+        self.created_fields += iterable_fields.lock(types, fields)
+
+    def types_snapshot(self) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+        """The field types as they are, to put back when a whole request is refused."""
+        return dict(self.field_types), {name: dict(types) for name, types in self.event_field_types.items()}
+
+    def restore_types(self, snapshot: tuple[dict[str, str], dict[str, dict[str, str]]]) -> None:
+        self.field_types, self.event_field_types = snapshot
 
     # -- writes, applied by the queues ----------------------------------------------------------
 

@@ -76,21 +76,29 @@ async def test_a_value_of_another_type_than_iterables_field_is_refused_at_intake
     assert '"42"' not in sent and "75002" not in sent  # the refused values never reached Iterable
 
 
-async def test_a_refusal_in_a_bulk_answer_teaches_the_type_so_the_next_value_is_refused_at_intake(
+async def test_iterables_refusal_names_the_field_so_the_next_value_is_refused_at_intake(
         daemon: Daemon, fake_iterable: tuple[FakeIterable, str]) -> None:
+    """Event fields are in no getFields answer: Iterable's refusal (RequestFieldsTypesMismatched, naming the field
+    and its type) is where the daemon learns them; a field its own accepted write created is learned too."""
     fake, fake_url = fake_iterable
-    await other_writer(fake_url, "users/update", {"userId": "other", "dataFields": {"score": 7}})  # after our read
-    code, _ = await post(daemon, "/v1/batch", {"batch": [identify("first", score="high")]})
+    await other_writer(fake_url, "events/track", {"userId": "other", "eventName": "Video Played",
+                                                  "dataFields": {"seconds": 12}})
+    video = {"type": "track", "userId": "u1", "event": "Video Played"}
+    code, _ = await post(daemon, "/v1/batch", {"batch": [{**video, "messageId": "v1", "properties": {"seconds": "x"}},
+                                                         {**video, "messageId": "v2", "properties": {"seconds": 3}}]})
     assert code == 200
-    await wait_for(lambda: _is(daemon, "first", Status.DEAD), within=10)  # Iterable: invalidDataUserIds
+    await wait_for(lambda: _is(daemon, "v1", Status.DEAD), within=10)  # the request refused, v1 found alone
+    await wait_for(lambda: _is(daemon, "v2", Status.DELIVERED), within=10)
+    v1 = await daemon.ledger.get(OUT, "v1")
+    assert v1 is not None and "RequestFieldsTypesMismatched" in (v1.reason or "")
     assert daemon.guards is not None
-    await wait_for(lambda: daemon.guards.types.user.get("score") == "long", within=10)  # getFields read again
-    code, body = await post(daemon, "/v1/batch", {"batch": [identify("second", score="higher")]})
-    assert "dataFields.score" in body["rejected"][0]["error"]
-    code, body = await post(daemon, "/v1/batch", {"batch": [identify("third", plan="pro")]})
-    await wait_for(lambda: _is(daemon, "third", Status.DELIVERED), within=10)
-    assert daemon.guards.types.user.get("plan") == "string"  # learned from the value Iterable accepted
-    assert "dataFields.plan" in (await post(daemon, "/v1/batch", {"batch": [identify("fourth", plan=3)]}))[1][
+    assert daemon.guards.types.events["Video Played"]["seconds"] == "long"
+    code, body = await post(daemon, "/v1/batch", {"batch": [{**video, "messageId": "v3", "properties": {"seconds": "y"}}]})
+    assert "dataFields.seconds: Iterable has this event 'Video Played' field as long" in body["rejected"][0]["error"]
+    code, _ = await post(daemon, "/v1/batch", {"batch": [identify("p1", plan="pro")]})
+    await wait_for(lambda: _is(daemon, "p1", Status.DELIVERED), within=10)
+    assert daemon.guards.types.user.get("plan") == "string"  # createdFields: this write fixed its type
+    assert "dataFields.plan" in (await post(daemon, "/v1/batch", {"batch": [identify("p2", plan=3)]}))[1][
         "rejected"][0]["error"]
 
 
@@ -115,7 +123,7 @@ async def test_with_the_guard_off_the_value_goes_to_iterable_as_is(
     assert code == 200 and "rejected" not in body
     await wait_for(lambda: _is(unguarded, "as-is", Status.DEAD), within=10)
     row = await unguarded.ledger.get(OUT, "as-is")
-    assert row is not None and "invalidData" in (row.last_error or row.reason or "")
+    assert row is not None and "RequestFieldsTypesMismatched" in (row.last_error or row.reason or "")
 
 
 PUBLIC = "https://sync.example.com"

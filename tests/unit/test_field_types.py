@@ -42,9 +42,21 @@ def test_the_reason_names_the_field_its_type_and_the_values_type() -> None:
 
 def test_event_fields_are_kept_per_event_name_and_only_users_update_and_events_track_are_checked() -> None:
     types = FieldTypes()
-    types.learn("events/track", {"eventName": "Paid", "dataFields": {"amount": 5, "on": "2024-01-02"}})
+    types.learn("events/track", {"eventName": "Paid", "dataFields": {"amount": 5, "on": "2024-01-02", "old": 1}},
+                created={"amount", "on"})
     call = {"endpoint": "events/track", "body": {"eventName": "Paid", "dataFields": {"amount": "5"}}}
     assert "event 'Paid' field as long" in (types.check(call) or "")
     assert types.check({**call, "body": {"eventName": "Other", "dataFields": {"amount": "5"}}}) is None
-    assert types.events["Paid"]["on"] == "date"
+    assert types.events["Paid"]["on"] == "date" and "old" not in types.events["Paid"]  # not created by this write
     assert types.check({"endpoint": "commerce/trackPurchase", "body": {"dataFields": {"amount": "5"}}}) is None
+
+
+def test_a_refusal_names_each_field_with_the_type_iterable_has() -> None:
+    types = FieldTypes()
+    errors = {"1:::signup_at": {"incomingTypes": ["string", "keyword"], "expectedType": "date", "category": "user",
+                                "offendingValue": "soon", "_type": "UnexpectedType"},
+              "1:::seconds": {"expectedType": "long", "category": "event"}, "1:::odd": {"expectedType": "blob"}}
+    bodies = [{"eventName": "Video Played", "dataFields": {"seconds": "twelve"}}, {"eventName": "Other"}]
+    assert types.learn_refusal(errors, bodies) == ["signup_at", "seconds"]
+    assert types.user == {"signup_at": "date"} and types.events == {"Video Played": {"seconds": "long"}}
+    assert types.learn_refusal(None, bodies) == [] and types.learn_refusal({"x": "y"}, bodies) == []
