@@ -4,7 +4,8 @@ Iterable fixes a data field's type with its first value; a later value of anothe
 with 400 ``RequestFieldsTypesMismatched`` whose ``params.validationErrors`` name each field and the type
 Iterable has (as a public Iterable client parses it), or an item in ``failedUpdates.invalidData*``
 (iterable-api-docs.json; Iterable's "Field types are fixed after first write"). ``GET /api/users/getFields``
-answers ``{"fields": {"<dotted name>": "<type>"}}`` with the types ``string``, ``long``, ``double``, ``boolean``, ``date``, ``object``, ``nested`` (and ``geo_location``).
+answers ``{"fields": {"<dotted name>": "<type>"}}`` with the types ``string``, ``long``, ``double``,
+``boolean``, ``date``, ``object``, ``nested`` (and ``geo_location``).
 
 The rules here are pure: which type a value is, whether a locked type takes it, and the refusal reason
 naming the field, its type in Iterable and the value's type. ``FieldTypes`` holds what the daemon knows:
