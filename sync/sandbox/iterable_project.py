@@ -7,7 +7,8 @@
 - A user created by a write becomes visible to other calls only ``visibility_lag`` seconds after it was
   applied (Iterable asks for 60 s). Events for a user nobody can see yet are "not found", except that
   in userId and hybrid projects an event naming a userId creates the user.
-- A data field's type is fixed by its first value; a later value of another type fails the item.
+- A data field's type is fixed by its first value; a later value of another type fails the whole request
+  (400 ``RequestFieldsTypesMismatched`` naming each field and its type; the rules are ``iterable_fields``).
 - Forgotten (GDPR) identifiers refuse every later write.
 """
 
