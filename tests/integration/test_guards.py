@@ -167,27 +167,28 @@ async def test_a_drifted_webhook_shows_on_readyz_and_the_metric(
                                   "webhook(s) point at old-host.example.com)"]
 
 
-async def test_check_config_reports_a_drifted_webhook(tmp_path: Any, fake_iterable: tuple[FakeIterable, str]) -> None:
-    import asyncio
-    import subprocess
-    import sys
-
+async def test_check_config_reports_a_drifted_webhook(tmp_path: Any, fake_iterable: tuple[FakeIterable, str],
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from sync import cli
+    from sync.config import load
     from tests.support import daemon_config
 
     fake, fake_url = fake_iterable
     path = tmp_path / "sync.toml"
     path.write_text(daemon_config(8787, f"sqlite:///{tmp_path}/ledger.db", fake_url, "http://127.0.0.1:9").replace(
         "[server]\n", f'[server]\npublic_url = "{PUBLIC}/"\n'))
-
-    async def check() -> subprocess.CompletedProcess[str]:
-        return await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "sync", "check-config", "--config",
-                                                        str(path)], capture_output=True, text=True, timeout=60)
+    args = cli.parser().parse_args(["check-config", "--config", str(path)])
 
     fake.add_webhook(f"{PUBLIC}/iterable/webhook", enabled=False)
-    done = await check()
-    assert done.returncode == 1, done.stderr
-    assert "webhook 1000: DRIFTED" in done.stdout and "disabled" in done.stdout
+    assert await cli._check(load(str(path)), args) == 1
+    out = capsys.readouterr().out
+    assert "is valid" in out and "webhook 1000: DRIFTED" in out and "disabled" in out
     fake.webhooks[0]["enabled"] = True
-    done = await check()
-    assert done.returncode == 0 and "webhook 1000: OK" in done.stdout, done.stdout + done.stderr
-    assert "event types" in done.stdout  # what Iterable's API cannot show is said, not guessed
+    assert await cli._check(load(str(path)), args) == 0
+    out = capsys.readouterr().out
+    assert "webhook 1000: OK" in out
+    assert "event types" in out  # what Iterable's API cannot show is said, not guessed
+    fake.webhooks.clear()
+    fake.api_key = "another-key"  # Iterable cannot be asked: said, and exit 1
+    assert await cli._check(load(str(path)), args) == 1
+    assert "cannot read Iterable's webhooks" in capsys.readouterr().out
