@@ -130,9 +130,10 @@ PUBLIC = "https://sync.example.com"
 
 
 @pytest.fixture
-async def watching(stack_config: Config, ledger_url: str, fake_iterable: tuple[FakeIterable, str]
-                   ) -> AsyncIterator[Daemon]:
+async def watching(stack_config: Config, ledger_url: str, fake_iterable: tuple[FakeIterable, str],
+                   monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Daemon]:
     """The daemon with ``server.public_url`` set, its webhook already set up in Iterable as it should be."""
+    monkeypatch.setattr("sync.daemon.FIRST_RUN_SECONDS", 0.2)  # the hourly jobs' first run, soon
     fake_iterable[0].add_webhook(f"{PUBLIC}/iterable/webhook?campaign={{{{campaignId}}}}")
     config = replace(stack_config, server=replace(stack_config.server, public_url=PUBLIC))
     async with started(config, ledger_url) as running_daemon:
@@ -150,7 +151,7 @@ async def test_a_drifted_webhook_shows_on_readyz_and_the_metric(
     fake, _ = fake_iterable
     guards = watching.guards
     assert guards is not None
-    await wait_for(lambda: guards.webhook is not None, within=10)  # the hourly job's first run, at start
+    await wait_for(lambda: guards.webhook is not None, within=10)  # the hourly job's first run, after start
     detail, metrics = await webhook_view(watching)
     assert detail["ok"] is True and detail["problems"] == [] and detail["webhook_id"] == 1000
     assert "sync_iterable_webhook_ok 1.0" in metrics
