@@ -128,8 +128,8 @@ class FieldTypes:
         name = str(body.get("eventName"))
         return refusal(self.events.get(name, {}), fields, f"event {name!r}")
 
-    def replace_user(self, fields: Mapping[str, Any], now: datetime) -> int:
-        """Take getFields' answer (``fields``: name -> type) as the user fields' types; returns how many."""
+    def merge_user(self, fields: Mapping[str, Any], now: datetime) -> int:
+        """Take getFields' answer (``fields``: name -> type) over what is known; returns how many it listed."""
         known = {str(k): str(v) for k, v in fields.items() if isinstance(v, str)}
         self.user.update(known)
         self.refreshed = now

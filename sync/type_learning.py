@@ -41,7 +41,7 @@ async def refresh(client: IterableClient, types: FieldTypes, now: datetime) -> i
         fields = None
     if not isinstance(fields, dict):
         raise RetryableUpstream(f"{GET_FIELDS}: HTTP {status}, no fields in the answer")
-    return types.replace_user(fields, now)
+    return types.merge_user(fields, now)
 
 
 class LearningClient(IterableClient):
