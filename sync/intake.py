@@ -12,12 +12,13 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sync import anonymous, inbound, outbound, people, segment_events
+from sync import anonymous, consent, inbound, inbound_people, outbound, people, segment_events
 from sync.config import Config
 from sync.derived_calls import derived
 from sync.errors import InvalidEvent, LedgerError, LedgerUnavailable, Overloaded
 from sync.inbound import SPEC_MAPPING
 from sync.ledger import Direction, NewEvent, Row, Status
+from sync.ledger.links import Known
 from sync.mapping import InboundMapping
 from sync.metrics import Metrics
 from sync.wire import finite
@@ -37,7 +38,13 @@ def outbound_options(config: Config) -> outbound.Options:
     return outbound.Options(project_type=config.iterable.project_type,
                             merge_nested_objects=config.outbound.merge_nested_objects, mapping=config.outbound.mapping,
                             deletion=config.outbound.deletion, subscriptions=config.outbound.subscriptions,
-                            push_apps={k: v for k, v in apps.items() if v})
+                            push_apps={k: v for k, v in apps.items() if v},
+                            consent_categories=config.consent.outbound_categories)
+
+
+def people_rules(config: Config) -> dict[str, Any]:
+    """``Intake``'s keyword arguments for one person across directions (SPEC section 14)."""
+    return {"inbound_consent": config.consent.inbound_categories, "join_identities": config.inbound.join_identities}
 
 
 def outbound_rows(events: Sequence[Any], options: outbound.Options,
@@ -60,13 +67,16 @@ def outbound_row(event: dict[str, Any], options: outbound.Options, digest: str |
     """One validated event as a row; raises ``InvalidEvent`` when the mapping rejects it."""
     identity = options.mapping.identity
     mapped = outbound.map_event(event, options)
+    seen = consent.preferences(event)  # remembered for the person's inbound events
+    forgets = event["type"] == "delete"  # whatever outbound.deletion is (SPEC section 11)
     if isinstance(mapped, outbound.Skip):
         return NewEvent(direction=Direction.OUTBOUND, key=event["messageId"], kind=event["type"], payload=event,
                         status=Status.SKIPPED, reason=mapped.reason, label=mapped.key, mapping_digest=digest,
-                        user_key=outbound.user_key(event, identity), identities=outbound.identities(event, identity))
+                        user_key=outbound.user_key(event, identity), identities=outbound.identities(event, identity),
+                        consent=seen, forgets=forgets)
     return NewEvent(direction=Direction.OUTBOUND, key=event["messageId"], kind=event["type"], payload=event,
                     user_key=mapped.user_key, identities=outbound.identities(event, identity),
-                    mapped=mapped.frozen(), mapping_digest=digest, forgets=event["type"] == "delete")
+                    mapped=mapped.frozen(), mapping_digest=digest, forgets=forgets, consent=seen)
 
 
 def companions(event: dict[str, Any], options: outbound.Options, row: NewEvent) -> list[NewEvent]:
@@ -193,6 +203,8 @@ class Holder(Recorder, Protocol):
 
     async def held_counts(self, keys: Sequence[str]) -> tuple[dict[str, int], int]: ...
 
+    async def people_known(self, identifiers: Sequence[str]) -> dict[str, Known]: ...
+
 
 class Intake:
     """Records rows through group commit, counts them and wakes the delivery workers. With ``options``,
@@ -200,15 +212,19 @@ class Intake:
 
     def __init__(self, ledger: Holder, metrics: Metrics, *, notify: Callable[[Direction], None] = lambda d: None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC), options: outbound.Options | None = None,
-                 digest: str | None = None, hold_hours: float = 0.0) -> None:
+                 digest: str | None = None, hold_hours: float = 0.0, inbound_consent: Sequence[str] = (),
+                 join_identities: bool = False) -> None:
         self.ledger, self.metrics, self.notify, self.clock = ledger, metrics, notify, clock
         self.options, self.digest, self.hold_hours = options, digest, hold_hours
+        self.inbound_consent, self.join_identities = tuple(inbound_consent), join_identities
         self.commits = GroupCommit(ledger, clock)
 
     async def record(self, rows: Sequence[NewEvent]) -> set[str]:
         """Commit ``rows``; return the keys that were duplicates. Raises ``LedgerError`` if it cannot commit."""
         if self.options is not None and self.hold_hours > 0:
             rows = await self._hold_and_release(rows, self.options)
+        if self.inbound_consent or self.join_identities:
+            rows = await self._one_person(rows)
         known = await self.commits.record(rows)
         counted: set[tuple[Direction, str]] = set()
         for row in rows:
@@ -221,6 +237,15 @@ class Intake:
         for direction in {row.direction for row in rows if row.status is Status.PENDING}:
             self.notify(direction)
         return {key for _, key in known}
+
+    async def _one_person(self, rows: Sequence[NewEvent]) -> list[NewEvent]:
+        """Inbound rows obey the person's last outbound consent and carry their linked userId (SPEC 14)."""
+        asked = inbound_people.asked(rows)
+        if not asked:
+            return list(rows)
+        found = await self.ledger.people_known(asked)
+        return [inbound_people.decided(row, found, categories=self.inbound_consent, join=self.join_identities)
+                for row in rows]
 
     async def _hold_and_release(self, rows: Sequence[NewEvent], options: outbound.Options) -> list[NewEvent]:
         """Anonymous-only events become held; an event naming a held visitor with a userId or email brings

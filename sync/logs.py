@@ -9,11 +9,13 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from sync import masking
+
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
 
 
 class Redactor(logging.Filter):
-    """Replaces secrets in the rendered message and extra fields with ``***``."""
+    """Replaces secrets in the rendered message and extra fields with ``***``, and emails with ``[email]``."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
@@ -22,14 +24,13 @@ class Redactor(logging.Filter):
     def redact(self, text: str) -> str:
         for secret in self.secrets:
             text = text.replace(secret, "***")
-        return text
+        return masking.mask(text)  # and no email in a log line (SPEC section 11)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self.secrets:
-            record.msg, record.args = self.redact(record.getMessage()), ()
-            for key, value in list(vars(record).items()):
-                if key not in _STANDARD and isinstance(value, str):
-                    setattr(record, key, self.redact(value))
+        record.msg, record.args = self.redact(record.getMessage()), ()  # every line: personal data may be in any
+        for key, value in list(vars(record).items()):
+            if key not in _STANDARD and isinstance(value, str):
+                setattr(record, key, self.redact(value))
         return True
 
 
