@@ -1,0 +1,110 @@
+"""People's data, the pure parts (issue 22): identifier normal forms, consent as Segment and RudderStack define
+it, masking, the retry of deletions, and what an inbound track learns from the ledger."""
+
+from __future__ import annotations
+
+import random
+import unicodedata
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from sync import consent, inbound_people, masking, people
+from sync.delivery import Failure, deletion_retry
+from sync.ledger import Direction, NewEvent, Status
+from sync.ledger.links import Known
+
+NOW = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("spelling", [
+    "zoë@example.com",  # the keyboard: composed
+    unicodedata.normalize("NFD", "zoë@example.com"),  # macOS file names, some CRM exports: decomposed
+    "Zoë@Example.COM", "  zoë@example.com\t", "\u00a0ZOË@EXAMPLE.COM",  # a mobile app's autocapitalised form
+    "ｚｏë@example.com",  # full-width letters (East Asian input methods): NFKC folds them
+])
+def test_every_spelling_of_an_email_is_one_identifier(spelling: str) -> None:
+    assert people.identifier(spelling) == people.email_identifier(spelling) == "e:zoë@example.com"
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (" user-1 ", "u:user-1"), (unicodedata.normalize("NFD", "josé"), "u:josé"), ("User-1", "u:User-1"), (42, "u:42"),
+])
+def test_user_ids_are_trimmed_and_composed_but_keep_their_case(value: Any, expected: str) -> None:
+    assert people.identifier(value) == expected
+
+
+def ctx(**context: Any) -> dict[str, Any]:
+    return {"context": context}
+
+
+@pytest.mark.parametrize(("event", "expected"), [
+    ({}, None),  # no consent object: not checked
+    (ctx(traits={}), None),
+    (ctx(consent={"categoryPreferences": {"Marketing": True, "Ads": False}}), {"Marketing": True, "Ads": False}),
+    (ctx(consent={"categoryPreferences": {}}), {}),  # empty: denies
+    (ctx(consent={"categoryPreferences": {"Marketing": "yes"}}), {"Marketing": False}),  # only true grants
+    (ctx(consentManagement={"allowedConsentIds": ["C0001"], "deniedConsentIds": ["C0004"], "provider": "oneTrust"}),
+     {"C0001": True, "C0004": False}),
+    (ctx(consentManagement={}), {}),
+])
+def test_consent_is_read_from_segment_and_rudderstack_objects(event: dict[str, Any], expected: Any) -> None:
+    assert consent.preferences(event) == expected
+
+
+@pytest.mark.parametrize(("seen", "required", "expected"), [
+    (None, ["Marketing"], None), ({}, ["Marketing"], "Marketing"), ({"Marketing": True}, ["Marketing"], None),
+    ({"Marketing": True}, ["Marketing", "Ads"], "Ads"), ({"marketing": True}, ["Marketing"], "Marketing"),
+    ({"Ads": False}, [], None),
+])
+def test_every_required_category_must_be_granted(seen: Any, required: list[str], expected: str | None) -> None:
+    assert consent.denied(seen, required) == expected
+
+
+@pytest.mark.parametrize(("text", "ids", "expected"), [
+    ("HTTP 400 InvalidEmailAddressError: Invalid email: Zoë@Example.com", [], "... Invalid email: [email]"),
+    ("conflictUserIds: [\"acct-77\"] for <a.b+c@x.co>", ["acct-77"], "conflictUserIds: [\"[userId]\"] for <[email]>"),
+    ("User ACCT-77 not found", ["acct-77"], "User [userId] not found"),
+    ("events/trackBulk: TimeoutError", [], "events/trackBulk: TimeoutError"),
+])
+def test_upstream_messages_lose_emails_and_the_users_id(text: str, ids: list[str], expected: str) -> None:
+    masked = masking.mask(text, ids)
+    assert masked.endswith(expected.removeprefix("..."))
+
+
+def test_the_values_a_request_names_are_found_in_its_body() -> None:
+    body = {"user": {"email": "a@b.co", "userId": "u-1"}, "id": "order-1", "currentEmail": "c@d.co"}
+    assert sorted(masking.named_in(body)) == ["a@b.co", "c@d.co", "u-1"]
+
+
+@pytest.mark.parametrize(("error", "retryable", "at_least", "at_most"), [
+    ("HTTP 429 RateLimitExceeded: Daily limit of forget requests exceeded", True, 3600, 3600),
+    ("HTTP 400 BadParams: nope", False, 0, 2 ** 9),
+    ("users/forget: ClientConnectorError", True, 0, 2 ** 9),
+])
+def test_a_deletion_always_gets_a_next_attempt(error: str, retryable: bool, at_least: float, at_most: float) -> None:
+    at = deletion_retry(now=NOW, attempts=10, failure=Failure(row_id=1, error=error, retryable=retryable),
+                        rng=random.Random(1))
+    assert NOW + timedelta(seconds=at_least) <= at <= NOW + timedelta(seconds=at_most)
+
+
+def inbound(mapped: dict[str, Any] | None = None) -> NewEvent:
+    return NewEvent(direction=Direction.INBOUND, key="k", kind="emailOpen", payload={},
+                    identities=("e:j@example.com",), mapped=mapped or {"user_id": None, "anonymous_id": "j@example.com"})
+
+
+@pytest.mark.parametrize(("known", "join", "status", "user_id"), [
+    (Known(user_id="j-1"), True, Status.PENDING, "j-1"),
+    (Known(user_id="j-1"), False, Status.PENDING, None),
+    (Known(user_id="j-1", consent={"Analytics": False}), True, Status.SKIPPED, None),
+    (Known(consent={"Analytics": True}), True, Status.PENDING, None),
+    (Known(), True, Status.PENDING, None),  # nothing seen outbound: not checked, nothing to join
+])
+def test_an_inbound_track_obeys_the_persons_consent_and_carries_their_user_id(
+        known: Known, join: bool, status: Status, user_id: str | None) -> None:
+    row = inbound_people.decided(inbound(), {"e:j@example.com": known}, categories=["Analytics"], join=join)
+    assert row.status is status
+    assert (row.mapped or {}).get("user_id") == user_id
+    if status is Status.SKIPPED:
+        assert row.reason == "filtered by end-user consent: Analytics" and row.mapped is None
