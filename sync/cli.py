@@ -193,6 +193,8 @@ def _try(config: Config, path: str, direction: str) -> int:
         print(f"rejected: {exc}")
         return 0
     print(explain.describe(decided))
+    for line in explain.consent_notes(config, payload, decided):
+        print(line)
     return 0
 
 

@@ -3,6 +3,7 @@ it, masking, the retry of deletions, and what an inbound track learns from the l
 
 from __future__ import annotations
 
+import json
 import random
 import unicodedata
 from datetime import UTC, datetime, timedelta
@@ -108,3 +109,31 @@ def test_an_inbound_track_obeys_the_persons_consent_and_carries_their_user_id(
     assert (row.mapped or {}).get("user_id") == user_id
     if status is Status.SKIPPED:
         assert row.reason == "filtered by end-user consent: Analytics" and row.mapped is None
+
+
+def test_check_config_try_shows_the_consent_decision(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    from sync import cli
+    from tests.support import daemon_config
+
+    path = tmp_path / "sync.toml"
+    path.write_text(daemon_config(8787, f"sqlite:///{tmp_path}/l.db", "http://127.0.0.1:9", "http://127.0.0.1:9",
+                                  extra='[consent]\noutbound_categories = ["Marketing"]\n'
+                                        'inbound_categories = ["Analytics"]\n'))
+    tries = {"denied": {"type": "track", "userId": "u", "event": "E",
+                        "context": {"consent": {"categoryPreferences": {"Marketing": False}}}},
+             "granted": {"type": "track", "userId": "u", "event": "E",
+                         "context": {"consentManagement": {"allowedConsentIds": ["Marketing"]}}},
+             "absent": {"type": "track", "userId": "u", "event": "E"}}
+    said = {}
+    for name, event in tries.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(event))
+        assert cli.main(["check-config", "--config", str(path), "--try", str(tmp_path / f"{name}.json")]) == 0
+        said[name] = capsys.readouterr().out
+    assert said["denied"].startswith("skipped: filtered by end-user consent: Marketing "
+                                     "(decided by consent.outbound_categories)")
+    assert "consent: granted Marketing" in said["granted"]
+    assert "no consent object: not checked" in said["absent"]
+    hook = tmp_path / "hook.json"
+    hook.write_text('{"email": "a@b.co", "eventName": "emailOpen", "dataFields": {"messageId": "m"}}')
+    assert cli.main(["check-config", "--config", str(path), "--try", str(hook), "--direction", "inbound"]) == 0
+    assert "last consent seen outbound grants Analytics" in capsys.readouterr().out
