@@ -288,3 +288,29 @@ async def test_an_inbound_track_carries_the_userid_the_ledger_links_to_its_email
     track = next(iter(segment.unique().values()))
     assert track.get("userId") == ("joined-7" if join else None)
     assert track["context"]["traits"]["email"] == "joined.seven@example.com"  # the email as before
+
+
+async def test_the_console_shows_waiting_deletions_and_no_forgotten_person(
+        stack_config: Config, ledger_url: str, fake_iterable: tuple[FakeIterable, str]) -> None:
+    from tests.integration.test_console import TOKEN, logged_in
+
+    fake, _ = fake_iterable
+    fake.faults.add(Fault(endpoint="byUserId/console-gone", status=503, times=100_000))
+    config = replace(stack_config, console=replace(stack_config.console, enabled=True, tokens=(TOKEN,)))
+    async with started(config, ledger_url) as daemon:
+        held = {"type": "track", "anonymousId": "anon-console", "event": "Browsed", "messageId": "cs-1",
+                "context": {"ip": "192.0.2.44"}}
+        sign_up = {"type": "identify", "userId": "console-gone", "anonymousId": "anon-console", "messageId": "cs-2",
+                   "traits": {"email": "console.gone@example.com"}}
+        assert (await post(daemon, "/v1/batch", {"batch": [held, sign_up]}))[0] == 200
+        await delete(daemon, "console-gone", "cs-del")
+        await wait_for(lambda: _attempted(daemon, "cs-del"))
+        http, _ = await logged_in(daemon)
+        async with http:
+            async with http.get(url(daemon, "/console/overview")) as response:
+                overview = await response.text()
+            async with http.get(url(daemon, f"/console/rows/{(await row(daemon, 'cs-1')).id}")) as response:
+                page = await response.text()
+        assert 'data-deletions="1"' in overview and "1 deletion\n    request waiting for Iterable" in overview
+        for personal in ("console-gone", "console.gone@example.com", "anon-console", "192.0.2.44"):
+            assert personal not in page, personal
