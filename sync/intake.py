@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -18,7 +18,7 @@ from sync.derived_calls import derived
 from sync.errors import InvalidEvent, LedgerError, LedgerUnavailable, Overloaded
 from sync.inbound import SPEC_MAPPING
 from sync.ledger import Direction, NewEvent, Row, Status
-from sync.ledger.links import Known
+from sync.ledger.links import Decider, Known
 from sync.mapping import InboundMapping
 from sync.metrics import Metrics
 from sync.wire import finite
@@ -137,7 +137,8 @@ MAX_QUEUED_ROWS = 20_000  # rows waiting for a commit; past this, ingest answers
 
 
 class Recorder(Protocol):
-    async def record(self, batch: Sequence[NewEvent], now: datetime) -> set[str]: ...
+    async def record(self, batch: Sequence[NewEvent], now: datetime, *, decide: Decider | None = None) -> set[str]:
+        ...
 
 
 class GroupCommit:
@@ -150,8 +151,9 @@ class GroupCommit:
     """
 
     def __init__(self, ledger: Recorder, clock: Callable[[], datetime], *,
-                 max_queued: int = MAX_QUEUED_ROWS) -> None:
+                 max_queued: int = MAX_QUEUED_ROWS, decide: Decider | None = None) -> None:
         self.ledger, self.clock, self.max_queued = ledger, clock, max_queued
+        self.decide = decide  # decides rows again inside the commit's transaction (one look-up per commit)
         self._queue: Batch = []
         self._queued = 0
         self._lock = asyncio.Lock()
@@ -172,7 +174,9 @@ class GroupCommit:
 
     async def _commit(self, batch: Batch) -> None:
         try:
-            known = await self.ledger.record([row for rows, _ in batch for row in rows], self.clock())
+            every = [row for rows, _ in batch for row in rows]
+            known = await (self.ledger.record(every, self.clock(), decide=self.decide) if self.decide
+                           else self.ledger.record(every, self.clock()))
         except LedgerError as exc:
             if len(batch) == 1:
                 _fail(batch, exc)
@@ -203,7 +207,23 @@ class Holder(Recorder, Protocol):
 
     async def held_counts(self, keys: Sequence[str]) -> tuple[dict[str, int], int]: ...
 
-    async def people_known(self, identifiers: Sequence[str]) -> dict[str, Known]: ...
+
+class OnePerson:
+    """Inbound rows obey the person's last outbound consent and carry their linked userId (SPEC section 14),
+    decided inside the commit's transaction (``Ledger.record(decide=...)``): one look-up per group commit."""
+
+    def __init__(self, intake: Intake) -> None:
+        self.intake = intake
+
+    def asked(self, rows: Sequence[NewEvent]) -> list[str]:
+        return inbound_people.asked(rows)
+
+    def __call__(self, rows: Sequence[NewEvent], found: Mapping[str, Known]) -> list[NewEvent]:
+        intake = self.intake
+        decided = [inbound_people.decided(row, found, categories=intake.inbound_consent,
+                                          join=intake.join_identities) for row in rows]
+        intake._decided.update((id(row), new) for row, new in zip(rows, decided, strict=True) if new is not row)
+        return decided
 
 
 class Intake:
@@ -217,15 +237,16 @@ class Intake:
         self.ledger, self.metrics, self.notify, self.clock = ledger, metrics, notify, clock
         self.options, self.digest, self.hold_hours = options, digest, hold_hours
         self.inbound_consent, self.join_identities = tuple(inbound_consent), join_identities
-        self.commits = GroupCommit(ledger, clock)
+        self.commits = GroupCommit(ledger, clock, decide=OnePerson(self) if inbound_consent or join_identities
+                                   else None)
+        self._decided: dict[int, NewEvent] = {}  # id(row) -> the row as _one_person decided it (for the counts)
 
     async def record(self, rows: Sequence[NewEvent]) -> set[str]:
         """Commit ``rows``; return the keys that were duplicates. Raises ``LedgerError`` if it cannot commit."""
         if self.options is not None and self.hold_hours > 0:
             rows = await self._hold_and_release(rows, self.options)
-        if self.inbound_consent or self.join_identities:
-            rows = await self._one_person(rows)
         known = await self.commits.record(rows)
+        rows = [self._decided.pop(id(row), row) for row in rows]
         counted: set[tuple[Direction, str]] = set()
         for row in rows:
             identity = (row.direction, row.key)
@@ -237,15 +258,6 @@ class Intake:
         for direction in {row.direction for row in rows if row.status is Status.PENDING}:
             self.notify(direction)
         return {key for _, key in known}
-
-    async def _one_person(self, rows: Sequence[NewEvent]) -> list[NewEvent]:
-        """Inbound rows obey the person's last outbound consent and carry their linked userId (SPEC 14)."""
-        asked = inbound_people.asked(rows)
-        if not asked:
-            return list(rows)
-        found = await self.ledger.people_known(asked)
-        return [inbound_people.decided(row, found, categories=self.inbound_consent, join=self.join_identities)
-                for row in rows]
 
     async def _hold_and_release(self, rows: Sequence[NewEvent], options: outbound.Options) -> list[NewEvent]:
         """Anonymous-only events become held; an event naming a held visitor with a userId or email brings

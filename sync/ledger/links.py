@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -23,6 +23,21 @@ class Known:
 
     user_id: str | None = None
     consent: dict[str, bool] | None = None
+
+
+class Decider(Protocol):
+    """Decides rows again, inside the transaction that records them, from what the ledger knows of their
+    people (``sync.intake.OnePerson``): ``asked`` names the identifiers to look up."""
+
+    def asked(self, rows: Sequence[NewEvent]) -> list[str]: ...
+
+    def __call__(self, rows: Sequence[NewEvent], found: Mapping[str, Known]) -> list[NewEvent]: ...
+
+
+async def decided(conn: AsyncConnection, rows: list[NewEvent], decide: Decider | None) -> list[NewEvent]:
+    """``rows`` as ``decide`` decides them, after one look-up of the identifiers it asks for."""
+    wanted = decide.asked(rows) if decide else []
+    return decide(rows, await people_known(conn, wanted)) if decide and wanted else rows
 
 
 def known(asked: str, links: Mapping[str, str], consents_seen: Sequence[tuple[str, dict[str, bool]]]) -> Known:
@@ -59,14 +74,18 @@ async def remember_consents(conn: AsyncConnection, batch: Sequence[NewEvent], no
 
 
 async def people_known(conn: AsyncConnection, asked: Sequence[str]) -> dict[str, Known]:
-    """For each identifier in ``asked``: the userId its person is linked to and their last consent."""
+    """For each identifier in ``asked``: the userId its person is linked to and their last consent. One
+    statement: the asked links, every link of the same people, and the consents stored under those."""
     wanted = sorted(set(asked))
     if not wanted:
         return {}
-    persons = sa.select(identities.c.person).where(identities.c.identifier.in_(wanted)).scalar_subquery()
-    links = {r.identifier: r.person for r in (await conn.execute(
-        sa.select(identities).where(identities.c.person.in_(persons)))).all()}
-    seen = [(r.identifier, r.categories) for r in (await conn.execute(
-        sa.select(consents.c.identifier, consents.c.categories).where(consents.c.identifier.in_(sorted(links)))
-        .order_by(consents.c.updated_at.desc()))).all()] if links else []
+    ask, mine = identities.alias("ask"), identities.alias("mine")
+    query = (sa.select(mine.c.identifier, mine.c.person, consents.c.categories, consents.c.updated_at)
+             .select_from(ask.join(mine, mine.c.person == ask.c.person)
+                          .outerjoin(consents, consents.c.identifier == mine.c.identifier))
+             .where(ask.c.identifier.in_(wanted)))
+    found = (await conn.execute(query)).all()
+    links = {r.identifier: r.person for r in found}
+    seen = [(r.identifier, r.categories) for r in sorted((r for r in found if r.categories is not None),
+                                                         key=lambda r: r.updated_at, reverse=True)]
     return {ident: known(ident, links, seen) for ident in wanted}

@@ -34,7 +34,10 @@ class MemoryLedger:
         self.spans: list[Downtime] = []
         self.consents: dict[str, tuple[dict[str, bool], datetime]] = {}  # identifier -> last consent, when seen
 
-    async def record(self, batch: Sequence[NewEvent], now: datetime) -> set[str]:
+    async def record(self, batch: Sequence[NewEvent], now: datetime, *, decide: links.Decider | None = None
+                     ) -> set[str]:
+        if decide is not None and decide.asked(batch):
+            batch = decide(batch, await self.people_known(decide.asked(batch)))
         fresh = [e for e in batch if (e.direction, e.key) not in self.keys]
         groups = [e.identities for e in fresh if e.identities]
         links, merges = people.link(self.links, groups)

@@ -130,11 +130,13 @@ class Ledger:
 
     # -- ingest ---------------------------------------------------------------------------------
 
-    async def record(self, batch: Sequence[NewEvent], now: datetime) -> set[str]:
+    async def record(self, batch: Sequence[NewEvent], now: datetime, *,
+                     decide: links.Decider | None = None) -> set[str]:
         """Insert new events in one transaction; return the keys that were already recorded.
 
         The first copy of a key wins (a later copy in the same batch is a duplicate). Events that
-        carry identities get their person's key as ordering key.
+        carry identities get their person's key as ordering key. ``decide`` may decide rows again from what
+        the ledger knows of their people, in the same transaction (``sync.ledger.links``).
         """
         unique: dict[tuple[Direction, str], NewEvent] = {}
         for e in batch:
@@ -144,6 +146,8 @@ class Ledger:
         insert = (postgresql.insert if self.is_postgres else sqlite.insert)(events)
         stmt = insert.on_conflict_do_nothing(index_elements=["direction", "key"]).returning(events.c.key)
         async with self._tx() as conn:
+            if decide is not None:
+                unique = {(e.direction, e.key): e for e in await links.decided(conn, list(unique.values()), decide)}
             persons = await self._people(conn, [e.identities for e in unique.values() if e.identities])
             values = [_insert_values(e, now, persons) for e in unique.values()]
             inserted = {r.key for r in (await conn.execute(stmt, values)).all()}
