@@ -196,12 +196,15 @@ async def test_a_forget_over_the_daily_quota_waits_for_the_quota_and_is_never_de
 async def test_a_deletion_that_keeps_failing_keeps_retrying_past_the_retry_window(
         stack_config: Config, ledger_url: str, fake_iterable: tuple[FakeIterable, str]) -> None:
     fake, _ = fake_iterable
-    fake.faults.add(Fault(endpoint="byUserId/del-fail", status=400, times=100_000))
+    fake.faults.add(Fault(endpoint="byUserId/del-fail", status=400, times=100_000,
+                          body={"msg": "User del-fail cannot be deleted now", "code": "BadParams"}))
     config = replace(stack_config, delivery=replace(stack_config.delivery, max_retry_hours=0.0001))
     async with started(config, ledger_url) as daemon:
         await delete(daemon, "del-fail", "df-1")
         await wait_for(lambda: _attempted(daemon, "df-1", times=3), within=15)
-        assert await has_status(daemon, "df-1", Status.PENDING)
+        waiting = await row(daemon, "df-1")
+        assert waiting.status is Status.PENDING  # never dead-lettered
+        assert waiting.last_error == "HTTP 400 BadParams: User [userId] cannot be deleted now"  # the path's userId
         assert (await daemon.ledger.stats()).counts.get(("outbound", "dead"), 0) == 0
 
 
