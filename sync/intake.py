@@ -39,7 +39,8 @@ def outbound_options(config: Config) -> outbound.Options:
                             merge_nested_objects=config.outbound.merge_nested_objects, mapping=config.outbound.mapping,
                             deletion=config.outbound.deletion, subscriptions=config.outbound.subscriptions,
                             push_apps={k: v for k, v in apps.items() if v},
-                            consent_categories=config.consent.outbound_categories)
+                            consent_categories=config.consent.outbound_categories,
+                            keep_consent=bool(config.consent.inbound_categories))
 
 
 def people_rules(config: Config) -> dict[str, Any]:
@@ -67,7 +68,7 @@ def outbound_row(event: dict[str, Any], options: outbound.Options, digest: str |
     """One validated event as a row; raises ``InvalidEvent`` when the mapping rejects it."""
     identity = options.mapping.identity
     mapped = outbound.map_event(event, options)
-    seen = consent.preferences(event)  # remembered for the person's inbound events
+    seen = consent.preferences(event) if options.keep_consent else None  # for the person's inbound events
     forgets = event["type"] == "delete"  # whatever outbound.deletion is (SPEC section 11)
     if isinstance(mapped, outbound.Skip):
         return NewEvent(direction=Direction.OUTBOUND, key=event["messageId"], kind=event["type"], payload=event,

@@ -54,6 +54,7 @@ class Options:
     subscriptions: str = "update_subscriptions"
     push_apps: dict[str, str] = field(default_factory=dict)  # platform (APNS, GCM) -> push integration name
     consent_categories: tuple[str, ...] = ()  # [consent] outbound_categories: all must be granted (SPEC 14)
+    keep_consent: bool = False  # remember each person's consent for their inbound events (inbound_categories set)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
