@@ -140,7 +140,7 @@ def _opted_out(event: dict[str, Any]) -> Skip | None:
 
 def _unconsented(event: dict[str, Any], options: Options) -> Skip | None:
     """Skip an event whose end-user consent denies a required category (a deletion request is always sent)."""
-    if event["type"] == "delete":
+    if event["type"] == "delete" or not options.consent_categories:
         return None
     category = consent.denied(consent.preferences(event), options.consent_categories)
     return Skip(reason=consent.reason(category), key="consent.outbound_categories") if category else None
