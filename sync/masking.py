@@ -16,8 +16,11 @@ from sync import people
 
 EMAIL_MASK = "[email]"
 USER_ID_MASK = "[userId]"
-# an address as it appears inside a sentence: local part, "@", a dotted domain (quotes and brackets stop it)
-EMAIL_SHAPE = re.compile(r"[^\s@\"'<>()\[\],;:]+@[^\s@\"'<>()\[\],;:]+\.[^\s@\"'<>()\[\],;:]*[^\s@\"'<>()\[\],;:.]")
+# an address as it appears inside a sentence: local part, "@", dotted domain labels (quotes and brackets stop it);
+# bounded repeats (RFC 5321's sizes) keep the scan linear on long text without spaces
+_CHAR = r"[^\s@\"'<>()\[\],;:]"
+_LABEL = r"[^\s@\"'<>()\[\],;:.]{1,63}"
+EMAIL_SHAPE = re.compile(rf"{_CHAR}{{1,64}}@(?:{_LABEL}\.){{1,8}}{_LABEL}")
 _NAMING = ("email", "userId", "currentEmail", "newEmail")
 
 
@@ -28,8 +31,15 @@ def mask(text: str, user_ids: Iterable[str] = ()) -> str:
     for value in user_ids:
         for form in people.forms(value):
             if len(form) >= 2:  # a one-character userId would mask half of any sentence
-                text = re.sub(re.escape(form), USER_ID_MASK, text, flags=re.IGNORECASE)
+                text = re.sub(_whole(form), USER_ID_MASK, text, flags=re.IGNORECASE)
     return text
+
+
+def _whole(value: str) -> str:
+    """``value`` as a pattern that does not match inside a longer word ("Bad" is not masked in "BadParams")."""
+    before = r"(?<![^\W_])" if value[0].isalnum() else ""
+    after = r"(?![^\W_])" if value[-1].isalnum() else ""
+    return f"{before}{re.escape(value)}{after}"
 
 
 def named_in(body: Mapping[str, Any]) -> list[str]:

@@ -68,10 +68,19 @@ def test_every_required_category_must_be_granted(seen: Any, required: list[str],
     ("conflictUserIds: [\"acct-77\"] for <a.b+c@x.co>", ["acct-77"], "conflictUserIds: [\"[userId]\"] for <[email]>"),
     ("User ACCT-77 not found", ["acct-77"], "User [userId] not found"),
     ("events/trackBulk: TimeoutError", [], "events/trackBulk: TimeoutError"),
+    ("HTTP 400 BadParams: user Bad is blocked", ["Bad"], "HTTP 400 BadParams: user [userId] is blocked"),
 ])
 def test_upstream_messages_lose_emails_and_the_users_id(text: str, ids: list[str], expected: str) -> None:
     masked = masking.mask(text, ids)
     assert masked.endswith(expected.removeprefix("..."))
+
+
+def test_masking_stays_linear_on_long_text_without_spaces() -> None:
+    import time
+
+    started = time.perf_counter()
+    assert masking.mask("a" * 50_000 + "@" + "b" * 50_000 + " zoe@example.com").endswith("b [email]")
+    assert time.perf_counter() - started < 2.0  # an unbounded pattern takes minutes here
 
 
 def test_the_values_a_request_names_are_found_in_its_body() -> None:
