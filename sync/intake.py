@@ -246,8 +246,10 @@ class Intake:
         """Commit ``rows``; return the keys that were duplicates. Raises ``LedgerError`` if it cannot commit."""
         if self.options is not None and self.hold_hours > 0:
             rows = await self._hold_and_release(rows, self.options)
-        known = await self.commits.record(rows)
-        rows = [self._decided.pop(id(row), row) for row in rows]
+        try:
+            known = await self.commits.record(rows)
+        finally:  # the rows as the commit decided them (counted below), and no entry left behind on a failure
+            rows = [self._decided.pop(id(row), row) for row in rows]
         counted: set[tuple[Direction, str]] = set()
         for row in rows:
             identity = (row.direction, row.key)
