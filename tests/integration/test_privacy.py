@@ -105,15 +105,18 @@ async def test_a_deletion_request_forgets_the_person_even_when_deletion_is_skip(
 
 # -- 3. identity links go with the rows they served -----------------------------------------------------------
 
-async def test_purging_every_row_leaves_no_identity_link_or_consent_naming_the_person(daemon: Daemon) -> None:
+async def test_purging_every_row_leaves_no_identity_link_or_consent_naming_the_person(
+        stack_config: Config, ledger_url: str) -> None:
+    config = replace(stack_config, consent=ConsentConfig(inbound_categories=("A",)))  # consents are kept
     group = {"type": "group", "userId": "gone-1", "groupId": "g", "messageId": "pu-1",  # skipped: terminal
              "context": {"traits": {"email": "gone1@example.com"}, "consent": {"categoryPreferences": {"A": True}}}}
-    assert (await post(daemon, "/v1/batch", {"batch": [group]}))[0] == 200
-    async with daemon.ledger.engine.connect() as conn:
-        assert len((await conn.execute(sa.select(identities))).all()) == 2
-    assert await daemon.ledger.purge(datetime.now(UTC) + timedelta(days=1)) == 1
-    text = await stored(daemon)
-    assert text == "[]"  # no row, no link, no consent
+    async with started(config, ledger_url) as daemon:
+        assert (await post(daemon, "/v1/batch", {"batch": [group]}))[0] == 200
+        async with daemon.ledger.engine.connect() as conn:
+            assert len((await conn.execute(sa.select(identities))).all()) == 2
+            assert len((await conn.execute(sa.select(consents))).all()) == 2
+        assert await daemon.ledger.purge(datetime.now(UTC) + timedelta(days=1)) == 1
+        assert await stored(daemon) == "[]"  # no row, no link, no consent
 
 
 # -- 4. no email or userId in a stored upstream message or a log line -------------------------------------
