@@ -188,7 +188,7 @@ def _try(config: Config, path: str, direction: str) -> int:
         return 2
     digest = config_module.mapping_digest(config)
     try:
-        decided = explain.decide(config, payload, direction, digest, datetime.now(UTC))
+        decided = explain.decide(config, payload, direction, digest, datetime.now(UTC), arriving=True)
     except SyncError as exc:  # an inbound webhook of the wrong shape
         print(f"rejected: {exc}")
         return 0

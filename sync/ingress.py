@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from sync import auth, outbound
+from sync import auth, outbound, timestamps
 from sync.config import Config, mapping_digest, secrets
 from sync.errors import InvalidEvent, LedgerError, LedgerNotMigrated, Overloaded, Unauthenticated
 from sync.intake import Intake, Rejection, inbound_row, outbound_options, outbound_rows
@@ -193,6 +193,8 @@ async def segment_batch(request: web.Request) -> web.Response:
         raise InvalidEvent("batch: expected a list of events")
     events = [merge_batch_defaults(e, body.get("context"), body.get("integrations")) if isinstance(e, dict) else e
               for e in body["batch"]]
+    now = request.app[INTAKE].clock()  # Segment's receivedAt; the batch's sentAt corrects device clocks
+    events = [timestamps.stamp(e, received_at=now, sent_at=body.get("sentAt"), overwrite=True) for e in events]
     return await _record_outbound(request, events, single=False)
 
 
@@ -202,6 +204,7 @@ async def segment_single(request: web.Request) -> web.Response:
         raise InvalidEvent("body: expected a JSON object")
     event = {k: v for k, v in body.items() if k != "writeKey"}
     event["type"] = request.path.rsplit("/", 1)[-1]
+    event = timestamps.stamp(event, received_at=request.app[INTAKE].clock(), overwrite=True)
     return await _record_outbound(request, [event], single=True)
 
 
@@ -214,9 +217,11 @@ async def segment_webhook(request: web.Request) -> web.Response:
     if isinstance(body, list) and len(body) > 1 and not outbound_config.accept_unsigned_array_tails:
         raise Unauthenticated("X-Signature covers only the first element of an array and "
                               "outbound.accept_unsigned_array_tails is false: a signature for every element")
+    now = request.app[INTAKE].clock()  # events Segment already stamped keep its receivedAt
     if isinstance(body, list):
-        return await _record_outbound(request, body, single=False)
-    return await _record_outbound(request, [body], single=True)
+        return await _record_outbound(request, [timestamps.stamp(e, received_at=now, overwrite=False) for e in body],
+                                      single=False)
+    return await _record_outbound(request, [timestamps.stamp(body, received_at=now, overwrite=False)], single=True)
 
 
 async def _record_outbound(request: web.Request, events: list[Any], *, single: bool) -> web.Response:

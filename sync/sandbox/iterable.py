@@ -21,7 +21,8 @@ from aiohttp import web
 
 from sync.sandbox.faults import Faults
 from sync.sandbox.iterable_project import ItemError, Project
-from sync.segment_events import is_email
+from sync.sandbox.iterable_rules import is_number, item_problem
+from sync.sandbox.iterable_rules import valid_email as is_email
 
 SUBSCRIPTION_FIELDS = ("emailListIds", "unsubscribedChannelIds", "unsubscribedMessageTypeIds",
                        "subscribedMessageTypeIds")
@@ -282,16 +283,17 @@ class FakeIterable:
         if not isinstance(body.get("user"), dict):
             raise ItemError("", "", "user is required")
         items = body.get("items")
-        if not isinstance(items, list) or not all(
-            isinstance(i, dict) and {"id", "name", "price", "quantity"} <= i.keys() for i in items
-        ):
-            raise ItemError("", "", "items: each needs id, name, price and quantity")
+        if not isinstance(items, list):
+            raise ItemError("", "", "items is required")
+        problem = next((p for p in map(item_problem, items) if p), None)
+        if problem:
+            raise ItemError("", "", problem)
         self._check_user(body["user"])
 
     def _track_purchase(self, body: dict[str, Any]) -> web.Response:
         try:
             self._check_commerce(body)
-            if not isinstance(body.get("total"), int | float):
+            if not is_number(body.get("total")):
                 raise ItemError("", "", "total is required")
         except ItemError as exc:
             return refused(exc)

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sync.segment_events import is_email
+from sync.sandbox.iterable_rules import valid_email as is_email
 
 PROJECT_TYPES = ("email", "userId", "hybrid")
 
@@ -143,6 +143,9 @@ class Project:
         by, value = self.naming(body)
         self._forgotten(by, value)
         fields: dict[str, Any] = body["dataFields"] if isinstance(body.get("dataFields"), dict) else {}
+        if fields.get("email") is not None and not is_email(fields["email"]):
+            raise ItemError("invalidDataEmails" if by == "email" else "invalidDataUserIds", value,
+                            "Invalid email in dataFields.email", code="InvalidEmailAddressError")
         new_email = self._new_email(body, fields)
         if new_email and self.project_type == "hybrid":
             owner = self.find("email", new_email)
