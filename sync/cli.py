@@ -82,7 +82,10 @@ def parser() -> argparse.ArgumentParser:
     backfill.add_argument("--restart", action="store_true", help="ignore the progress of an earlier run")
     purge = actions.add_parser("purge", help="delete terminal rows older than a duration")
     purge.add_argument("--older-than", required=True, type=duration, help="e.g. 30d, 12h, 90m")
-    for sub in (stats, listing, retry, purge):
+    from sync.guard_commands import replay_parser
+
+    replay = replay_parser(actions)
+    for sub in (stats, listing, retry, purge, replay):
         sub.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return root
 
@@ -173,6 +176,10 @@ async def _check(config: Config, args: argparse.Namespace) -> int:
     print(f"mapping digest {config_module.mapping_digest(config)}")
     for line in setup_notes(config):
         print(line)
+    if config.server.public_url and config.inbound.enabled:  # the webhook drift check (SPEC section 15)
+        from sync.guard_commands import check_webhook
+
+        return await check_webhook(config)
     return 0
 
 
@@ -228,6 +235,10 @@ async def _ledger(config: Config, args: argparse.Namespace) -> int:
         if args.action == "list":
             rows = await ledger.rows(status=Status(args.status), direction=_direction(args), limit=args.limit)
             return _print_rows(rows, as_json=args.json)
+        if args.action == "replay":  # SPEC section 15
+            from sync.guard_commands import replay
+
+            return await replay(config, ledger, args)
         if args.action == "retry" and args.remap:
             return await _remap(config, ledger, args, now)
         if args.action == "retry":

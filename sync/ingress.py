@@ -33,6 +33,7 @@ class Health:
     check: Callable[[], Awaitable[None]]
     paused: Callable[[], Mapping[str, str]] = dict
     draining: bool = False
+    detail: Callable[[], Mapping[str, Any]] = dict  # more to show, not to judge by (the webhook drift check)
 
 
 REDACTOR = web.AppKey("redactor", Redactor)
@@ -112,8 +113,9 @@ async def readyz(request: web.Request) -> web.Response:
         except LedgerError as exc:
             reason = f"ledger: {exc}"
     if reason:
-        return web.json_response({"ready": False, "reason": redact(reason), "paused": paused}, status=503)
-    return web.json_response({"ready": True, "paused": paused})
+        return web.json_response({"ready": False, "reason": redact(reason), "paused": paused, **health.detail()},
+                                 status=503)
+    return web.json_response({"ready": True, "paused": paused, **health.detail()})
 
 
 async def metrics_view(request: web.Request) -> web.Response:
@@ -225,7 +227,7 @@ async def segment_webhook(request: web.Request) -> web.Response:
 
 
 async def _record_outbound(request: web.Request, events: list[Any], *, single: bool) -> web.Response:
-    rows, rejected = outbound_rows(events, request.app[OPTIONS], request.app[DIGEST])
+    rows, rejected = outbound_rows(events, request.app[OPTIONS], request.app[DIGEST], request.app[INTAKE].guard)
     if single and rejected:
         raise InvalidEvent(rejected[0].error)
     await request.app[INTAKE].record(rows)

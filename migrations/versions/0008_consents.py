@@ -3,7 +3,7 @@
 deletion requests still pending (``sync_deletions_pending``, the console), which are never dead-lettered.
 
 Revision ID: 0008
-Revises: 0005
+Revises: 0010
 Create Date: 2026-11-30
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 from sync.ledger.schema import UTCDateTime
 
 revision = "0008"
-down_revision = "0005"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
