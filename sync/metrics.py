@@ -39,12 +39,12 @@ class Metrics:
         self.failures = Counter("sync_delivery_failures", "Rows given up on (dead letters), by reason class and event "
                                 "name (names beyond delivery.metrics_event_names are 'other')",
                                 ["direction", "reason_class", "event"], registry=r)
-        self.deletions = Gauge("sync_deletions_pending", "Deletion requests (SPEC section 11) not yet delivered",
-                               registry=r)
         self.paused = Gauge("sync_direction_paused", "1 while a direction is paused (bad credentials)",
                             ["direction"], registry=r)
         self.held = Gauge("sync_events_held", "Anonymous events waiting for their visitor to be identified",
                           ["direction"], registry=r)
+        self.deletions_pending = Gauge("sync_deletions_pending", "Deletion and forget requests not yet accepted "
+                                       "by Iterable (never dead-lettered: they wait and retry)", registry=r)
         self.mapping = Gauge("sync_mapping_info", "1 for the digest of the mapping config in force",
                              ["digest"], registry=r)
         self.webhook_ok = Gauge("sync_iterable_webhook_ok", "1 while Iterable's system webhook matches [inbound], "

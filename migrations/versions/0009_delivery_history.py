@@ -3,7 +3,7 @@ name as a column (filters and failure groups read an index, not the payload), an
 bucket that the overview sums instead of counting the ledger.
 
 Revision ID: 0009
-Revises: 0010
+Revises: 0008
 Create Date: 2026-11-30
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 from sync.ledger.schema import UTCDateTime
 
 revision = "0009"
-down_revision = "0010"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 

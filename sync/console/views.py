@@ -188,7 +188,8 @@ async def _overview(console: Console) -> dict[str, Any]:
     since = {d: (now - t.last_delivery).total_seconds() for d, t in trends.directions.items() if t.last_delivery}
     ticks = [(i, trends.start + trends.step * i) for i in range(0, counters.TREND_BUCKETS + 1, 6)]
     return {"pending": pending, "oldest": oldest, "pauses": pauses, "trends": trends.directions, "ticks": ticks,
-            "since_delivery": since, "all_directions": directions, "bars": counters.TREND_BUCKETS}
+            "since_delivery": since, "all_directions": directions, "bars": counters.TREND_BUCKETS,
+            "deletions": await console.ledger.deletions_pending()}
 
 
 PENDING_SECONDS = 2.0

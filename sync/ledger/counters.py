@@ -175,12 +175,6 @@ def _merge(merged: dict[tuple[str, str, str | None], Group], key: tuple[str, str
         group.reasons.append(reason)
 
 
-async def deletions_pending(conn: AsyncConnection) -> int:
-    """Deletion requests not yet delivered (pending rows only: the pending index, never the whole ledger)."""
-    query = sa.select(sa.func.count()).where(events.c.status == Status.PENDING, events.c.kind == "delete")
-    return int(await conn.scalar(query) or 0)
-
-
 async def unclassified_reasons(conn: AsyncConnection, status: Status, cls: str) -> tuple[str, ...]:
     """The reason texts of ``status`` rows without a stored class that belong to class ``cls`` (at most
     ``MAX_GROUP_REASONS``; rows recorded before revision 0009)."""
