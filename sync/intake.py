@@ -6,6 +6,7 @@ Classification is pure (``outbound_rows``, ``inbound_row``); ``Intake.record`` c
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -15,12 +16,19 @@ from typing import Any, Protocol
 from sync import anonymous, inbound, outbound, people, segment_events
 from sync.config import Config
 from sync.derived_calls import derived
-from sync.errors import InvalidEvent, LedgerError, LedgerUnavailable, Overloaded
+from sync.errors import InvalidEvent, LedgerUnavailable, Overloaded, SyncError
 from sync.inbound import SPEC_MAPPING
 from sync.ledger import Direction, NewEvent, Row, Status
 from sync.mapping import InboundMapping
 from sync.metrics import Metrics
-from sync.wire import finite
+from sync.wire import deeper_than, finite
+
+log = logging.getLogger("sync.intake")
+
+# objects and arrays nested deeper than this in one event are refused: no mapping needs them, and a value
+# near the JSON parser's own limit (about 1,000 levels) would make the mapper or the ledger's encoder recurse
+# past Python's stack
+MAX_DEPTH = 64
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -47,13 +55,29 @@ def outbound_rows(events: Sequence[Any], options: outbound.Options,
     rows, rejected = [], []
     for index, raw in enumerate(events):
         try:
+            if deeper_than(raw, MAX_DEPTH):
+                raise InvalidEvent(f"event: objects and arrays nested deeper than {MAX_DEPTH} levels")
             event = segment_events.validate(raw)
             row = outbound_row(event, options, digest)
             rows += [row, *companions(event, options, row)]
-        except InvalidEvent as exc:
-            rejected.append(Rejection(index=index, error=str(exc)))
-            rows.append(_rejected_outbound(raw, str(exc), digest))
+        except Exception as exc:  # noqa: BLE001 - any value error of one event is that event's rejection
+            error = rejection_reason(exc)
+            rejected.append(Rejection(index=index, error=error))
+            rows.append(_rejected_outbound(raw, error, digest))
     return rows, rejected
+
+
+def rejection_reason(exc: Exception) -> str:
+    """Why an event is rejected: ``InvalidEvent``'s message, or for any other error a value of the event raised
+    while it was checked or mapped (a date past the calendar's edge, a number no type can hold...), a fixed
+    text naming only the error's type (its message may quote personal data). Other ``SyncError``s propagate."""
+    if isinstance(exc, InvalidEvent):
+        return str(exc)
+    if isinstance(exc, SyncError):
+        raise exc
+    log.warning("an event could not be converted: rejected", extra={"error_type": type(exc).__name__})
+    return (f"event: a value could not be converted ({type(exc).__name__}), for example a date outside "
+            "years 1-9999 in UTC or a number too large")
 
 
 def outbound_row(event: dict[str, Any], options: outbound.Options, digest: str | None) -> NewEvent:
@@ -87,8 +111,11 @@ def _rejected_outbound(raw: Any, error: str, digest: str | None = None) -> NewEv
     if isinstance(message_id, str) and 0 < len(message_id) <= 100 and segment_events.storable(message_id):
         key = message_id
     kind = raw["type"] if isinstance(raw, dict) and raw.get("type") in segment_events.TYPES else "unknown"
+    named = _named(raw)
+    if deeper_than(raw, MAX_DEPTH):  # kept as evidence only when it can be stored
+        raw = {"type": kind, "evidence": f"not kept: nested deeper than {MAX_DEPTH} levels"}
     payload = finite(raw) if isinstance(raw, dict) else {"body": finite(raw)}
-    return NewEvent(direction=Direction.OUTBOUND, key=key, kind=kind, payload=payload, user_key=_named(raw),
+    return NewEvent(direction=Direction.OUTBOUND, key=key, kind=kind, payload=payload, user_key=named,
                     status=Status.REJECTED, reason=error, mapping_digest=digest)
 
 
@@ -105,7 +132,18 @@ def _named(raw: Any) -> str | None:
 def inbound_row(webhook: Any, *, event_names: str, now: datetime, mapping: InboundMapping = SPEC_MAPPING,
                 digest: str | None = None) -> NewEvent:
     """Classify an Iterable webhook: pending (with the Segment track, decided here and frozen), skipped by
-    ``[inbound.filter]``, or rejected. Raises ``InvalidEvent`` when its shape is wrong."""
+    ``[inbound.filter]``, or rejected. Raises ``InvalidEvent`` when its shape is wrong or a value in it cannot
+    be converted (its key could not be derived: there is no row to record)."""
+    try:
+        return _inbound_row(webhook, event_names=event_names, now=now, mapping=mapping, digest=digest)
+    except Exception as exc:  # noqa: BLE001 - as in outbound_rows
+        raise InvalidEvent(rejection_reason(exc)) from None
+
+
+def _inbound_row(webhook: Any, *, event_names: str, now: datetime, mapping: InboundMapping = SPEC_MAPPING,
+                digest: str | None = None) -> NewEvent:
+    if deeper_than(webhook, MAX_DEPTH):
+        raise InvalidEvent(f"webhook: objects and arrays nested deeper than {MAX_DEPTH} levels")
     webhook = inbound.validate(webhook)
     key = inbound.inbound_key(webhook)  # never depends on the mapping: a renamed event still dedupes
     user_key = (inbound.recipient(webhook) or "").lower() or None
@@ -117,8 +155,8 @@ def inbound_row(webhook: Any, *, event_names: str, now: datetime, mapping: Inbou
         return NewEvent(**base, status=Status.SKIPPED, reason=skipped[0], label=skipped[1])
     try:
         track = inbound.to_track(webhook, event_names=event_names, received_at=now, mapping=mapping)
-    except InvalidEvent as exc:
-        return NewEvent(**base, status=Status.REJECTED, reason=str(exc))
+    except Exception as exc:  # noqa: BLE001 - as in outbound_rows
+        return NewEvent(**base, status=Status.REJECTED, reason=rejection_reason(exc))
     return NewEvent(**base, mapped=inbound.frozen(track))
 
 
@@ -163,18 +201,16 @@ class GroupCommit:
     async def _commit(self, batch: Batch) -> None:
         try:
             known = await self.ledger.record([row for rows, _ in batch for row in rows], self.clock())
-        except LedgerError as exc:
+        except Exception as exc:  # noqa: BLE001 - LedgerError, or a row the driver cannot encode
             if len(batch) == 1:
                 _fail(batch, exc)
             else:
                 for entry in batch:  # one request at a time: only a request the database refuses fails
                     await self._commit([entry])
             return
-        except BaseException as exc:  # a cancelled commit: unknown outcome, so every waiting request answers 503
-            _fail(batch, exc if isinstance(exc, Exception) else LedgerUnavailable("the commit was interrupted"))
-            if not isinstance(exc, Exception):
-                raise
-            return
+        except BaseException:  # a cancelled commit: unknown outcome, so every waiting request answers 503
+            _fail(batch, LedgerUnavailable("the commit was interrupted"))
+            raise
         seen: set[tuple[Direction, str]] = set()
         for rows, future in batch:
             ids = [(row.direction, row.key) for row in rows]
@@ -266,8 +302,8 @@ class Intake:
             event = anonymous.identity_of(payload, ids.get("userId"), ids.get("email"))
             try:
                 decided = outbound_row(event, options, self.digest)
-            except InvalidEvent as exc:
-                decided = _rejected_outbound(event, str(exc), self.digest)
+            except Exception as exc:  # noqa: BLE001 - as in outbound_rows
+                decided = _rejected_outbound(event, rejection_reason(exc), self.digest)
             released.append(replace(decided, key=anonymous.released_key(key), replaces=(key,)))
         return released
 

@@ -33,6 +33,18 @@ def non_finite(value: Any) -> str | None:
     return None
 
 
+def deeper_than(value: Any, limit: int) -> bool:
+    """Whether objects and arrays inside ``value`` nest more than ``limit`` levels (iterative: any depth)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            if level >= limit:
+                return True
+            stack.extend((v, level + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return False
+
+
 def finite(value: Any) -> Any:
     """``value`` with non-finite numbers replaced by their text, so it can be stored as evidence."""
     if non_finite(value) is None:
