@@ -170,13 +170,14 @@ def _accepted(rejected: list[Rejection]) -> web.Response:
 async def _write_keyed_body(request: web.Request) -> Any:
     """The parsed body of a Tracking API call, once its write key (Basic username, else ``writeKey``) passed.
 
-    A Basic header is checked before the body is parsed; a key only in the body after.
+    A Basic header is checked before the body is read; a key only in the body by a bounded scan before the
+    body is parsed, then again after.
     """
     keys = request.app[CONFIG].outbound.write_keys
-    raw = await _body(request)
     key = auth.basic_username(request.headers.get("Authorization"))
-    if key is not None and not auth.matches_any(key, keys):
+    if key is not None and not auth.matches_any(key, keys):  # refused before a byte of the body is read
         raise Unauthenticated("write key")
+    raw = await _body(request)
     if key is None and not auth.body_key_plausible(raw, keys):  # bounded work before an expensive parse
         raise Unauthenticated("write key")
     body = _json(raw)
@@ -206,8 +207,10 @@ async def segment_single(request: web.Request) -> web.Response:
 
 
 async def segment_webhook(request: web.Request) -> web.Response:
-    raw = await _body(request, request.app[CONFIG].server.webhook_max_body_bytes)
     outbound_config = request.app[CONFIG].outbound
+    if not auth.signature_shaped(request.headers.get("X-Signature")):  # refused before the body is read
+        raise Unauthenticated("X-Signature")
+    raw = await _body(request, request.app[CONFIG].server.webhook_max_body_bytes)
     if not auth.signature_ok(raw, request.headers.get("X-Signature"), outbound_config.shared_secrets):
         raise Unauthenticated("X-Signature")
     body = _json(raw)

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import socket
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote_from_bytes
 
 import aiohttp
 import pytest
@@ -16,7 +19,7 @@ import pytest
 from sync.ledger import Direction, Ledger, Status
 from sync.ledger.store import create_engine
 from tests.processes import Serve, free_port
-from tests.support import WRITE_KEY, daemon_config
+from tests.support import WEBHOOK_TOKEN, WRITE_KEY, daemon_config
 
 BASIC = {"Authorization": "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()}
 
@@ -35,7 +38,8 @@ def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve]:
     port = free_port()
     config = folder / "config.toml"
     config.write_text(daemon_config(port, f"sqlite:///{folder}/ledger.db", "http://127.0.0.1:9", "http://127.0.0.1:9")
-                      .replace("[outbound]\n", '[outbound]\nshared_secrets = ["s3cret"]\n'))
+                      .replace("[outbound]\n", '[outbound]\nshared_secrets = ["s3cret"]\n')
+                      + '[console]\nenabled = true\ntokens = ["console-token-for-tests"]\n')
     process = Serve(config, port)
     asyncio.run(process.ready())
     yield process
@@ -78,3 +82,67 @@ async def test_a_date_past_the_calendar_rejects_only_its_event(serve: Serve, whe
         assert {r["index"] for r in body.get("rejected", [])} <= set(range(5, len(batch)))
     for i in range(5):
         assert await row_status(serve, f"{run}-{i}") is Status.PENDING
+
+
+def raw_exchange(port: int, request: bytes, within: float = 5.0) -> bytes:
+    """Send ``request`` as is and read the reply's status line and headers."""
+    with socket.create_connection(("127.0.0.1", port), timeout=within) as sock:
+        sock.sendall(request)
+        reply = b""
+        while b"\r\n\r\n" not in reply:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+    return reply
+
+
+BAD_BYTES = [b"\xff\xfe token", b"Basic \xff\xfe", b"Basic " + base64.b64encode(b"\xff\xfe:"), b"\xc3\x28",
+             b"Bearer \xed\xa0\x80", "Basic ñandú".encode(), b"sha1=\x80\x80"]
+HEADER_ROUTES = [("/v1/batch", b"Authorization"), ("/v1/track", b"Authorization"), ("/v1/import", b"Authorization"),
+                 ("/iterable/webhook", b"Authorization"), ("/segment/webhook", b"X-Signature"),
+                 ("/console/rows", b"Cookie"), ("/console/retry", b"Cookie"), ("/console/login", b"Cookie")]
+
+
+@pytest.mark.parametrize("value", BAD_BYTES)
+@pytest.mark.parametrize(("path", "header"), HEADER_ROUTES)
+def test_credentials_that_are_not_text_are_bad_credentials(serve: Serve, path: str, header: bytes,
+                                                           value: bytes) -> None:
+    """Issue 20 item 2: ``Authorization: \\xff\\xfe token`` on /iterable/webhook was a 500."""
+    if header == b"Cookie":
+        value = b"sync_console=" + value.replace(b" ", b".") + b"." + value[:3]
+    body = b'{"batch": [], "email": "a@x.io", "eventName": "emailOpen"}'
+    method = b"GET" if path == "/console/rows" else b"POST"
+    reply = raw_exchange(serve.port, method + b" " + path.encode() + b" HTTP/1.1\r\nHost: x\r\n" + header + b": " +
+                         value + b"\r\nContent-Type: application/json\r\nContent-Length: " +
+                         str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
+    status = int(reply.split(b" ", 2)[1])
+    assert status in (303, 400, 401, 403), reply[:200]
+
+
+@pytest.mark.parametrize("token", ["\udcff\udcfe", "ñandú", "console-token-for-tests\u0301"])
+async def test_a_console_login_token_that_is_not_the_token_is_refused(serve: Serve, token: str) -> None:
+    async with aiohttp.ClientSession() as session:
+        form = b"token=" + quote_from_bytes(token.encode("utf-8", "surrogatepass")).encode()
+        async with session.post(f"{serve.url}/console/login", data=form,
+                                headers={"Content-Type": "application/x-www-form-urlencoded"}) as response:
+            assert response.status == 401
+
+
+WRONG = [("/v1/batch", b"Authorization: Basic " + base64.b64encode(b"stolen:")),
+         ("/v1/identify", b"Authorization: Basic " + base64.b64encode(b"stolen:")),
+         ("/segment/webhook", b"X-Signature: nope"), ("/segment/webhook", b"X-Signature: "),
+         ("/segment/webhook", b"X-Forwarded-For: 10.0.0.1"),
+         ("/iterable/webhook", b"Authorization: " + WEBHOOK_TOKEN.encode() + b"0"),
+         ("/iterable/webhook", b"X-Other: 1")]
+
+
+@pytest.mark.parametrize(("path", "header"), WRONG)
+def test_bad_header_credentials_are_refused_before_the_body_is_read(serve: Serve, path: str, header: bytes) -> None:
+    """Issue 20 item 1: 40 concurrent 16 MiB bodies without X-Signature were buffered (84 -> 874 MB) before
+    their 401. Here the body is announced and never sent: the 401 must come without it."""
+    started = time.monotonic()
+    reply = raw_exchange(serve.port, b"POST " + path.encode() + b" HTTP/1.1\r\nHost: x\r\n" + header +
+                         b"\r\nContent-Type: application/json\r\nContent-Length: 16000000\r\n\r\n{")
+    assert reply.startswith(b"HTTP/1.1 401"), reply[:100]
+    assert time.monotonic() - started < 3
