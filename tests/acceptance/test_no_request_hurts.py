@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
+import signal
 import socket
 import time
 import uuid
@@ -16,9 +18,11 @@ from urllib.parse import quote_from_bytes
 import aiohttp
 import pytest
 
+from sync.daemon import sqlite_owner
+from sync.errors import LedgerLocked
 from sync.ledger import Direction, Ledger, Status
 from sync.ledger.store import create_engine
-from tests.processes import Serve, free_port
+from tests.processes import ROOT, Serve, free_port
 from tests.support import WEBHOOK_TOKEN, WRITE_KEY, daemon_config
 
 BASIC = {"Authorization": "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()}
@@ -146,3 +150,55 @@ def test_bad_header_credentials_are_refused_before_the_body_is_read(serve: Serve
                          b"\r\nContent-Type: application/json\r\nContent-Length: 16000000\r\n\r\n{")
     assert reply.startswith(b"HTTP/1.1 401"), reply[:100]
     assert time.monotonic() - started < 3
+
+
+def _relative(path: Path) -> Path:
+    """``path`` relative to the directory ``serve`` runs in."""
+    return Path(os.path.relpath(path, ROOT))
+
+
+def _config(folder: Path, ledger: str, port: int) -> str:
+    return daemon_config(port, ledger, "http://127.0.0.1:9", "http://127.0.0.1:9")
+
+
+async def test_sighup_drains_and_stops_like_sigterm(spawn: Any, tmp_path: Path) -> None:
+    """Issue 20 item 7: SIGHUP killed the daemon on the spot (no drain, rows left leased)."""
+    port = free_port()
+    serve = spawn(_config(tmp_path, f"sqlite:///{tmp_path}/ledger.db", port), port=port)
+    await serve.ready()
+    status, _ = await post(f"{serve.url}/v1/track", {"userId": "u", "event": "E", "messageId": "hup"})
+    assert status == 200
+    assert await serve.stop(signal.SIGHUP) == 0
+    assert "SIGHUP" in serve.output() and "stopped" in serve.output()
+
+
+async def test_a_second_serve_through_a_symlink_exits_1(spawn: Any, tmp_path: Path) -> None:
+    """Issue 20 item 7: through a symlinked path a second ``serve`` started and delivered rows twice."""
+    real = tmp_path / "data" / "ledger.db"
+    port = free_port()
+    first = spawn(_config(tmp_path, f"sqlite:///{real}", port), port=port)
+    await first.ready()
+    (tmp_path / "alias.db").symlink_to(real)
+    second = spawn(_config(tmp_path, f"sqlite:///{tmp_path}/alias.db", free_port()), name="second.toml")
+    assert await second.wait() == 1
+    assert "another `serve` process already uses the SQLite ledger" in second.output()
+    assert await first.stop() == 0
+
+
+@pytest.mark.parametrize("name", ["symlink", "relative", "hard link", "dot-dot", "symlinked folder"])
+def test_the_sqlite_lock_belongs_to_the_file_not_its_name(tmp_path: Path, name: str) -> None:
+    """The lock ``serve`` takes, checked in-process (flock conflicts between two opens of one file)."""
+    real = tmp_path / "data" / "ledger.db"
+    with sqlite_owner(f"sqlite:///{real}"):
+        if name == "symlink":
+            (tmp_path / "alias.db").symlink_to(real)
+        elif name == "hard link":
+            os.link(real, tmp_path / "alias.db")
+        elif name == "symlinked folder":
+            (tmp_path / "folder").symlink_to(tmp_path / "data")
+        other = {"relative": _relative(real), "dot-dot": tmp_path / "data" / ".." / "data" / "ledger.db",
+                 "symlinked folder": tmp_path / "folder" / "ledger.db"}.get(name, tmp_path / "alias.db")
+        with pytest.raises(LedgerLocked), sqlite_owner(f"sqlite:///{other}"):
+            pass
+    with sqlite_owner(f"sqlite:///{tmp_path}/alias.db" if name in ("symlink", "hard link") else f"sqlite:///{real}"):
+        pass  # released at exit
