@@ -8,17 +8,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sync import anonymous, inbound, outbound, people, segment_events
+from sync import inbound, outbound, people, segment_events
 from sync.config import Config
 from sync.derived_calls import derived
 from sync.errors import InvalidEvent, LedgerUnavailable, Overloaded, SyncError
+from sync.holding import HeldRows, Holds
 from sync.inbound import SPEC_MAPPING
-from sync.ledger import Direction, NewEvent, Row, Status
+from sync.ledger import Direction, NewEvent, Status
 from sync.mapping import InboundMapping
 from sync.metrics import Metrics
 from sync.wire import deeper_than, finite
@@ -160,7 +161,10 @@ def _inbound_row(webhook: Any, *, event_names: str, now: datetime, mapping: Inbo
     return NewEvent(**base, mapped=inbound.frozen(track))
 
 
-Batch = list[tuple[Sequence[NewEvent], "asyncio.Future[set[tuple[Direction, str]]]"]]
+Known = set[tuple[Direction, str]]
+Answer = tuple[Sequence[NewEvent], Known]  # the rows as recorded, and those of them recorded before
+Batch = list[tuple[Sequence[NewEvent], "asyncio.Future[Answer]"]]
+Prepare = Callable[[Sequence[Sequence[NewEvent]]], Awaitable[list[list[NewEvent]]]]
 MAX_QUEUED_ROWS = 20_000  # rows waiting for a commit; past this, ingest answers 503 at once (backpressure)
 
 
@@ -178,27 +182,44 @@ class GroupCommit:
     """
 
     def __init__(self, ledger: Recorder, clock: Callable[[], datetime], *,
-                 max_queued: int = MAX_QUEUED_ROWS) -> None:
-        self.ledger, self.clock, self.max_queued = ledger, clock, max_queued
+                 max_queued: int = MAX_QUEUED_ROWS, prepare: Prepare | None = None) -> None:
+        self.ledger, self.clock, self.max_queued, self.prepare = ledger, clock, max_queued, prepare
         self._queue: Batch = []
         self._queued = 0
         self._lock = asyncio.Lock()
 
-    async def record(self, rows: Sequence[NewEvent]) -> set[tuple[Direction, str]]:
+    async def record(self, rows: Sequence[NewEvent]) -> Known:
         """Commit ``rows`` (with whatever else is waiting); return those already recorded before."""
+        return (await self.submit(rows))[1]
+
+    async def submit(self, rows: Sequence[NewEvent]) -> Answer:
+        """Commit ``rows`` (with whatever else is waiting); return them as ``prepare`` changed them (holds and
+        releases, decided while no other commit runs) and those already recorded before."""
         if self._queued and self._queued + len(rows) > self.max_queued:
             raise Overloaded(f"{self._queued} events are waiting for the ledger; retry shortly")
-        future: asyncio.Future[set[tuple[Direction, str]]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self._queue.append((rows, future))
         self._queued += len(rows)
         async with self._lock:
             if not future.done():
                 batch, self._queue = self._queue, []
                 self._queued -= sum(len(r) for r, _ in batch)
-                await self._commit(batch)
+                await self._commit(await self._prepared(batch))
         return await future
 
+    async def _prepared(self, batch: Batch) -> Batch:
+        if self.prepare is None:
+            return batch
+        try:
+            prepared = await self.prepare([rows for rows, _ in batch])
+        except Exception as exc:  # noqa: BLE001 - every waiting request learns it (LedgerError: 503)
+            _fail(batch, exc)
+            return []
+        return [(rows, future) for rows, (_, future) in zip(prepared, batch, strict=True)]
+
     async def _commit(self, batch: Batch) -> None:
+        if not batch:
+            return
         try:
             known = await self.ledger.record([row for rows, _ in batch for row in rows], self.clock())
         except Exception as exc:  # noqa: BLE001 - LedgerError, or a row the driver cannot encode
@@ -211,10 +232,10 @@ class GroupCommit:
         except BaseException:  # a cancelled commit: unknown outcome, so every waiting request answers 503
             _fail(batch, LedgerUnavailable("the commit was interrupted"))
             raise
-        seen: set[tuple[Direction, str]] = set()
+        seen: Known = set()
         for rows, future in batch:
             ids = [(row.direction, row.key) for row in rows]
-            future.set_result({i for i in ids if i[1] in known or i in seen})
+            future.set_result((rows, {i for i in ids if i[1] in known or i in seen}))
             seen.update(ids)
 
 
@@ -224,10 +245,16 @@ def _fail(batch: Batch, error: BaseException) -> None:
             future.set_exception(error)
 
 
-class Holder(Recorder, Protocol):
-    async def held(self, keys: Sequence[str]) -> list[Row]: ...
+class Holder(Recorder, HeldRows, Protocol):
+    pass
 
-    async def held_counts(self, keys: Sequence[str]) -> tuple[dict[str, int], int]: ...
+
+def _decided(event: dict[str, Any], options: outbound.Options, digest: str | None) -> NewEvent:
+    """A released event's row: decided with its new identity, or rejected with the reason."""
+    try:
+        return outbound_row(event, options, digest)
+    except Exception as exc:  # noqa: BLE001 - as in outbound_rows
+        return _rejected_outbound(event, rejection_reason(exc), digest)
 
 
 class Intake:
@@ -239,13 +266,13 @@ class Intake:
                  digest: str | None = None, hold_hours: float = 0.0) -> None:
         self.ledger, self.metrics, self.notify, self.clock = ledger, metrics, notify, clock
         self.options, self.digest, self.hold_hours = options, digest, hold_hours
-        self.commits = GroupCommit(ledger, clock)
+        holds = None if options is None else Holds(ledger=ledger, options=options, hold_hours=hold_hours,
+                                                   decide=lambda event: _decided(event, options, digest))
+        self.commits = GroupCommit(ledger, clock, prepare=holds.prepare if holds else None)
 
     async def record(self, rows: Sequence[NewEvent]) -> set[str]:
         """Commit ``rows``; return the keys that were duplicates. Raises ``LedgerError`` if it cannot commit."""
-        if self.options is not None and self.hold_hours > 0:
-            rows = await self._hold_and_release(rows, self.options)
-        known = await self.commits.record(rows)
+        rows, known = await self.commits.submit(rows)
         counted: set[tuple[Direction, str]] = set()
         for row in rows:
             identity = (row.direction, row.key)
@@ -257,55 +284,6 @@ class Intake:
         for direction in {row.direction for row in rows if row.status is Status.PENDING}:
             self.notify(direction)
         return {key for _, key in known}
-
-    async def _hold_and_release(self, rows: Sequence[NewEvent], options: outbound.Options) -> list[NewEvent]:
-        """Anonymous-only events become held; an event naming a held visitor with a userId or email brings
-        the visitor's held events along, right after it (so after the identifying call)."""
-        outbound_rows_ = [r for r in rows if r.direction is Direction.OUTBOUND and isinstance(r.payload, dict)]
-        waiting = [r for r in outbound_rows_ if r.status is Status.SKIPPED and r.label == "no identifier"
-                   and anonymous.anonymous_id(r.payload)]
-        identity = options.mapping.identity
-        releasing = {r.key: anonymous.anonymous_id(r.payload) for r in outbound_rows_
-                     if r.status in (Status.PENDING, Status.SKIPPED) and anonymous.anonymous_id(r.payload)
-                     and outbound.raw_ids(r.payload, identity)}
-        if not waiting and not releasing:
-            return list(rows)
-        keys = [f"{anonymous.HOLD_PREFIX}{v}" for v in {anonymous.anonymous_id(r.payload) for r in waiting} if v]
-        counts, total = await self.ledger.held_counts(keys) if waiting else ({}, 0)
-        held = await self.ledger.held([f"{anonymous.HOLD_PREFIX}{v}" for v in releasing.values() if v])
-        by_visitor: dict[str, list[tuple[str, dict[str, Any]]]] = {}  # visitor -> (key, payload) in received order
-        for waiting_row in held:
-            visitor_key = (waiting_row.user_key or "").removeprefix(anonymous.HOLD_PREFIX)
-            by_visitor.setdefault(visitor_key, []).append((waiting_row.key, waiting_row.payload))
-        out: list[NewEvent] = []
-        waiting_ids = {id(r) for r in waiting}
-        for row in rows:
-            if id(row) in waiting_ids:
-                visitor = anonymous.anonymous_id(row.payload) or ""
-                hold_key = f"{anonymous.HOLD_PREFIX}{visitor}"
-                row = anonymous.hold(row, row.payload, hours=self.hold_hours,
-                                     counts={visitor: counts.get(hold_key, 0)}, total=total)
-                if row.status is Status.HELD:
-                    counts[hold_key], total = counts.get(hold_key, 0) + 1, total + 1
-                    by_visitor.setdefault(visitor, []).append((row.key, row.payload))  # an identify may follow
-            out.append(row)
-            visitor_id = releasing.get(row.key)
-            if visitor_id and by_visitor.get(visitor_id):
-                out += self._released(row, by_visitor.pop(visitor_id), options)
-        return out
-
-    def _released(self, identifying: NewEvent, held: list[tuple[str, dict[str, Any]]],
-                  options: outbound.Options) -> list[NewEvent]:
-        ids = outbound.raw_ids(identifying.payload, options.mapping.identity)
-        released = []
-        for key, payload in held:
-            event = anonymous.identity_of(payload, ids.get("userId"), ids.get("email"))
-            try:
-                decided = outbound_row(event, options, self.digest)
-            except Exception as exc:  # noqa: BLE001 - as in outbound_rows
-                decided = _rejected_outbound(event, rejection_reason(exc), self.digest)
-            released.append(replace(decided, key=anonymous.released_key(key), replaces=(key,)))
-        return released
 
     def _count(self, row: NewEvent) -> None:
         direction = row.direction.value
