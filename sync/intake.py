@@ -166,6 +166,7 @@ Answer = tuple[Sequence[NewEvent], Known]  # the rows as recorded, and those of 
 Batch = list[tuple[Sequence[NewEvent], "asyncio.Future[Answer]"]]
 Prepare = Callable[[Sequence[Sequence[NewEvent]]], Awaitable[list[list[NewEvent]]]]
 MAX_QUEUED_ROWS = 20_000  # rows waiting for a commit; past this, ingest answers 503 at once (backpressure)
+COMMIT_SLICE = 250  # rows of one request per commit (encoding 250 rows for the driver: a few ms on the loop)
 
 
 class Recorder(Protocol):
@@ -271,7 +272,17 @@ class Intake:
         self.commits = GroupCommit(ledger, clock, prepare=holds.prepare if holds else None)
 
     async def record(self, rows: Sequence[NewEvent]) -> set[str]:
-        """Commit ``rows``; return the keys that were duplicates. Raises ``LedgerError`` if it cannot commit."""
+        """Commit ``rows``; return the keys that were duplicates. Raises ``LedgerError`` if it cannot commit.
+
+        More than ``COMMIT_SLICE`` rows are committed in successive slices (encoding rows for the driver runs on
+        the event loop): if a later slice fails the request fails, and its retry finds the earlier ones as
+        duplicates."""
+        duplicates: set[str] = set()
+        for start in range(0, len(rows), COMMIT_SLICE):
+            duplicates |= await self._record(rows[start:start + COMMIT_SLICE])
+        return duplicates
+
+    async def _record(self, rows: Sequence[NewEvent]) -> set[str]:
         rows, known = await self.commits.submit(rows)
         counted: set[tuple[Direction, str]] = set()
         for row in rows:
