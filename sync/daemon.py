@@ -24,6 +24,7 @@ from sync import console
 from sync import scheduler as scheduling
 from sync.backfill import ExportPuller
 from sync.config import Config, mapping_digest
+from sync.connections import LimitedSite, connection_limit
 from sync.delivery import Sink, Worker
 from sync.errors import LedgerLocked, SyncError
 from sync.ingress import Health, create_app
@@ -166,10 +167,12 @@ async def running(config: Config) -> AsyncIterator[Daemon]:
         daemon = build(config, Ledger(engine), session, Metrics())
         await _announce_mapping(daemon)
         resources.callback(_close_sinks, daemon)
-        runner = web.AppRunner(daemon.app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(daemon.app, access_log=None, handle_signals=False,
+                               keepalive_timeout=config.server.header_timeout_seconds)
         await runner.setup()
         resources.push_async_callback(runner.cleanup)
-        await web.TCPSite(runner, config.server.host, config.server.port, reuse_address=True).start()
+        await LimitedSite(runner, config.server.host, config.server.port,
+                          limit=connection_limit(config.server.max_connections)).start()
         daemon.address = runner.addresses[0]
         log.info("serving", extra={"address": f"{config.server.host}:{daemon.address[1]}",
                                    "directions": [w.direction.value for w in daemon.workers],

@@ -288,3 +288,34 @@ async def test_a_batch_over_the_cap_is_a_413_naming_it(serve: Serve) -> None:
                                                                 headers=BASIC) as response:
         assert response.status == 413
         assert str(MAX_EVENTS_PER_REQUEST) in (await response.json())["error"]
+
+
+async def test_clients_trickling_headers_cannot_hold_the_daemon(spawn: Any, tmp_path: Path) -> None:
+    """Issue 20 item 4: 1,050 connections trickling headers held every file descriptor (limit 1,024) for as
+    long as they liked, and a valid batch timed out. Here: a limit of 40 connections, headers within 1 s."""
+    port = free_port()
+    serve = spawn(_config(tmp_path, f"sqlite:///{tmp_path}/ledger.db", port).replace(
+        "[server]\n", "[server]\nmax_connections = 40\nheader_timeout_seconds = 1\n"), port=port)
+    await serve.ready()
+    slow = []
+    for _ in range(60):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        sock.sendall(b"POST /v1/batch HTTP/1.1\r\nHost: x\r\n")  # and then nothing more
+        slow.append(sock)
+    try:
+        refused = await asyncio.to_thread(lambda: sum(s.recv(100).startswith(b"HTTP/1.1 503") for s in slow[45:]))
+        assert refused == 15  # past the limit: answered at once, not left open
+        started = time.monotonic()
+        while True:  # a sender retries its 503; within the header timeout the trickling clients are gone
+            status, _ = await post(f"{serve.url}/v1/batch", {"batch": [{"type": "track", "userId": "u",
+                                                                       "event": "E", "messageId": "through"}]})
+            if status == 200:
+                break
+            assert status == 503 and time.monotonic() - started < 10
+            await asyncio.sleep(0.2)
+        assert await asyncio.to_thread(lambda: all(s.recv(100) == b"" for s in slow[:40]))  # closed by the daemon
+    finally:
+        for sock in slow:
+            sock.close()
+    assert "connection limit reached" in serve.output()
+    assert await serve.stop() == 0
