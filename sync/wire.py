@@ -82,14 +82,18 @@ def non_finite(value: Any) -> str | None:
 
 
 def deeper_than(value: Any, limit: int) -> bool:
-    """Whether objects and arrays inside ``value`` nest more than ``limit`` levels (iterative: any depth)."""
+    """Whether objects and arrays inside ``value`` nest more than ``limit`` levels (iterative: any depth; only
+    containers are visited, so a typical event costs a few microseconds)."""
+    if not isinstance(value, dict | list):
+        return False
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
         item, level = stack.pop()
-        if isinstance(item, dict | list):
-            if level >= limit:
-                return True
-            stack.extend((v, level + 1) for v in (item.values() if isinstance(item, dict) else item))
+        if level >= limit:
+            return True
+        for child in item.values() if isinstance(item, dict) else item:
+            if isinstance(child, dict | list):
+                stack.append((child, level + 1))
     return False
 
 
