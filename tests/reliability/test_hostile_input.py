@@ -282,7 +282,7 @@ hostile_events = st.builds(
     hostile_values, st.integers(0, 10_000))
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
 @given(bad=st.lists(hostile_events, min_size=1, max_size=4), seed=st.integers(0, 2**32))
 def test_values_that_cannot_be_converted_never_sink_a_batch_under_concurrency(live: Live, bad: list[dict[str, Any]],
                                                                               seed: int) -> None:
