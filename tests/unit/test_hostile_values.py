@@ -17,7 +17,7 @@ from sync.intake import inbound_row, outbound_options, outbound_rows
 from sync.iterable_bulk import bulk_failures
 from sync.ledger import Status
 from sync.segment_events import validate
-from sync.wire import non_finite, segment_size, strict_loads
+from sync.wire import TooMany, array_slices, non_finite, segment_size, strict_loads
 from tests.support import make_config
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
@@ -160,3 +160,23 @@ def test_an_iterable_webhook_value_that_cannot_be_converted_is_a_clear_refusal(v
         return
     assert row.status in (Status.PENDING, Status.REJECTED)
     json.dumps(row.payload)
+
+
+@pytest.mark.parametrize("text", ["[]", " [ ] ", "[1,2,3]", '[1 , {"a":[1,2]} ,"x"]  ', "[[[]]]", '["]", "[,"]',
+                                  "[1,]", "[1 2]", "[1]x", '{"a":1}', "[NaN]", "[", "[1", "[-Infinity]", "[1e999]"])
+def test_an_array_parsed_in_slices_agrees_with_the_strict_parser(text: str) -> None:
+    try:
+        expected = strict_loads(text)
+    except ValueError:
+        expected = None
+    try:
+        found: object = [v for chunk in array_slices(text, limit=100, size=2) for v in chunk]
+    except ValueError:
+        found = None
+    assert found == (expected if isinstance(expected, list) else None)
+
+
+def test_an_array_past_the_limit_stops_parsing_there() -> None:
+    text = "[" + ",".join(["{}"] * 10) + ", not json at all"
+    with pytest.raises(TooMany):
+        list(array_slices(text, limit=5, size=2))
