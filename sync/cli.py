@@ -22,7 +22,7 @@ from sync import logs
 from sync.backfill import EXPORT_TYPES, ExportPuller, Progress
 from sync.config import Config
 from sync.errors import ConfigError, SyncError
-from sync.intake import Intake, outbound_options
+from sync.intake import Intake, outbound_options, people_rules
 from sync.ledger import Direction, Ledger, Status
 from sync.ledger import migrate as migrations
 from sync.ledger.model import Remapped
@@ -82,7 +82,10 @@ def parser() -> argparse.ArgumentParser:
     backfill.add_argument("--restart", action="store_true", help="ignore the progress of an earlier run")
     purge = actions.add_parser("purge", help="delete terminal rows older than a duration")
     purge.add_argument("--older-than", required=True, type=duration, help="e.g. 30d, 12h, 90m")
-    for sub in (stats, listing, retry, purge):
+    from sync.guard_commands import replay_parser
+
+    replay = replay_parser(actions)
+    for sub in (stats, listing, retry, purge, replay):
         sub.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return root
 
@@ -173,6 +176,10 @@ async def _check(config: Config, args: argparse.Namespace) -> int:
     print(f"mapping digest {config_module.mapping_digest(config)}")
     for line in setup_notes(config):
         print(line)
+    if config.server.public_url and config.inbound.enabled:  # the webhook drift check (SPEC section 15)
+        from sync.guard_commands import check_webhook
+
+        return await check_webhook(config)
     return 0
 
 
@@ -188,11 +195,13 @@ def _try(config: Config, path: str, direction: str) -> int:
         return 2
     digest = config_module.mapping_digest(config)
     try:
-        decided = explain.decide(config, payload, direction, digest, datetime.now(UTC))
+        decided = explain.decide(config, payload, direction, digest, datetime.now(UTC), arriving=True)
     except SyncError as exc:  # an inbound webhook of the wrong shape
         print(f"rejected: {exc}")
         return 0
     print(explain.describe(decided))
+    for line in explain.consent_notes(config, payload, decided):
+        print(line)
     return 0
 
 
@@ -226,6 +235,10 @@ async def _ledger(config: Config, args: argparse.Namespace) -> int:
         if args.action == "list":
             rows = await ledger.rows(status=Status(args.status), direction=_direction(args), limit=args.limit)
             return _print_rows(rows, as_json=args.json)
+        if args.action == "replay":  # SPEC section 15
+            from sync.guard_commands import replay
+
+            return await replay(config, ledger, args)
         if args.action == "retry" and args.remap:
             return await _remap(config, ledger, args, now)
         if args.action == "retry":
@@ -287,7 +300,8 @@ async def _backfill(config: Config, args: argparse.Namespace) -> int:
         await migrations.upgrade(engine)
         ledger, metrics = Ledger(engine), Metrics()
         async with aiohttp.ClientSession() as session:
-            puller = ExportPuller(iterable_client(config, session, metrics, ledger), Intake(ledger, metrics), ledger,
+            intake = Intake(ledger, metrics, **people_rules(config))
+            puller = ExportPuller(iterable_client(config, session, metrics, ledger), intake, ledger,
                                   event_names=config.inbound.event_names, mapping=config.inbound.mapping,
                                   digest=config_module.mapping_digest(config))
             print(f"backfill {', '.join(kinds)} from {args.since.isoformat()} to {until.isoformat()}",

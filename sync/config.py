@@ -26,6 +26,7 @@ ProjectType = Literal["email", "userId", "hybrid"]
 EventNames = Literal["segment", "iterable"]
 Deletion = Literal["delete", "forget", "skip"]
 Subscriptions = Literal["update_subscriptions", "data_fields"]
+TypeGuard = Literal["refuse", "off"]
 
 REGION_URLS: Mapping[str, str] = {"us": "https://api.iterable.com", "eu": "https://api.eu.iterable.com"}
 
@@ -55,6 +56,7 @@ class ServerConfig:
     webhook_max_body_bytes: int = 16_777_216  # /segment/webhook: Actions batches of 1000 (up to 4000) events
     max_connections: int = 0  # open connections; past it new ones get 503 (0: from the open-file limit)
     header_timeout_seconds: float = 15.0  # a request's headers must arrive within this; also the keep-alive idle
+    public_url: str = ""  # the daemon's public address, for the webhook drift check (SPEC section 15)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -104,6 +106,7 @@ class OutboundConfig:
     deletion: Deletion = "delete"  # a Webhooks (Classic) delete event: Iterable delete, GDPR forget, or skip
     subscriptions: Subscriptions = "update_subscriptions"  # subscription traits: users/updateSubscriptions or fields
     hold_anonymous_hours: float = 24.0  # anonymous-only events wait this long for their visitor (0: skipped)
+    type_guard: TypeGuard = "refuse"  # refuse values whose type Iterable locked otherwise, or "off" (section 15)
     mapping: OutboundMapping = field(default_factory=OutboundMapping)  # [outbound.identity], [outbound.filter] ...
 
 
@@ -113,7 +116,16 @@ class InboundConfig:
     auth_header: str = "Authorization"
     auth_tokens: tuple[str, ...] = ()
     event_names: EventNames = "segment"
+    join_identities: bool = True  # inbound tracks carry the userId the ledger links to the email (SPEC section 14)
     mapping: InboundMapping = field(default_factory=InboundMapping)  # [inbound.filter], [inbound.events] ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConsentConfig:
+    """End-user consent categories that must all be granted (SPEC section 14); empty: nothing is checked."""
+
+    outbound_categories: tuple[str, ...] = ()  # read from the event's own consent object
+    inbound_categories: tuple[str, ...] = ()  # read from the person's last consent seen outbound
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -155,6 +167,7 @@ class Config:
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     reconcile: ReconcileConfig = field(default_factory=ReconcileConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
+    consent: ConsentConfig = field(default_factory=ConsentConfig)
 
 
 MIN_CONSOLE_TOKEN = 16
@@ -346,7 +359,8 @@ def mapping_settings(config: Config) -> dict[str, Any]:
             "hold_anonymous": config.outbound.hold_anonymous_hours > 0,
             "push": config.iterable.push,
             "outbound": config.outbound.mapping, "event_names": config.inbound.event_names,
-            "inbound": config.inbound.mapping}
+            "inbound": config.inbound.mapping,
+            **({"consent": config.consent} if config.consent.outbound_categories else {})}
 
 
 def _credential_checks(config: Config) -> list[str]:

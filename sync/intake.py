@@ -8,18 +8,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sync import inbound, outbound, people, segment_events
+from sync import consent, inbound, inbound_people, outbound, people, segment_events
 from sync.config import Config
 from sync.derived_calls import derived
 from sync.errors import InvalidEvent, LedgerUnavailable, Overloaded, SyncError
+from sync.field_types import FieldTypes
 from sync.holding import HeldRows, Holds
 from sync.inbound import SPEC_MAPPING
 from sync.ledger import Direction, NewEvent, Status
+from sync.ledger.links import Decider, Known
 from sync.mapping import InboundMapping
 from sync.metrics import Metrics
 from sync.wire import deeper_than, finite
@@ -46,13 +48,21 @@ def outbound_options(config: Config) -> outbound.Options:
     return outbound.Options(project_type=config.iterable.project_type,
                             merge_nested_objects=config.outbound.merge_nested_objects, mapping=config.outbound.mapping,
                             deletion=config.outbound.deletion, subscriptions=config.outbound.subscriptions,
-                            push_apps={k: v for k, v in apps.items() if v})
+                            push_apps={k: v for k, v in apps.items() if v},
+                            consent_categories=config.consent.outbound_categories,
+                            keep_consent=bool(config.consent.inbound_categories))
 
 
-def outbound_rows(events: Sequence[Any], options: outbound.Options,
-                  digest: str | None = None) -> tuple[list[NewEvent], list[Rejection]]:
+def people_rules(config: Config) -> dict[str, Any]:
+    """``Intake``'s keyword arguments for one person across directions (SPEC section 14)."""
+    return {"inbound_consent": config.consent.inbound_categories, "join_identities": config.inbound.join_identities}
+
+
+def outbound_rows(events: Sequence[Any], options: outbound.Options, digest: str | None = None,
+                  types: FieldTypes | None = None) -> tuple[list[NewEvent], list[Rejection]]:
     """Classify Segment events: pending (with the Iterable call, decided here and frozen), skipped, or
-    rejected with the reason. ``digest`` names the mapping that decided."""
+    rejected with the reason. ``digest`` names the mapping that decided; with ``types`` (the type guard),
+    a call carrying a value Iterable would refuse for its field's type is rejected."""
     rows, rejected = [], []
     for index, raw in enumerate(events):
         try:
@@ -60,6 +70,8 @@ def outbound_rows(events: Sequence[Any], options: outbound.Options,
                 raise InvalidEvent(f"event: objects and arrays nested deeper than {MAX_DEPTH} levels")
             event = segment_events.validate(raw)
             row = outbound_row(event, options, digest)
+            if types is not None and (refused := types.check(row.mapped)):
+                raise InvalidEvent(refused)
             rows += [row, *companions(event, options, row)]
         except Exception as exc:  # noqa: BLE001 - any value error of one event is that event's rejection
             error = rejection_reason(exc)
@@ -85,13 +97,16 @@ def outbound_row(event: dict[str, Any], options: outbound.Options, digest: str |
     """One validated event as a row; raises ``InvalidEvent`` when the mapping rejects it."""
     identity = options.mapping.identity
     mapped = outbound.map_event(event, options)
+    seen = consent.preferences(event) if options.keep_consent else None  # for the person's inbound events
+    forgets = event["type"] == "delete"  # whatever outbound.deletion is (SPEC section 11)
     if isinstance(mapped, outbound.Skip):
         return NewEvent(direction=Direction.OUTBOUND, key=event["messageId"], kind=event["type"], payload=event,
                         status=Status.SKIPPED, reason=mapped.reason, label=mapped.key, mapping_digest=digest,
-                        user_key=outbound.user_key(event, identity), identities=outbound.identities(event, identity))
+                        user_key=outbound.user_key(event, identity), identities=outbound.identities(event, identity),
+                        consent=seen, forgets=forgets)
     return NewEvent(direction=Direction.OUTBOUND, key=event["messageId"], kind=event["type"], payload=event,
                     user_key=mapped.user_key, identities=outbound.identities(event, identity),
-                    mapped=mapped.frozen(), mapping_digest=digest, forgets=event["type"] == "delete")
+                    mapped=mapped.frozen(), mapping_digest=digest, forgets=forgets, consent=seen)
 
 
 def companions(event: dict[str, Any], options: outbound.Options, row: NewEvent) -> list[NewEvent]:
@@ -161,8 +176,8 @@ def _inbound_row(webhook: Any, *, event_names: str, now: datetime, mapping: Inbo
     return NewEvent(**base, mapped=inbound.frozen(track))
 
 
-Known = set[tuple[Direction, str]]
-Answer = tuple[Sequence[NewEvent], Known]  # the rows as recorded, and those of them recorded before
+Recorded = set[tuple[Direction, str]]
+Answer = tuple[Sequence[NewEvent], Recorded]  # the rows as recorded, and those of them recorded before
 Batch = list[tuple[Sequence[NewEvent], "asyncio.Future[Answer]"]]
 Prepare = Callable[[Sequence[Sequence[NewEvent]]], Awaitable[list[list[NewEvent]]]]
 MAX_QUEUED_ROWS = 20_000  # rows waiting for a commit; past this, ingest answers 503 at once (backpressure)
@@ -171,7 +186,8 @@ COMMIT_SLICE = 1_000  # rows of one request per commit: one Iterable bulk reques
 
 
 class Recorder(Protocol):
-    async def record(self, batch: Sequence[NewEvent], now: datetime) -> set[str]: ...
+    async def record(self, batch: Sequence[NewEvent], now: datetime, *, decide: Decider | None = None) -> set[str]:
+        ...
 
 
 class GroupCommit:
@@ -184,13 +200,15 @@ class GroupCommit:
     """
 
     def __init__(self, ledger: Recorder, clock: Callable[[], datetime], *,
-                 max_queued: int = MAX_QUEUED_ROWS, prepare: Prepare | None = None) -> None:
+                 max_queued: int = MAX_QUEUED_ROWS, decide: Decider | None = None,
+                 prepare: Prepare | None = None) -> None:
         self.ledger, self.clock, self.max_queued, self.prepare = ledger, clock, max_queued, prepare
+        self.decide = decide  # decides rows again inside the commit's transaction (one look-up per commit)
         self._queue: Batch = []
         self._queued = 0
         self._lock = asyncio.Lock()
 
-    async def record(self, rows: Sequence[NewEvent]) -> Known:
+    async def record(self, rows: Sequence[NewEvent]) -> Recorded:
         """Commit ``rows`` (with whatever else is waiting); return those already recorded before."""
         return (await self.submit(rows))[1]
 
@@ -223,7 +241,9 @@ class GroupCommit:
         if not batch:
             return
         try:
-            known = await self.ledger.record([row for rows, _ in batch for row in rows], self.clock())
+            every = [row for rows, _ in batch for row in rows]
+            known = await (self.ledger.record(every, self.clock(), decide=self.decide) if self.decide
+                           else self.ledger.record(every, self.clock()))
         except Exception as exc:  # noqa: BLE001 - LedgerError, or a row the driver cannot encode
             if len(batch) == 1:
                 _fail(batch, exc)
@@ -234,7 +254,7 @@ class GroupCommit:
         except BaseException:  # a cancelled commit: unknown outcome, so every waiting request answers 503
             _fail(batch, LedgerUnavailable("the commit was interrupted"))
             raise
-        seen: Known = set()
+        seen: Recorded = set()
         for rows, future in batch:
             ids = [(row.direction, row.key) for row in rows]
             future.set_result((rows, {i for i in ids if i[1] in known or i in seen}))
@@ -251,7 +271,7 @@ class Holder(Recorder, HeldRows, Protocol):
     pass
 
 
-def _decided(event: dict[str, Any], options: outbound.Options, digest: str | None) -> NewEvent:
+def _released_row(event: dict[str, Any], options: outbound.Options, digest: str | None) -> NewEvent:
     """A released event's row: decided with its new identity, or rejected with the reason."""
     try:
         return outbound_row(event, options, digest)
@@ -259,18 +279,42 @@ def _decided(event: dict[str, Any], options: outbound.Options, digest: str | Non
         return _rejected_outbound(event, rejection_reason(exc), digest)
 
 
+class OnePerson:
+    """Inbound rows obey the person's last outbound consent and carry their linked userId (SPEC section 14),
+    decided inside the commit's transaction (``Ledger.record(decide=...)``): one look-up per group commit."""
+
+    def __init__(self, intake: Intake) -> None:
+        self.intake = intake
+
+    def asked(self, rows: Sequence[NewEvent]) -> list[str]:
+        return inbound_people.asked(rows)
+
+    def __call__(self, rows: Sequence[NewEvent], found: Mapping[str, Known]) -> list[NewEvent]:
+        intake = self.intake
+        decided = [inbound_people.decided(row, found, categories=intake.inbound_consent,
+                                          join=intake.join_identities) for row in rows]
+        intake._decided.update((id(row), new) for row, new in zip(rows, decided, strict=True) if new is not row)
+        return decided
+
+
 class Intake:
     """Records rows through group commit, counts them and wakes the delivery workers. With ``options``,
     anonymous-only events are held and released by the first event that identifies their visitor."""
 
+    guard: FieldTypes | None = None  # Iterable's field types, when ``outbound.type_guard = "refuse"``
+
     def __init__(self, ledger: Holder, metrics: Metrics, *, notify: Callable[[Direction], None] = lambda d: None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC), options: outbound.Options | None = None,
-                 digest: str | None = None, hold_hours: float = 0.0) -> None:
+                 digest: str | None = None, hold_hours: float = 0.0, inbound_consent: Sequence[str] = (),
+                 join_identities: bool = False) -> None:
         self.ledger, self.metrics, self.notify, self.clock = ledger, metrics, notify, clock
         self.options, self.digest, self.hold_hours = options, digest, hold_hours
+        self.inbound_consent, self.join_identities = tuple(inbound_consent), join_identities
         holds = None if options is None else Holds(ledger=ledger, options=options, hold_hours=hold_hours,
-                                                   decide=lambda event: _decided(event, options, digest))
-        self.commits = GroupCommit(ledger, clock, prepare=holds.prepare if holds else None)
+                                                   decide=lambda event: _released_row(event, options, digest))
+        self.commits = GroupCommit(ledger, clock, decide=OnePerson(self) if inbound_consent or join_identities
+                                   else None, prepare=holds.prepare if holds else None)
+        self._decided: dict[int, NewEvent] = {}  # id(row) -> the row as _one_person decided it (for the counts)
 
     async def record(self, rows: Sequence[NewEvent]) -> set[str]:
         """Commit ``rows``; return the keys that were duplicates. Raises ``LedgerError`` if it cannot commit.
@@ -283,8 +327,14 @@ class Intake:
             duplicates |= await self._record(rows[start:start + COMMIT_SLICE])
         return duplicates
 
-    async def _record(self, rows: Sequence[NewEvent]) -> set[str]:
-        rows, known = await self.commits.submit(rows)
+    async def _record(self, submitted: Sequence[NewEvent]) -> set[str]:
+        try:
+            rows, known = await self.commits.submit(submitted)
+        except BaseException:  # no entry left behind (the rows ``OnePerson`` decides are submitted ones)
+            for row in submitted:
+                self._decided.pop(id(row), None)
+            raise
+        rows = [self._decided.pop(id(row), row) for row in rows]  # the rows as the commit decided them
         counted: set[tuple[Direction, str]] = set()
         for row in rows:
             identity = (row.direction, row.key)
