@@ -94,7 +94,8 @@ class DeliveryLedger(Protocol):
 
     async def claim(self, claim: Claim, now: datetime) -> list[Row]: ...
 
-    async def renew(self, owner: str, ids: Sequence[int], until: datetime) -> int: ...
+    async def renew(self, owner: str, ids: Sequence[int], until: datetime, *, lease_seconds: float | None = None
+                    ) -> int: ...
 
     async def settle(self, settlement: Settlement, now: datetime, *, owner: str) -> None: ...
 
@@ -302,7 +303,8 @@ class Worker:
             if ahead is not None and ahead.done() and not ahead.cancelled() and ahead.exception() is None:
                 ids += [row.id for row in ahead.result()]
             try:
-                held = await self.ledger.renew(self.owner, ids, self.clock() + timedelta(seconds=self.lease_seconds))
+                held = await self.ledger.renew(self.owner, ids, self.clock() + timedelta(seconds=self.lease_seconds),
+                                               lease_seconds=self.lease_seconds)
             except LedgerError as exc:
                 log.warning("could not renew leases", extra={"direction": self.direction.value, "error": str(exc)})
                 continue

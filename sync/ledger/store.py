@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from sync import people
 from sync.errors import LedgerNotMigrated, LedgerUnavailable
+from sync.ledger.leases import Leases
 from sync.ledger.model import (
     TERMINAL,
     Claim,
@@ -115,6 +116,7 @@ class Ledger:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.is_postgres = engine.dialect.name == "postgresql"
+        self.leases = Leases(postgres=self.is_postgres)
 
     @asynccontextmanager
     async def _tx(self) -> AsyncIterator[AsyncConnection]:
@@ -272,9 +274,10 @@ class Ledger:
         """
         e = events
         until = now + timedelta(seconds=claim.lease_seconds)
+        self.leases.live.add(claim.owner)
         due = (sa.select(e.c.id, e.c.user_key)
                .where(e.c.direction == claim.direction, e.c.status == Status.PENDING, e.c.next_attempt_at <= now)
-               .where(sa.or_(e.c.lease_expires_at.is_(None), e.c.lease_expires_at <= now))
+               .where(self.leases.free(now))
                .order_by(e.c.next_attempt_at, e.c.id).limit(claim.limit))
         async with self._tx() as conn:
             if self.is_postgres:  # one claimer per direction at a time keeps per-person order across replicas
@@ -290,7 +293,8 @@ class Ledger:
             if not ids:
                 return []
             await conn.execute(e.update().where(_ids_in(self.is_postgres, ids))
-                               .values(lease_owner=claim.owner, lease_expires_at=until, next_attempt_at=until))
+                               .values(lease_owner=claim.owner, next_attempt_at=until,
+                                       lease_expires_at=self.leases.until(until, claim.lease_seconds)))
             found = (await conn.execute(sa.select(*CLAIMED).where(_ids_in(self.is_postgres, ids))
                                         .order_by(e.c.id))).all()
             return [Row(id=r.id, direction=Direction(r.direction), key=r.key, kind=r.kind, user_key=r.user_key,
@@ -304,8 +308,7 @@ class Ledger:
                          now: datetime) -> list[int]:
         """What each person's queue (pending rows up to ``up_to``, in id order) lets this claim take."""
         e = events
-        free = sa.case((sa.and_(e.c.next_attempt_at <= now,
-                                sa.or_(e.c.lease_expires_at.is_(None), e.c.lease_expires_at <= now)), 1), else_=0)
+        free = sa.case((sa.and_(e.c.next_attempt_at <= now, self.leases.free(now)), 1), else_=0)
         mine = (e.c.direction == claim.direction, e.c.status == Status.PENDING, e.c.id <= up_to)
         if self.is_postgres:  # one index range per person (a LATERAL join): the planner cannot turn it into a scan
             wanted = sa.func.unnest(sa.bindparam("user_keys", keys, type_=postgresql.ARRAY(sa.String()))) \
@@ -324,14 +327,17 @@ class Ledger:
             queues.setdefault(r.user_key, []).append(Queued(r.id, bool(r.free)))
         return [row_id for queue in queues.values() for row_id in claimable(queue, claim.in_flight)]
 
-    async def renew(self, owner: str, ids: Sequence[int], until: datetime) -> int:
-        """Extend ``owner``'s leases on ``ids``; return how many it still holds."""
+    async def renew(self, owner: str, ids: Sequence[int], until: datetime, *, lease_seconds: float | None = None) -> int:
+        """Extend ``owner``'s leases on ``ids`` (on PostgreSQL by ``lease_seconds`` from the database's clock);
+        return how many it still holds."""
         if not ids:
             return 0
         stmt = events.update().where(_ids_in(self.is_postgres, ids), events.c.lease_owner == owner,
                                      events.c.status == Status.PENDING)
+        expires = self.leases.until(until, lease_seconds)
         async with self._tx() as conn:
-            return int((await conn.execute(stmt.values(lease_expires_at=until, next_attempt_at=until))).rowcount or 0)
+            return int((await conn.execute(stmt.values(lease_expires_at=expires, next_attempt_at=until))).rowcount
+                       or 0)
 
     async def settle(self, settlement: Settlement, now: datetime, *, owner: str) -> None:
         """Apply one delivery round's outcome; only pending rows ``owner`` still leases change. One statement
@@ -372,6 +378,7 @@ class Ledger:
 
     async def release_owner(self, owner: str, now: datetime) -> int:
         """Give back every lease ``owner`` holds (clean shutdown)."""
+        self.leases.live.discard(owner)
         stmt = events.update().where(events.c.lease_owner == owner, events.c.status == Status.PENDING)
         async with self._tx() as conn:
             result = await conn.execute(stmt.values(lease_owner=None, lease_expires_at=None, next_attempt_at=now,
@@ -379,9 +386,10 @@ class Ledger:
             return int(result.rowcount or 0)
 
     async def reap_expired(self, now: datetime) -> int:
-        """Return rows whose lease expired (their process died) to the pool."""
+        """Return rows whose lease expired (their process died) to the pool; the lease's end is judged by the
+        database (``sync.ledger.leases``), never by ``now`` alone."""
         stmt = events.update().where(events.c.status == Status.PENDING, events.c.lease_owner.is_not(None),
-                                     events.c.lease_expires_at <= now)  # ix_events_leased: only leased rows
+                                     self.leases.expired(now))  # ix_events_leased: only leased rows
         async with self._tx() as conn:
             result = await conn.execute(stmt.values(lease_owner=None, lease_expires_at=None))
             return int(result.rowcount or 0)
