@@ -27,6 +27,7 @@ from sync.ledger import Direction, Ledger, Status
 from sync.ledger import migrate as migrations
 from sync.ledger.model import Remapped
 from sync.ledger.store import create_engine
+from sync.ledger.timeouts import DatabaseTimeouts
 from sync.metrics import Metrics
 
 
@@ -156,7 +157,7 @@ async def _serve(config: Config, args: argparse.Namespace) -> int:
 
 
 async def _migrate(config: Config, args: argparse.Namespace) -> int:
-    engine = create_engine(config.ledger.url)
+    engine = create_engine(config.ledger.url, DatabaseTimeouts.of(config.ledger))
     try:
         await migrations.upgrade(engine)
         print(f"ledger migrated to {migrations.head_revision()}")
@@ -216,7 +217,7 @@ def setup_notes(config: Config) -> list[str]:
 
 
 async def _ledger(config: Config, args: argparse.Namespace) -> int:
-    engine = create_engine(config.ledger.url)
+    engine = create_engine(config.ledger.url, DatabaseTimeouts.of(config.ledger))
     try:
         await migrations.ensure_current(engine)
         ledger = Ledger(engine)
@@ -250,7 +251,7 @@ async def _forget(config: Config, args: argparse.Namespace) -> int:
     if identifier is None:
         print("error: --email must be an email address", file=sys.stderr)
         return 2
-    engine = create_engine(config.ledger.url)
+    engine = create_engine(config.ledger.url, DatabaseTimeouts.of(config.ledger))
     try:
         await migrations.ensure_current(engine)
         ledger, now = Ledger(engine), datetime.now(UTC)
@@ -276,7 +277,7 @@ async def _backfill(config: Config, args: argparse.Namespace) -> int:
         print("error: --since must be before --until", file=sys.stderr)
         return 2
     kinds = args.types or config.reconcile.event_types
-    engine = create_engine(config.ledger.url)
+    engine = create_engine(config.ledger.url, DatabaseTimeouts.of(config.ledger))
     task = asyncio.current_task()
     assert task is not None
     loop = asyncio.get_running_loop()

@@ -33,6 +33,7 @@ class Health:
     check: Callable[[], Awaitable[None]]
     paused: Callable[[], Mapping[str, str]] = dict
     draining: bool = False
+    ingest_failing: str | None = None  # why the last ingest could not commit (cleared by the next that could)
 
 
 REDACTOR = web.AppKey("redactor", Redactor)
@@ -68,20 +69,26 @@ def _fail(status: int, error: str) -> web.Response:
     return web.json_response({"success": False, "error": error}, status=status)
 
 
+LEDGER_RETRY_AFTER_SECONDS = 5  # a ledger outage (slow, locked or out of connections): ask clients to come back
+
+
 @web.middleware
 async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                   ) -> web.StreamResponse:
     if request.method == "POST" and request.app[HEALTH].draining:
         return _fail(503, "shutting down; retry shortly")
     try:
-        return await handler(request)
+        response = await handler(request)
     except InvalidEvent as exc:
         return _fail(400, str(exc))
     except Unauthenticated as exc:
         return _fail(401, str(exc))
     except LedgerError as exc:
         log.error("ingest refused: the ledger cannot commit", extra={"error": str(exc), "path": request.path})
-        return _fail(503, "the ledger cannot commit right now; retry")
+        request.app[HEALTH].ingest_failing = str(exc)
+        response = _fail(503, "the ledger cannot commit right now; retry")
+        response.headers["Retry-After"] = str(LEDGER_RETRY_AFTER_SECONDS)
+        return response
     except Overloaded as exc:
         response = _fail(503, f"overloaded: {exc}")
         response.headers["Retry-After"] = "1"
@@ -90,6 +97,9 @@ async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitab
         if exc.status < 400:
             raise
         return _fail(exc.status, exc.reason)
+    if request.method == "POST" and response.status < 300:
+        request.app[HEALTH].ingest_failing = None
+    return response
 
 
 # -- health ------------------------------------------------------------------------------------
@@ -111,6 +121,8 @@ async def readyz(request: web.Request) -> web.Response:
             reason = str(exc)
         except LedgerError as exc:
             reason = f"ledger: {exc}"
+    if reason is None and health.ingest_failing:  # the ledger answers a probe, yet ingest cannot commit
+        reason = f"ledger: ingest cannot commit: {health.ingest_failing}"
     if reason:
         return web.json_response({"ready": False, "reason": redact(reason), "paused": paused}, status=503)
     return web.json_response({"ready": True, "paused": paused})

@@ -35,6 +35,7 @@ from sync.ledger.model import (
     claimable,
 )
 from sync.ledger.schema import cursors, downtime, events, identities
+from sync.ledger.timeouts import DatabaseTimeouts
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
 PAUSE_KINDS = ("paused", "manual")  # downtime kinds that stop a direction (the other, "ledger", is an outage)
@@ -52,15 +53,18 @@ def async_url(url: str) -> str:
     return url
 
 
-def create_engine(url: str) -> AsyncEngine:
-    """An engine with the durability settings of SPEC section 4."""
+def create_engine(url: str, timeouts: DatabaseTimeouts | None = None) -> AsyncEngine:
+    """An engine with the durability settings of SPEC section 4, and its database timeouts."""
+    timeouts = timeouts or DatabaseTimeouts()
     if url.startswith("sqlite"):
         engine = create_async_engine(
-            async_url(url), pool_size=1, max_overflow=0, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+            async_url(url), pool_size=1, max_overflow=0, pool_timeout=timeouts.pool_seconds,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
         )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(async_url(url), pool_pre_ping=True, pool_size=10, max_overflow=5)
+    return create_async_engine(async_url(url), pool_pre_ping=True, pool_size=10, max_overflow=5,
+                               pool_timeout=timeouts.pool_seconds, connect_args=timeouts.connect_args())
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -123,7 +127,8 @@ class Ledger:
         try:
             async with self.engine.begin() as conn:
                 yield conn
-        except (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.DBAPIError, OSError) as exc:
+        except (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.DBAPIError, sa.exc.TimeoutError,
+                TimeoutError, OSError) as exc:  # sa.exc.TimeoutError: no free connection in the pool
             if _missing_table(exc):
                 raise LedgerNotMigrated("the ledger schema is missing: run `python -m sync migrate`") from exc
             raise LedgerUnavailable(f"ledger unavailable: {_short(exc)}") from exc
@@ -551,13 +556,14 @@ class Ledger:
         try:
             async with self.engine.connect() as conn:
                 got = bool(await conn.scalar(sa.select(sa.func.pg_try_advisory_lock(lock))))
+                await conn.commit()  # the lock is the session's: no transaction stays open (and idle) while the job runs
                 try:
                     yield got
                 finally:
                     if got:
                         await conn.scalar(sa.select(sa.func.pg_advisory_unlock(lock)))
                     await conn.commit()
-        except (sa.exc.DBAPIError, OSError) as exc:
+        except (sa.exc.DBAPIError, sa.exc.TimeoutError, OSError) as exc:
             raise LedgerUnavailable(f"ledger unavailable: {_short(exc)}") from exc
 
     async def get(self, direction: Direction, key: str) -> Row | None:

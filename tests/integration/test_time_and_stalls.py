@@ -4,17 +4,28 @@ process's clock; a stalled transaction or a slow ledger never hangs or kills the
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import aiohttp
+import pytest
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from sync import people
 from sync.delivery import Results, Worker
-from sync.ledger import Claim, Direction, Ledger, NewEvent, Row, Status
-from sync.ledger.schema import events
-from sync.ledger.store import create_engine
+from sync.errors import LedgerUnavailable
+from sync.ledger import Claim, Direction, Ledger, NewEvent, Row, Status, migrate
+from sync.ledger.store import _lock_id, create_engine
+from sync.ledger.timeouts import DatabaseTimeouts
 from sync.metrics import Metrics
+from sync.sandbox import FakeIterable, FakeSegment
 from sync.scheduler import Jobs
+from tests.conftest import started
+from tests.reliability.conftest import BASIC
 from tests.support import make_config, wait_for
 
 OUT = Direction.OUTBOUND
@@ -105,6 +116,96 @@ async def test_a_lease_left_by_a_process_that_died_returns_to_the_pool(ledger: L
     assert [r.key for r in await ledger.claim(claim("alive"), datetime.now(UTC))] == ["a"]
 
 
+async def test_a_stalled_replica_holding_a_lock_never_hangs_another_replicas_ingest(pg_url: str) -> None:
+    """Issue 19 item 2: a replica stopped (SIGSTOP) inside a transaction held the people lock; another replica's
+    ingest hung until its clients gave up. A lock wait now ends after ``lock_timeout`` (503), and the stalled
+    session is closed by the server after ``idle_in_transaction_session_timeout``, its locks with it."""
+    await _reset(pg_url)
+    stalled = create_engine(pg_url, DatabaseTimeouts(idle_in_transaction_seconds=1.5))
+    live = Ledger(create_engine(pg_url, DatabaseTimeouts(lock_seconds=0.3)))
+    await migrate.upgrade(live.engine)
+    conn = await stalled.connect()
+    try:
+        await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_lock_id("people"))))  # then it stops
+        started = time.monotonic()
+        with pytest.raises(LedgerUnavailable):
+            await asyncio.wait_for(live.record([person("a")], datetime.now(UTC)), 5)
+        assert time.monotonic() - started < 3
+        await wait_for(lambda: _records(live, person("b")), within=10, interval=0.3)
+    finally:
+        with contextlib.suppress(Exception):
+            await conn.close()
+        await stalled.dispose()
+        await live.close()
+
+
+async def test_a_ledger_out_of_connections_answers_503_and_the_daemon_lives_on(
+        ledger_url: str, fake_iterable: tuple[FakeIterable, str], fake_segment: tuple[FakeSegment, str]) -> None:
+    """Issue 19 item 3: with the pool exhausted ingest answered 500 and the worker died ("background task died
+    ... QueuePool limit reached"), exit 1. Now: 503 with Retry-After, /readyz says why, delivery waits and goes
+    on once connections are free."""
+    config = make_config(ledger_url=ledger_url, iterable_url=fake_iterable[1], segment_url=fake_segment[1],
+                         ledger={"pool_timeout_seconds": 0.2})
+    fake_iterable[0].add_users(1, "k")
+    async with started(config, ledger_url) as daemon, aiohttp.ClientSession() as http:
+        base = f"http://127.0.0.1:{daemon.address[1]}"
+        held = await _exhaust(daemon.ledger)
+        try:
+            async with http.post(f"{base}/v1/track", json=_track("during"), headers=BASIC) as response:
+                assert response.status == 503 and int(response.headers["Retry-After"]) > 0
+            async with http.get(f"{base}/readyz") as response:
+                assert response.status == 503
+            await asyncio.sleep(0.5)  # the worker's claims meet the exhausted pool too
+        finally:
+            for conn in held:
+                await conn.close()
+        async with http.post(f"{base}/v1/track", json=_track("after"), headers=BASIC) as response:
+            assert response.status == 200
+        await wait_for(lambda: any(body.get("id") == "after" for _, body in _events(fake_iterable[0])))
+        async with http.get(f"{base}/readyz") as response:
+            assert response.status == 200
+        assert not any(task.done() for task in daemon.tasks)
+
+
+async def _exhaust(ledger: Ledger) -> list[AsyncConnection]:
+    held = []
+    with contextlib.suppress(sa.exc.TimeoutError):
+        while True:
+            held.append(await ledger.engine.connect())
+    return held
+
+
+def _track(message_id: str) -> dict[str, object]:
+    return {"userId": "k0", "event": "Stall", "messageId": message_id}
+
+
+def _events(fake: FakeIterable) -> list[tuple[str, dict[str, Any]]]:
+    return [(endpoint, item) for endpoint, body in fake.requests if endpoint == "events/trackBulk"
+            for item in body.get("events", [])] + [(e, b) for e, b in fake.requests if e == "events/track"]
+
+
+def person(key: str) -> NewEvent:
+    return NewEvent(direction=OUT, key=key, kind="identify", payload={}, identities=people.of(f"{key}-user", None))
+
+
+async def _records(ledger: Ledger, row: NewEvent) -> bool:
+    try:
+        await ledger.record([row], datetime.now(UTC))
+    except LedgerUnavailable:
+        return False
+    return True
+
+
+async def _reset(url: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(url.replace("postgresql://", "postgres://"), timeout=5)
+    try:
+        await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+    finally:
+        await conn.close()
+
+
 async def _reaped(ledger: Ledger) -> bool:
     return await ledger.reap_expired(datetime.now(UTC)) == 1
 
@@ -112,8 +213,3 @@ async def _reaped(ledger: Ledger) -> bool:
 async def _status(ledger: Ledger, key: str, status: Status) -> bool:
     row = await ledger.get(OUT, key)
     return row is not None and row.status is status
-
-
-async def _lease_of(ledger: Ledger, key: str) -> str | None:
-    async with ledger.engine.connect() as conn:
-        return await conn.scalar(sa.select(events.c.lease_owner).where(events.c.key == key))
