@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from sync import schedule
+from sync import ahead, schedule
 from sync.errors import LedgerError
 from sync.ledger import Claim, Direction, Row, Settlement
 from sync.ledger.model import Downtime
@@ -94,6 +94,8 @@ class DeliveryLedger(Protocol):
 
     async def claim(self, claim: Claim, now: datetime) -> list[Row]: ...
 
+    async def recheck(self, owner: str, ids: Sequence[int]) -> dict[int, tuple[str | None, bool]]: ...
+
     async def renew(self, owner: str, ids: Sequence[int], until: datetime, *, lease_seconds: float | None = None
                     ) -> int: ...
 
@@ -146,6 +148,7 @@ class Worker:
         self._next: asyncio.Task[list[Row]] | None = None  # the claim made while the current round sends
         self._settling: asyncio.Task[None] | None = None  # the last round's settlement, being written
         self._behind: set[str] = set()  # people whose row failed in the last round: their next rows wait
+        self._failed: frozenset[int] = frozenset()  # those rows (their person may have been merged since)
 
     @property
     def _held(self) -> float:
@@ -234,6 +237,7 @@ class Worker:
         self._settling = asyncio.create_task(self._settle(rows, results), name=f"settle-{self.direction.value}")
         failed = {f.row_id for f in results.failed if f.retryable}
         self._behind = {row.user_key for row in rows if row.user_key and row.id in failed}
+        self._failed = frozenset(row.id for row in rows if row.user_key and row.id in failed)
         if results.auth_error or any(f.retry_after for f in results.failed):
             await self._settled()  # a pause or a hold: the claim made meanwhile goes back
             await self._drop_next()
@@ -246,17 +250,24 @@ class Worker:
         return await self.ledger.claim(claim, self.clock())
 
     async def _take(self) -> list[Row]:
-        """The rows of this round: the claim made while the last round sent, less the people whose earlier row
-        failed in it (they go back, and wait behind that row), or a claim made now."""
+        """The rows of this round: the claim made while the last round sent, checked again now (``sync.ahead``:
+        rows no longer sendable are dropped, the people whose earlier row failed in it go back and wait behind
+        that row, merged people included), or a claim made now."""
         if self._next is None:
             return await self._claim(frozenset())
         task, self._next = self._next, None
         rows = await task
-        behind = [row.id for row in rows if row.user_key in self._behind]
-        if behind:
+        if not rows:
+            return rows
+        current = await self.ledger.recheck(self.owner, [row.id for row in rows] + list(self._failed))
+        checked = ahead.turn(rows, current, self._failed, self._behind)
+        if checked.gone:
+            log.info("rows claimed ahead are no longer sendable; not sent",
+                     extra={"direction": self.direction.value, "rows": len(checked.gone)})
+        if checked.back:
             await self._settled()
-            await self.ledger.settle(Settlement(released=tuple(behind)), self.clock(), owner=self.owner)
-        return [row for row in rows if row.user_key not in self._behind]
+            await self.ledger.settle(Settlement(released=tuple(checked.back)), self.clock(), owner=self.owner)
+        return checked.send
 
     async def _drop_next(self) -> None:
         """Give back the rows of a claim made ahead (a pause, a hold, an error: they are not sent now)."""

@@ -332,6 +332,17 @@ class Ledger:
             queues.setdefault(r.user_key, []).append(Queued(r.id, bool(r.free)))
         return [row_id for queue in queues.values() for row_id in claimable(queue, claim.in_flight)]
 
+    async def recheck(self, owner: str, ids: Sequence[int]) -> dict[int, tuple[str | None, bool]]:
+        """Each row's person key now, and whether it is still pending under ``owner``'s lease (a row skipped,
+        forgotten or decided again since it was claimed is not); rows gone from the ledger are left out."""
+        if not ids:
+            return {}
+        mine = sa.and_(events.c.status == Status.PENDING, events.c.lease_owner == owner)
+        query = sa.select(events.c.id, events.c.user_key, sa.case((mine, 1), else_=0).label("mine")).where(
+            _ids_in(self.is_postgres, ids))
+        async with self._tx() as conn:
+            return {r.id: (r.user_key, bool(r.mine)) for r in (await conn.execute(query)).all()}
+
     async def renew(self, owner: str, ids: Sequence[int], until: datetime, *, lease_seconds: float | None = None) -> int:
         """Extend ``owner``'s leases on ``ids`` (on PostgreSQL by ``lease_seconds`` from the database's clock);
         return how many it still holds."""
@@ -491,11 +502,13 @@ class Ledger:
 
     async def remap(self, changes: Sequence[Remapped], now: datetime) -> int:
         """Store rows decided again (``ledger retry --remap``): the new call, digest and status; a row that
-        became pending is due now with a fresh retry window. Only rows still in the status they were read in."""
+        became pending is due now with a fresh retry window. Only rows still in the status they were read in, and
+        not claimed meanwhile: a row being sent keeps the call it is being sent with."""
         count = 0
+        unclaimed = self.leases.free(now)
         async with self._tx() as conn:
             for change in changes:
-                stmt = events.update().where(events.c.id == change.id, events.c.status == change.was).values(
+                stmt = events.update().where(events.c.id == change.id, events.c.status == change.was, unclaimed).values(
                     status=change.status, mapped=change.mapped, mapping_digest=change.mapping_digest,
                     reason=change.reason, next_attempt_at=now, retry_from=now, lease_owner=None,
                     lease_expires_at=None, updated_at=now)

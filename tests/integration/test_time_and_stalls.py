@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,10 +16,11 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from sync import people
-from sync.delivery import Results, Worker
+from sync import people, remap
+from sync.delivery import Failure, Results, Worker
 from sync.errors import LedgerUnavailable
 from sync.ledger import Claim, Direction, Ledger, NewEvent, Row, Status, migrate
+from sync.ledger.model import Remapped
 from sync.ledger.store import _lock_id, create_engine
 from sync.ledger.timeouts import DatabaseTimeouts
 from sync.metrics import Metrics
@@ -55,6 +57,27 @@ class Gate:
         self.entered.set()
         await self.open.wait()
         return Results(delivered=[row.id for row in rows])
+
+
+class Scripted:
+    """One row a round (so the worker claims ahead); holds the round that sends ``hold`` until ``open`` is set,
+    fails the first try of ``fail`` (retryable, due again shortly)."""
+
+    direction = OUT
+    batch_limit = 1
+
+    def __init__(self, *, hold: str, fail: str = "") -> None:
+        self.hold, self.fail = hold, fail
+        self.sent: list[str] = []
+        self.open = asyncio.Event()
+
+    async def deliver(self, rows: Sequence[Row]) -> Results:
+        self.sent += [row.key for row in rows]
+        if any(row.key == self.hold for row in rows):
+            await self.open.wait()
+        failing = [row for row in rows if row.key == self.fail and self.sent.count(self.fail) == 1]
+        return Results(delivered=[row.id for row in rows if row not in failing],
+                       failed=[Failure(row_id=row.id, error="HTTP 500", retryable=True, wait=0.3) for row in failing])
 
 
 class SteppedClock:
@@ -204,6 +227,67 @@ async def _reset(url: str) -> None:
         await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
     finally:
         await conn.close()
+
+
+async def test_a_row_claimed_ahead_and_forgotten_by_a_deletion_meanwhile_is_not_sent(ledger: Ledger) -> None:
+    """Issue 19 item 4: replica B accepted a deletion while replica A held the person's later event in its claim
+    made ahead; Iterable received the DELETE, then that event."""
+    await ledger.record([event("x", "someone"), ident("later", "user:p")], datetime.now(UTC))
+    sink = Scripted(hold="x")
+    async with working(ledger, sink):
+        await wait_for(lambda: _leased(ledger, "later"))  # claimed ahead while "x" is being sent
+        await ledger.record([replace(ident("delete", "user:p"), kind="delete", forgets=True)], datetime.now(UTC))
+        sink.open.set()
+        await wait_for(lambda: _status(ledger, "delete", Status.DELIVERED))
+    assert sink.sent == ["x", "delete"]
+    assert (await ledger.get(OUT, "later")).status is Status.SKIPPED  # type: ignore[union-attr]
+
+
+async def test_a_failed_row_holds_back_its_person_after_a_merge_too(ledger: Ledger) -> None:
+    """Issue 19 item 5: an identify by userId alone (OLD) failed while the next identify, naming the userId and
+    the email the person was known by, merged the two and was claimed ahead: it overtook OLD."""
+    await ledger.record([ident("known", "email:p@example.com")], datetime.now(UTC))
+    await ledger.record([event("x", "someone"), ident("old", "user:p")], datetime.now(UTC))
+    sink = Scripted(hold="x", fail="old")
+    async with working(ledger, sink):
+        await wait_for(lambda: _leased(ledger, "old"))  # claimed ahead (under "user:p") while "x" is sent
+        await ledger.record([ident("new", "user:p", "email:p@example.com")], datetime.now(UTC))  # merges
+        sink.open.set()
+        await wait_for(lambda: _status(ledger, "new", Status.DELIVERED))
+    assert sink.sent == ["known", "x", "old", "old", "new"]
+
+
+async def test_a_row_being_sent_is_not_decided_again(ledger: Ledger) -> None:
+    """Issue 19 item 4: ``ledger retry --remap`` on a row whose first try was in flight sent it twice (as the old
+    and the new call). A claimed row keeps its call; the remap is refused."""
+    await ledger.record([event("a")], datetime.now(UTC))
+    (row,) = await ledger.claim(claim("serve"), datetime.now(UTC))
+    change = Remapped(id=row.id, was=Status.PENDING, status=Status.PENDING, mapped={"endpoint": "x"},
+                      mapping_digest="new", reason=None)
+    assert await ledger.remap([change], datetime.now(UTC)) == 0
+    assert isinstance(remap.remap(row, event("a")), str)
+
+
+@contextlib.asynccontextmanager
+async def working(ledger: Ledger, sink: Any) -> AsyncIterator[Worker]:
+    worker = Worker(ledger, sink, Metrics(), owner="serve:outbound", max_retry_hours=72, lease_seconds=120,
+                    idle_seconds=0.02, retry_base=0.05)
+    task = asyncio.create_task(worker.run())
+    try:
+        yield worker
+    finally:
+        sink.open.set()
+        worker.stop()
+        await task
+
+
+def ident(key: str, *identifiers: str) -> NewEvent:
+    return NewEvent(direction=OUT, key=key, kind="identify", payload={}, identities=identifiers)
+
+
+async def _leased(ledger: Ledger, key: str) -> bool:
+    row = await ledger.get(OUT, key)
+    return row is not None and row.lease_owner is not None
 
 
 async def _reaped(ledger: Ledger) -> bool:
