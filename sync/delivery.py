@@ -32,7 +32,8 @@ class Failure:
     row_id: int
     error: str
     retryable: bool
-    retry_after: float | None = None  # the upstream asked the whole direction to wait this long
+    retry_after: float | None = None  # the upstream (one endpoint: Segment's batch API) asked to wait this long
+    # (Iterable's endpoints are held one by one in its client; its failures carry ``wait`` instead)
     wait: float | None = None  # this row (and its person) may not go before this many seconds
     window_seconds: float | None = None  # give up this long after the retry window started (not max_retry_hours)
     max_delay: float | None = None  # cap on the wait between tries (default: schedule.CAP_SECONDS)

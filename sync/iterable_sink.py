@@ -63,6 +63,11 @@ class IterableClient:
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.session, self.base_url, self.api_key = session, base_url.rstrip("/"), api_key
         self.timeout, self.throttle, self.metrics, self.clock = aiohttp.ClientTimeout(total=timeout), throttle, metrics, clock
+        self.holds: dict[str, float] = {}  # rate-limit bucket -> monotonic time its Retry-After ends
+
+    def held(self, label: str) -> float:
+        """Seconds Iterable asked us to keep off this endpoint (its own ``Retry-After``; no other endpoint's)."""
+        return max(0.0, self.holds.get(label, 0.0) - time.monotonic())
 
     async def post(self, endpoint: str, body: dict[str, Any], *, method: str = "POST",
                    limit: str | None = None) -> Reply:
@@ -84,6 +89,8 @@ class IterableClient:
     async def _call(self, method: str, endpoint: str, *, headers: dict[str, str] | None = None,
                     label: str | None = None, **kwargs: Any) -> tuple[int, bytes, float | None]:
         label = label or endpoint
+        if wait := self.held(label):
+            raise RetryableUpstream(f"{label}: Iterable asked to wait (Retry-After)", retry_after=wait)
         await self.throttle.acquire(label)
         headers = {"Api-Key": self.api_key, **(headers or {})}
         try:
@@ -97,6 +104,8 @@ class IterableClient:
             detail = "" if label != endpoint else f" {str(exc)[:200]}"  # a deletion's path names the user
             raise RetryableUpstream(f"{label}: {type(exc).__name__}{detail}".strip()) from exc
         self.metrics.upstream.labels(target="iterable", endpoint=label, status=str(status)).inc()
+        if retry_after and status in RETRYABLE_STATUSES:
+            self.holds[label] = time.monotonic() + retry_after
         return status, raw, retry_after
 
 
@@ -235,7 +244,7 @@ class DeliveryRound:
             return await self.client.post(endpoint, body, method=method, limit=limit)
         except RetryableUpstream as exc:
             for row, call in chunk:
-                self._fail(row, call, str(exc), retryable=True)
+                self._fail(row, call, str(exc), retryable=True, wait=exc.retry_after)
             return None
 
     def _settle(self, reply: Reply, chunk: Sequence[Item], *, deletion: bool = False) -> None:
@@ -249,13 +258,14 @@ class DeliveryRound:
         else:
             retryable = reply.status in RETRYABLE_STATUSES or reply.status >= 500
             for row, call in chunk:
-                self._fail(row, call, reply.describe(), retryable=retryable, retry_after=reply.retry_after)
+                self._fail(row, call, reply.describe(), retryable=retryable, wait=reply.retry_after)
 
     def _fail(self, row: Row, call: IterableCall, error: str, *, retryable: bool,
-              retry_after: float | None = None, not_found: bool = False) -> None:
-        """Record a failure; a user Iterable cannot see yet is retried for NOT_FOUND_WINDOW, not 72 h."""
+              wait: float | None = None, not_found: bool = False) -> None:
+        """Record a failure; a user Iterable cannot see yet is retried for NOT_FOUND_WINDOW, not 72 h. ``wait``
+        (an endpoint's Retry-After) holds this row and its person only: the client holds that endpoint alone."""
         window = (NOT_FOUND_WINDOW, NOT_FOUND_MAX_DELAY) if not_found else (None, None)
-        self.results.failed.append(Failure(row_id=row.id, error=error, retryable=retryable, retry_after=retry_after,
+        self.results.failed.append(Failure(row_id=row.id, error=error, retryable=retryable, wait=wait,
                                            window_seconds=window[0], max_delay=window[1]))
         if retryable and row.user_key:
             self.blocked.add(row.user_key)

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sync import people, remap
+from sync.daemon import Daemon
 from sync.delivery import Failure, Results, Worker
 from sync.errors import LedgerUnavailable
 from sync.ledger import Claim, Direction, Ledger, NewEvent, Row, Status, migrate
@@ -24,7 +25,7 @@ from sync.ledger.model import Remapped
 from sync.ledger.store import _lock_id, create_engine
 from sync.ledger.timeouts import DatabaseTimeouts
 from sync.metrics import Metrics
-from sync.sandbox import FakeIterable, FakeSegment
+from sync.sandbox import FakeIterable, FakeSegment, Fault
 from sync.scheduler import Jobs
 from tests.conftest import started
 from tests.reliability.conftest import BASIC
@@ -198,8 +199,8 @@ async def _exhaust(ledger: Ledger) -> list[AsyncConnection]:
     return held
 
 
-def _track(message_id: str) -> dict[str, object]:
-    return {"userId": "k0", "event": "Stall", "messageId": message_id}
+def _track(message_id: str, user: str = "k0") -> dict[str, object]:
+    return {"userId": user, "event": "Stall", "messageId": message_id}
 
 
 def _events(fake: FakeIterable) -> list[tuple[str, dict[str, Any]]]:
@@ -266,6 +267,30 @@ async def test_a_row_being_sent_is_not_decided_again(ledger: Ledger) -> None:
                       mapping_digest="new", reason=None)
     assert await ledger.remap([change], datetime.now(UTC)) == 0
     assert isinstance(remap.remap(row, event("a")), str)
+
+
+async def test_a_429_on_one_endpoint_holds_that_endpoint_only(daemon: Daemon,
+                                                               fake_iterable: tuple[FakeIterable, str]) -> None:
+    """Issue 19 item 6: a Retry-After on `events/trackBulk` held the whole outbound direction; an identify sent
+    right after waited as long. Now it holds that endpoint (and the row's person) alone, at most 120 s."""
+    fake, _ = fake_iterable
+    fake.add_users(3, "r")
+    fake.faults.add(Fault(endpoint="events/trackBulk", status=429, retry_after="60"))
+    base = f"http://127.0.0.1:{daemon.address[1]}"
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{base}/v1/track", json=_track("held", "r0"), headers=BASIC) as response:
+            assert response.status == 200
+        await wait_for(lambda: any(endpoint == "events/trackBulk" for endpoint, _ in fake.hits))
+        async with http.post(f"{base}/v1/identify", json={"userId": "r1", "messageId": "other", "traits": {"a": 1}},
+                             headers=BASIC) as response:
+            assert response.status == 200
+        async with http.post(f"{base}/v1/track", json=_track("same-endpoint", "r2"), headers=BASIC) as response:
+            assert response.status == 200
+        await wait_for(lambda: _status(daemon.ledger, "other", Status.DELIVERED), within=5)
+        await asyncio.sleep(0.3)
+    assert [endpoint for endpoint, _ in fake.hits].count("events/trackBulk") == 1  # held: not asked again
+    row = await daemon.ledger.get(OUT, "held")
+    assert row is not None and row.next_attempt_at >= datetime.now(UTC) + timedelta(seconds=50)
 
 
 @contextlib.asynccontextmanager
