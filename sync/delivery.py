@@ -220,7 +220,7 @@ class Worker:
             await self._settled()
             return False
         if overlap and not self.paused:
-            self._next = asyncio.create_task(self._claim(frozenset(row.id for row in rows)),
+            self._next = asyncio.create_task(self._claim_after(self._settling, frozenset(row.id for row in rows)),
                                              name=f"claim-{self.direction.value}")
         renewing = asyncio.create_task(self._renew(rows), name=f"renew-{self.direction.value}")
         try:
@@ -249,6 +249,14 @@ class Worker:
         claim = Claim(direction=self.direction, owner=self.owner, limit=limit, lease_seconds=self.lease_seconds,
                       in_flight=in_flight)
         return await self.ledger.claim(claim, self.clock())
+
+    async def _claim_after(self, settling: asyncio.Task[None] | None, in_flight: frozenset[int]) -> list[Row]:
+        """The claim made ahead, once the previous round's settlement is written: before it, that round's people
+        still look busy, their next rows are not taken and the worker would idle with work due. (The
+        settlement's own errors surface where the worker waits for it.)"""
+        if settling is not None:
+            await asyncio.wait([settling])
+        return await self._claim(in_flight)
 
     async def _take(self) -> list[Row]:
         """The rows of this round: the claim made while the last round sent, checked again now (``sync.ahead``:
