@@ -33,7 +33,6 @@ from sync.ledger import Direction, Row
 from sync.metrics import Metrics
 from sync.outbound import BULK_FORM, EVENTS_TRACK, USERS_UPDATE, IterableCall, Options, Skip
 from sync.throttle import Throttle
-from sync.wire import json_size
 
 RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 
@@ -76,7 +75,11 @@ class IterableClient:
         if method == "DELETE":
             status, raw, retry_after = await self._call(method, endpoint, label=limit)
             return Reply(status=status, body=_json(raw), retry_after=retry_after)
-        data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()  # the bytes json_size counts
+        return await self.post_encoded(endpoint, encoded(body), method=method, limit=limit)
+
+    async def post_encoded(self, endpoint: str, data: bytes, *, method: str = "POST",
+                           limit: str | None = None) -> Reply:
+        """A request whose JSON body is already encoded (a bulk body joined from its items' bytes)."""
         # a stream, not bytes: aiohttp writes a large bytes body in one go and warns that it blocks the loop
         status, raw, retry_after = await self._call(method, endpoint, data=io.BytesIO(data), label=limit,
                                                     headers={"Content-Type": "application/json"})
@@ -107,6 +110,11 @@ class IterableClient:
         if retry_after and status in RETRYABLE_STATUSES:
             self.holds[label] = time.monotonic() + retry_after
         return status, raw, retry_after
+
+
+def encoded(body: Any) -> bytes:
+    """Compact JSON as Iterable receives it from us (the bytes ``wire.json_size`` counts)."""
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def _json(raw: bytes) -> Any:
@@ -194,15 +202,15 @@ class DeliveryRound:
         return [item for item in items if not (item[0].user_key and item[0].user_key in self.blocked)]
 
     async def bulk(self, endpoint: str, items: Sequence[Item]) -> None:
-        def size(item: Item) -> int:
-            return json_size(item[1].body)
+        """Each item encoded once: its bytes size the chunks and are joined into the bulk body."""
+        parts = [(item, encoded(item[1].body)) for item in self._live(items)]
+        for chunk in chunks(parts, max_items=MAX_BULK_ITEMS, max_bytes=MAX_BULK_BYTES, size_of=lambda p: len(p[1])):
+            await self._bulk_chunk(endpoint, [item for item, _ in chunk], [data for _, data in chunk])
 
-        for chunk in chunks(self._live(items), max_items=MAX_BULK_ITEMS, max_bytes=MAX_BULK_BYTES, size_of=size):
-            await self._bulk_chunk(endpoint, chunk)
-
-    async def _bulk_chunk(self, endpoint: str, chunk: list[Item]) -> None:
+    async def _bulk_chunk(self, endpoint: str, chunk: list[Item], parts: list[bytes]) -> None:
         bulk_endpoint, field = BULK_FORM[endpoint]
-        reply = await self._post(bulk_endpoint, {field: [call.body for _, call in chunk]}, chunk)
+        body = b'{"' + field.encode() + b'":[' + b",".join(parts) + b"]}"
+        reply = await self._post_encoded(bulk_endpoint, body, chunk)
         if reply is None:
             return
         if 200 <= reply.status < 300:
@@ -242,6 +250,14 @@ class DeliveryRound:
                     limit: str | None = None) -> Reply | None:
         try:
             return await self.client.post(endpoint, body, method=method, limit=limit)
+        except RetryableUpstream as exc:
+            for row, call in chunk:
+                self._fail(row, call, str(exc), retryable=True, wait=exc.retry_after)
+            return None
+
+    async def _post_encoded(self, endpoint: str, data: bytes, chunk: Sequence[Item]) -> Reply | None:
+        try:
+            return await self.client.post_encoded(endpoint, data)
         except RetryableUpstream as exc:
             for row, call in chunk:
                 self._fail(row, call, str(exc), retryable=True, wait=exc.retry_after)
