@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +34,14 @@ class Health:
     check: Callable[[], Awaitable[None]]
     paused: Callable[[], Mapping[str, str]] = dict
     draining: bool = False
-    ingest_failing: str | None = None  # why the last ingest could not commit (cleared by the next that could)
+    ingest_failing: tuple[float, str] | None = None  # when (monotonic) and why the last ingest could not commit
+
+    def ingest_failure(self) -> str | None:
+        """Why ingest could not commit, if it failed in the last INGEST_FAILURE_SECONDS and has not succeeded since
+        (the ledger may answer a probe while ingest cannot commit: a lock held by a stalled replica)."""
+        if self.ingest_failing is None or time.monotonic() - self.ingest_failing[0] > INGEST_FAILURE_SECONDS:
+            return None
+        return self.ingest_failing[1]
 
 
 REDACTOR = web.AppKey("redactor", Redactor)
@@ -70,6 +78,7 @@ def _fail(status: int, error: str) -> web.Response:
 
 
 LEDGER_RETRY_AFTER_SECONDS = 5  # a ledger outage (slow, locked or out of connections): ask clients to come back
+INGEST_FAILURE_SECONDS = 2 * LEDGER_RETRY_AFTER_SECONDS  # /readyz reports a failed ingest this long
 
 
 @web.middleware
@@ -85,7 +94,7 @@ async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitab
         return _fail(401, str(exc))
     except LedgerError as exc:
         log.error("ingest refused: the ledger cannot commit", extra={"error": str(exc), "path": request.path})
-        request.app[HEALTH].ingest_failing = str(exc)
+        request.app[HEALTH].ingest_failing = (time.monotonic(), str(exc))
         response = _fail(503, "the ledger cannot commit right now; retry")
         response.headers["Retry-After"] = str(LEDGER_RETRY_AFTER_SECONDS)
         return response
@@ -121,8 +130,8 @@ async def readyz(request: web.Request) -> web.Response:
             reason = str(exc)
         except LedgerError as exc:
             reason = f"ledger: {exc}"
-    if reason is None and health.ingest_failing:  # the ledger answers a probe, yet ingest cannot commit
-        reason = f"ledger: ingest cannot commit: {health.ingest_failing}"
+    if reason is None and (failure := health.ingest_failure()):  # a probe answers, yet ingest cannot commit
+        reason = f"ledger: ingest cannot commit: {failure}"
     if reason:
         return web.json_response({"ready": False, "reason": redact(reason), "paused": paused}, status=503)
     return web.json_response({"ready": True, "paused": paused})
