@@ -4,7 +4,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install postgres chromium lint test demo run bench clean
+# test workers: the suite waits on loopback servers and child processes far more than it computes
+TEST_WORKERS ?= 3
+
+.PHONY: install postgres chromium lint test unit demo run bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +33,14 @@ lint: install
 	$(BIN)/ruff check sync tests bench
 	$(BIN)/mypy
 
+# the parallel pass, then the few tests that disturb what others share (they restart PostgreSQL)
 test: install postgres chromium lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal -m "not serial"
+	$(BIN)/python -m pytest -m serial
+
+# no I/O: what to run after each edit
+unit: $(VENV)/.deps
+	$(BIN)/python -m pytest tests/unit -q
 
 demo: install
 	$(BIN)/python -m sync.sandbox.demo

@@ -83,7 +83,10 @@ def parser() -> argparse.ArgumentParser:
     backfill.add_argument("--restart", action="store_true", help="ignore the progress of an earlier run")
     purge = actions.add_parser("purge", help="delete terminal rows older than a duration")
     purge.add_argument("--older-than", required=True, type=duration, help="e.g. 30d, 12h, 90m")
-    for sub in (stats, listing, retry, purge):
+    from sync.guard_commands import replay_parser
+
+    replay = replay_parser(actions)
+    for sub in (stats, listing, retry, purge, replay):
         sub.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return root
 
@@ -174,6 +177,10 @@ async def _check(config: Config, args: argparse.Namespace) -> int:
     print(f"mapping digest {config_module.mapping_digest(config)}")
     for line in setup_notes(config):
         print(line)
+    if config.server.public_url and config.inbound.enabled:  # the webhook drift check (SPEC section 15)
+        from sync.guard_commands import check_webhook
+
+        return await check_webhook(config)
     return 0
 
 
@@ -189,7 +196,7 @@ def _try(config: Config, path: str, direction: str) -> int:
         return 2
     digest = config_module.mapping_digest(config)
     try:
-        decided = explain.decide(config, payload, direction, digest, datetime.now(UTC))
+        decided = explain.decide(config, payload, direction, digest, datetime.now(UTC), arriving=True)
     except SyncError as exc:  # an inbound webhook of the wrong shape
         print(f"rejected: {exc}")
         return 0
@@ -227,6 +234,10 @@ async def _ledger(config: Config, args: argparse.Namespace) -> int:
         if args.action == "list":
             rows = await ledger.rows(status=Status(args.status), direction=_direction(args), limit=args.limit)
             return _print_rows(rows, as_json=args.json)
+        if args.action == "replay":  # SPEC section 15
+            from sync.guard_commands import replay
+
+            return await replay(config, ledger, args)
         if args.action == "retry" and args.remap:
             return await _remap(config, ledger, args, now)
         if args.action == "retry":

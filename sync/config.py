@@ -26,6 +26,7 @@ ProjectType = Literal["email", "userId", "hybrid"]
 EventNames = Literal["segment", "iterable"]
 Deletion = Literal["delete", "forget", "skip"]
 Subscriptions = Literal["update_subscriptions", "data_fields"]
+TypeGuard = Literal["refuse", "off"]
 
 REGION_URLS: Mapping[str, str] = {"us": "https://api.iterable.com", "eu": "https://api.eu.iterable.com"}
 
@@ -53,6 +54,7 @@ class ServerConfig:
     port: int = 8787
     max_body_bytes: int = 1_048_576  # /v1/* (Segment's own limit is 500 KB a batch)
     webhook_max_body_bytes: int = 16_777_216  # /segment/webhook: Actions batches of 1000 (up to 4000) events
+    public_url: str = ""  # the daemon's public address, for the webhook drift check (SPEC section 15)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -106,6 +108,7 @@ class OutboundConfig:
     deletion: Deletion = "delete"  # a Webhooks (Classic) delete event: Iterable delete, GDPR forget, or skip
     subscriptions: Subscriptions = "update_subscriptions"  # subscription traits: users/updateSubscriptions or fields
     hold_anonymous_hours: float = 24.0  # anonymous-only events wait this long for their visitor (0: skipped)
+    type_guard: TypeGuard = "refuse"  # refuse values whose type Iterable locked otherwise, or "off" (section 15)
     mapping: OutboundMapping = field(default_factory=OutboundMapping)  # [outbound.identity], [outbound.filter] ...
 
 

@@ -12,7 +12,7 @@ import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO
 
@@ -24,8 +24,10 @@ from sync import console
 from sync import scheduler as scheduling
 from sync.backfill import ExportPuller
 from sync.config import Config, mapping_digest
+from sync.console import replay as console_replay
 from sync.delivery import Sink, Worker
 from sync.errors import LedgerLocked, SyncError
+from sync.guards import Guards
 from sync.ingress import Health, create_app
 from sync.intake import Intake, outbound_options
 from sync.iterable_sink import IterableClient, IterableSink
@@ -35,13 +37,16 @@ from sync.ledger.store import create_engine
 from sync.ledger.timeouts import DatabaseTimeouts
 from sync.metrics import Metrics
 from sync.outbound import Options
+from sync.replay import Replayer
 from sync.scheduler import Jobs
 from sync.segment_sink import SegmentSink
 from sync.throttle import Throttle
+from sync.type_learning import LearningClient
 
 log = logging.getLogger("sync.daemon")
 
 GRACE_SECONDS = 20.0
+FIRST_RUN_SECONDS = 5  # the guards' first reads of Iterable, this long after start (as the other jobs)
 MAPPING_CURSOR = "mapping:digest"
 
 
@@ -89,6 +94,7 @@ class Daemon:
     health: Health
     app: web.Application
     jobs: Jobs
+    guards: Guards | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     address: tuple[str, int] = ("", 0)
 
@@ -105,7 +111,7 @@ def iterable_client(config: Config, session: aiohttp.ClientSession, metrics: Met
                     ledger: Ledger | None = None) -> IterableClient:
     """The Iterable client; on a PostgreSQL ledger its rate limits hold for all replicas together."""
     shared = SharedPacing(ledger.engine).take if ledger is not None and ledger.is_postgres else None
-    return IterableClient(session, base_url=config.iterable.api_url, api_key=config.iterable.api_key,
+    return LearningClient(session, base_url=config.iterable.api_url, api_key=config.iterable.api_key,
                           timeout=config.iterable.timeout_seconds,
                           throttle=Throttle(config.iterable.rate_limits, shared=shared), metrics=metrics)
 
@@ -141,12 +147,18 @@ def build(config: Config, ledger: Ledger, session: aiohttp.ClientSession, metric
                           mapping=config.inbound.mapping, digest=digest)
     jobs = Jobs(ledger, metrics, config, puller if config.reconcile.enabled else None)
     migrate.head_revision()  # read the scripts once, here: /readyz then costs one small query
-    health = Health(check=lambda: migrate.ensure_current(ledger.engine))
+    guards = Guards(client, config, metrics)
+    if guards.guarding_types and isinstance(client, LearningClient):
+        client.watch(guards.types, guards.refresh_soon)
+        intake.guard = guards.types
+    health = Health(check=lambda: migrate.ensure_current(ledger.engine), detail=guards.detail)
     app = create_app(config, intake, metrics, health)
     if config.console.enabled:
         console.install(app, config, ledger, workers, digest)
+        console_replay.install(app, Replayer(ledger, console_replay.sinks_for(workers),
+                                             retention_days=config.ledger.retention_days))
     daemon = Daemon(config=config, ledger=ledger, metrics=metrics, workers=workers, health=health, app=app,
-                    jobs=jobs)
+                    jobs=jobs, guards=guards)
     health.paused = daemon.paused
     return daemon
 
@@ -174,6 +186,8 @@ async def running(config: Config) -> AsyncIterator[Daemon]:
                                    "console": "/console" if config.console.enabled else "off"})
         daemon.tasks = [asyncio.create_task(w.run(), name=f"deliver-{w.direction.value}") for w in daemon.workers]
         scheduler = scheduling.start(daemon.jobs)
+        if daemon.guards is not None:
+            daemon.guards.schedule(scheduler, now() + timedelta(seconds=FIRST_RUN_SECONDS))
         resources.push_async_callback(_stop, daemon, scheduler)
         yield daemon
 

@@ -12,9 +12,17 @@ from typing import Any
 
 from sync.outbound import SUBSCRIPTION_FIELDS, IterableCall, Options, naming, raw_ids
 from sync.segment_events import as_dict
+from sync.semantic import destination_settings
 
-APPLE = ("ios", "ipados", "macos", "mac os", "watchos", "tvos", "apple")
-BROWSER = ("web", "browser", "chrome", "firefox", "safari")
+# Platform by name, compared without case: Segment's ``context.device.type`` ("ios", "android") and the
+# ``context.os.name`` values its libraries send (analytics-ios "iOS"/"iPadOS"/"macOS"/"tvOS"/"watchOS",
+# analytics-android "Android"); browsers for web push (SPEC sections 11 and 13).
+PLATFORMS = {
+    **dict.fromkeys(("ios", "ipados", "iphone os", "macos", "mac os", "mac os x", "watchos", "tvos", "visionos"),
+                    "APNS"),
+    **dict.fromkeys(("android", "fire os", "fireos", "android tv"), "GCM"),
+    **dict.fromkeys(("web", "browser", "chrome", "firefox", "safari", "edge", "opera", "samsung internet"), "WEB"),
+}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -48,6 +56,10 @@ def _token(event: dict[str, Any], options: Options, ids: dict[str, Any], user_ke
     digest = hashlib.sha256(f"{sorted(person.items())}|{token}".encode(errors="surrogatepass")).hexdigest()[:40]
     key = f"token:{digest}"
     platform = _platform(device, system, event)
+    if platform is None:
+        return Derived(key=key, kind="device token",
+                       skip="push token of an unknown platform (context.device.type / context.os.name name no "
+                            "iOS, Android or browser)")
     if platform == "WEB":
         return Derived(key=key, kind="browser token", call=IterableCall(
             endpoint="users/registerBrowserToken", body={**person, "browserToken": token}, user_key=user_key))
@@ -62,16 +74,16 @@ def _token(event: dict[str, Any], options: Options, ids: dict[str, Any], user_ke
                                                                     user_key=user_key))
 
 
-def _platform(device: dict[str, Any], system: dict[str, Any], event: dict[str, Any]) -> str:
-    chosen = as_dict(as_dict(event.get("integrations")).get("Iterable")).get("pushPlatform")
+def _platform(device: dict[str, Any], system: dict[str, Any], event: dict[str, Any]) -> str | None:
+    """APNS, APNS_SANDBOX or GCM for a device token, WEB for a browser's; None when nothing says which."""
+    chosen = destination_settings(event.get("integrations")).get("pushPlatform")
     if chosen in ("APNS", "APNS_SANDBOX", "GCM"):
         return str(chosen)
-    if system.get("token") and not device.get("token"):
-        return "WEB"
-    name = f"{device.get('type') or ''} {system.get('name') or ''}".lower()
-    if any(word in name for word in BROWSER):
-        return "WEB"
-    return "APNS" if any(word in name for word in APPLE) else "GCM"
+    for name in (device.get("type"), system.get("name")):
+        found = PLATFORMS.get(name.strip().lower()) if isinstance(name, str) else None
+        if found:
+            return found
+    return "WEB" if system.get("token") and not device.get("token") else None
 
 
 def _subscriptions(event: dict[str, Any], options: Options, ids: dict[str, Any],

@@ -9,11 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from sync import __version__, people
+from sync import __version__, people, timestamps
 from sync.errors import InvalidEvent
+from sync.identifiers import has_control
 from sync.mapping import FieldRules, InboundMapping, matches, shape
 from sync.segment_events import as_dict, require_storable, text_id
 from sync.wire import non_finite, segment_size
@@ -54,7 +55,6 @@ CLICK_SPEC_NAMES = {"linkUrl": "link_url", "linkId": "link_id"}
 CLICK_EVENTS = ("emailClick", "smsClick", "inAppClick", "webPushClick", "hostedUnsubscribeClick")
 MAX_MESSAGE_BYTES = 32 * 1024
 SPEC_MAPPING = InboundMapping()
-ITERABLE_TIME = "%Y-%m-%d %H:%M:%S %z"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -84,6 +84,10 @@ def validate(webhook: Any) -> dict[str, Any]:
         raise InvalidEvent("email: one of email, userId or dataFields.email is required")
     require_storable(webhook, ("eventName", "email", "userId"))
     require_storable(as_dict(webhook.get("dataFields")), ("email",))
+    for path, value in (("email", webhook.get("email")), ("userId", webhook.get("userId")),
+                        ("dataFields.email", as_dict(webhook.get("dataFields")).get("email"))):
+        if isinstance(value, str) and has_control(value):
+            raise InvalidEvent(f"{path}: contains a control character")
     overflow = non_finite(webhook)
     if overflow:
         raise InvalidEvent(f"{overflow}: a number too large to represent (not finite)")
@@ -120,8 +124,9 @@ def inbound_key(webhook: dict[str, Any]) -> str:
     fields = as_dict(webhook.get("dataFields"))
     message = fields.get("messageId") or f"c{fields.get('campaignId')}:t{fields.get('templateId')}"
     created = created_at(webhook)
-    parts = [webhook["eventName"], (recipient(webhook) or "").lower(), created.isoformat() if created else "",
-             str(message)]
+    # a time that cannot be read keeps its raw text: two real events never merge on an empty time
+    parts = [webhook["eventName"], (recipient(webhook) or "").lower(),
+             created.isoformat() if created else _raw_time(webhook), str(message)]
     if webhook["eventName"] in CLICK_EVENTS:
         parts.append(str(fields.get("url") or fields.get("linkUrl") or fields.get("clickedUrl") or ""))
     if not fields.get("messageId"):
@@ -135,22 +140,31 @@ def message_id(key: str) -> str:
     return f"iterable-{key[:48]}"
 
 
+def _created_value(webhook: dict[str, Any]) -> Any:
+    return as_dict(webhook.get("dataFields")).get("createdAt", webhook.get("createdAt"))
+
+
 def created_at(webhook: dict[str, Any]) -> datetime | None:
-    """``dataFields.createdAt`` (or an export record's top-level one) as aware UTC."""
-    value = as_dict(webhook.get("dataFields")).get("createdAt", webhook.get("createdAt"))
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = value / 1000 if value > 10**11 else value
-        try:
-            return datetime.fromtimestamp(seconds, UTC)
-        except (OverflowError, OSError, ValueError):
-            return None
-    if isinstance(value, str):
-        for fmt in (ITERABLE_TIME, "%Y-%m-%d %H:%M:%S.%f %z", "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S.%f%z"):
-            try:
-                return datetime.strptime(value.strip(), fmt).astimezone(UTC)
-            except ValueError:
-                continue
-    return None
+    """``dataFields.createdAt`` (or an export record's top-level one) as aware UTC, in any of the forms
+    Iterable sends (``sync.timestamps.iterable_time``); None when absent or unreadable."""
+    return timestamps.iterable_time(_created_value(webhook))
+
+
+def _raw_time(webhook: dict[str, Any]) -> str:
+    value = _created_value(webhook)
+    return "" if value is None else f"raw:{json.dumps(value, sort_keys=True, default=str)}"
+
+
+def _event_time(webhook: dict[str, Any], received_at: datetime) -> datetime:
+    """When the event happened: its createdAt; received_at when it has none, as Segment stamps an event
+    without a timestamp. A createdAt that is there but cannot be read is refused, never replaced by now."""
+    created = created_at(webhook)
+    if created is not None:
+        return created
+    if _created_value(webhook) is None:
+        return received_at
+    where = "dataFields.createdAt" if "createdAt" in as_dict(webhook.get("dataFields")) else "createdAt"
+    raise InvalidEvent(f"{where}: not a time Iterable sends (yyyy-MM-dd HH:mm:ss +00:00, ISO-8601 or epoch)")
 
 
 def skipped_by(webhook: dict[str, Any], mapping: InboundMapping) -> tuple[str, str] | None:
@@ -181,7 +195,7 @@ def to_track(webhook: dict[str, Any], *, event_names: str, received_at: datetime
         properties=_properties(name, fields, mapping),
         context=context,
         integrations={"Iterable": False},
-        timestamp=created_at(webhook) or received_at,
+        timestamp=_event_time(webhook, received_at),
         message_id=message_id(inbound_key(webhook)),
     )
     if segment_size(_as_message(track)) > MAX_MESSAGE_BYTES:

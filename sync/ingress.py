@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from sync import auth, outbound
+from sync import auth, outbound, timestamps
 from sync.config import Config, mapping_digest, secrets
 from sync.errors import InvalidEvent, LedgerError, LedgerNotMigrated, Overloaded, Unauthenticated
 from sync.intake import Intake, Rejection, inbound_row, outbound_options, outbound_rows
@@ -34,6 +34,7 @@ class Health:
     check: Callable[[], Awaitable[None]]
     paused: Callable[[], Mapping[str, str]] = dict
     draining: bool = False
+    detail: Callable[[], Mapping[str, Any]] = dict  # more to show, not to judge by (the webhook drift check)
     ingest_failing: tuple[float, str] | None = None  # when (monotonic) and why the last ingest could not commit
 
     def ingest_failure(self) -> str | None:
@@ -133,8 +134,9 @@ async def readyz(request: web.Request) -> web.Response:
     if reason is None and (failure := health.ingest_failure()):  # a probe answers, yet ingest cannot commit
         reason = f"ledger: ingest cannot commit: {failure}"
     if reason:
-        return web.json_response({"ready": False, "reason": redact(reason), "paused": paused}, status=503)
-    return web.json_response({"ready": True, "paused": paused})
+        return web.json_response({"ready": False, "reason": redact(reason), "paused": paused, **health.detail()},
+                                 status=503)
+    return web.json_response({"ready": True, "paused": paused, **health.detail()})
 
 
 async def metrics_view(request: web.Request) -> web.Response:
@@ -214,6 +216,8 @@ async def segment_batch(request: web.Request) -> web.Response:
         raise InvalidEvent("batch: expected a list of events")
     events = [merge_batch_defaults(e, body.get("context"), body.get("integrations")) if isinstance(e, dict) else e
               for e in body["batch"]]
+    now = request.app[INTAKE].clock()  # Segment's receivedAt; the batch's sentAt corrects device clocks
+    events = [timestamps.stamp(e, received_at=now, sent_at=body.get("sentAt"), overwrite=True) for e in events]
     return await _record_outbound(request, events, single=False)
 
 
@@ -223,6 +227,7 @@ async def segment_single(request: web.Request) -> web.Response:
         raise InvalidEvent("body: expected a JSON object")
     event = {k: v for k, v in body.items() if k != "writeKey"}
     event["type"] = request.path.rsplit("/", 1)[-1]
+    event = timestamps.stamp(event, received_at=request.app[INTAKE].clock(), overwrite=True)
     return await _record_outbound(request, [event], single=True)
 
 
@@ -235,13 +240,15 @@ async def segment_webhook(request: web.Request) -> web.Response:
     if isinstance(body, list) and len(body) > 1 and not outbound_config.accept_unsigned_array_tails:
         raise Unauthenticated("X-Signature covers only the first element of an array and "
                               "outbound.accept_unsigned_array_tails is false: a signature for every element")
+    now = request.app[INTAKE].clock()  # events Segment already stamped keep its receivedAt
     if isinstance(body, list):
-        return await _record_outbound(request, body, single=False)
-    return await _record_outbound(request, [body], single=True)
+        return await _record_outbound(request, [timestamps.stamp(e, received_at=now, overwrite=False) for e in body],
+                                      single=False)
+    return await _record_outbound(request, [timestamps.stamp(body, received_at=now, overwrite=False)], single=True)
 
 
 async def _record_outbound(request: web.Request, events: list[Any], *, single: bool) -> web.Response:
-    rows, rejected = outbound_rows(events, request.app[OPTIONS], request.app[DIGEST])
+    rows, rejected = outbound_rows(events, request.app[OPTIONS], request.app[DIGEST], request.app[INTAKE].guard)
     if single and rejected:
         raise InvalidEvent(rejected[0].error)
     await request.app[INTAKE].record(rows)

@@ -16,6 +16,7 @@ from sync import anonymous, inbound, outbound, people, segment_events
 from sync.config import Config
 from sync.derived_calls import derived
 from sync.errors import InvalidEvent, LedgerError, LedgerUnavailable, Overloaded
+from sync.field_types import FieldTypes
 from sync.inbound import SPEC_MAPPING
 from sync.ledger import Direction, NewEvent, Row, Status
 from sync.mapping import InboundMapping
@@ -40,15 +41,18 @@ def outbound_options(config: Config) -> outbound.Options:
                             push_apps={k: v for k, v in apps.items() if v})
 
 
-def outbound_rows(events: Sequence[Any], options: outbound.Options,
-                  digest: str | None = None) -> tuple[list[NewEvent], list[Rejection]]:
+def outbound_rows(events: Sequence[Any], options: outbound.Options, digest: str | None = None,
+                  types: FieldTypes | None = None) -> tuple[list[NewEvent], list[Rejection]]:
     """Classify Segment events: pending (with the Iterable call, decided here and frozen), skipped, or
-    rejected with the reason. ``digest`` names the mapping that decided."""
+    rejected with the reason. ``digest`` names the mapping that decided; with ``types`` (the type guard),
+    a call carrying a value Iterable would refuse for its field's type is rejected."""
     rows, rejected = [], []
     for index, raw in enumerate(events):
         try:
             event = segment_events.validate(raw)
             row = outbound_row(event, options, digest)
+            if types is not None and (refused := types.check(row.mapped)):
+                raise InvalidEvent(refused)
             rows += [row, *companions(event, options, row)]
         except InvalidEvent as exc:
             rejected.append(Rejection(index=index, error=str(exc)))
@@ -197,6 +201,8 @@ class Holder(Recorder, Protocol):
 class Intake:
     """Records rows through group commit, counts them and wakes the delivery workers. With ``options``,
     anonymous-only events are held and released by the first event that identifies their visitor."""
+
+    guard: FieldTypes | None = None  # Iterable's field types, when ``outbound.type_guard = "refuse"``
 
     def __init__(self, ledger: Holder, metrics: Metrics, *, notify: Callable[[Direction], None] = lambda d: None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC), options: outbound.Options | None = None,

@@ -35,6 +35,9 @@ class Metrics:
                           ["direction"], registry=r)
         self.mapping = Gauge("sync_mapping_info", "1 for the digest of the mapping config in force",
                              ["digest"], registry=r)
+        self.webhook_ok = Gauge("sync_iterable_webhook_ok", "1 while Iterable's system webhook matches [inbound], "
+                                "0 when it drifted, -1 before a check (server.public_url unset)", registry=r)
+        self.webhook_ok.set(-1)
         for direction in DIRECTIONS:
             for metric in (self.delivered, self.rejected, self.dead, self.duplicates, self.pending, self.oldest,
                            self.paused, self.held):

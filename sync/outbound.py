@@ -9,14 +9,14 @@ ledger keeps the call it decided; delivery sends it as stored.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-from sync import people
+from sync import people, semantic
 from sync.errors import InvalidEvent
-from sync.items import items, number
+from sync.identifiers import email_problem
+from sync.items import items
 from sync.mapping import (
     EventRule,
     FieldRules,
@@ -123,12 +123,9 @@ def identities(event: dict[str, Any], identity: Identity = SPEC_IDENTITY) -> tup
 
 
 def _opted_out(event: dict[str, Any]) -> Skip | None:
-    integrations = as_dict(event.get("integrations"))
-    choice = integrations.get("Iterable")
-    if choice is False:
-        return Skip(reason="integrations.Iterable is false", key="integrations")
-    if integrations.get("All") is False and not choice:
-        return Skip(reason="integrations.All is false and Iterable is not enabled", key="integrations")
+    opted_out = semantic.opted_out(event.get("integrations"))
+    if opted_out:
+        return Skip(reason=opted_out, key="integrations")
     if str(as_dict(as_dict(event.get("context")).get("integration")).get("name", "")).lower() == "iterable":
         return Skip(reason="came from Iterable (loop guard)", key="loop guard")
     if event["type"] == "group":
@@ -189,8 +186,8 @@ def raw_ids(event: dict[str, Any], identity: Identity) -> dict[str, Any]:
     email = None
     for path in _email_paths(event, identity):
         found = lookup(event, path)[1]
-        if is_email(found):
-            email = found
+        if isinstance(found, str) and is_email(found.strip()):
+            email = found.strip()
             break
     if email is None and identity.email_from_user_id and is_email(user_id):
         email = user_id
@@ -207,7 +204,26 @@ def _email_paths(event: dict[str, Any], identity: Identity) -> tuple[str, ...]:
     return tuple(p for p in identity.email_paths if not p.startswith("traits."))
 
 
+def email_reading(event: dict[str, Any], identity: Identity) -> tuple[str, Any] | None:
+    """(path, value) of the first email path that holds something (not null, not blank)."""
+    for path in _email_paths(event, identity):
+        found = lookup(event, path)[1]
+        if found is not None and not (isinstance(found, str) and not found.strip()):
+            return path, found
+    return None
+
+
+def check_email(event: dict[str, Any], identity: Identity) -> None:
+    """An email the event gives that Iterable would refuse is refused here, naming its path: it is never
+    left out silently (SPEC section 13)."""
+    reading = email_reading(event, identity)
+    problem = email_problem(reading[1]) if reading else None
+    if reading and problem:
+        raise InvalidEvent(f"{reading[0]}: {problem}")
+
+
 def _identifiers(event: dict[str, Any], options: Options) -> dict[str, Any] | Skip:
+    check_email(event, options.mapping.identity)
     ids: dict[str, Any] = raw_ids(event, options.mapping.identity)
     if not ids:
         return Skip(reason="no email or userId", key="no identifier")
@@ -230,7 +246,7 @@ def naming(ids: dict[str, Any], options: Options) -> dict[str, Any]:
 
 
 def _merge_nested(event: dict[str, Any], options: Options, rule: EventRule = NO_EVENT_RULE) -> bool:
-    choice = as_dict(as_dict(event.get("integrations")).get("Iterable")).get("mergeNestedObjects")
+    choice = semantic.destination_settings(event.get("integrations")).get("mergeNestedObjects")
     if isinstance(choice, bool):
         return choice
     return rule.merge_nested_objects if rule.merge_nested_objects is not None else options.merge_nested_objects
@@ -245,7 +261,7 @@ def _user_fields(fields: dict[str, Any], event: dict[str, Any], options: Options
         data = {k: v for k, v in data.items() if v is not None}
     if "phone" in data:  # a null clears Iterable's phoneNumber, as Segment's destination does
         data["phoneNumber"] = data.pop("phone")
-    converted: dict[str, Any] = iterable_dates(data)
+    converted: dict[str, Any] = iterable_dates(data, "traits" if event["type"] == "identify" else "context.traits")
     return converted
 
 
@@ -282,7 +298,8 @@ def _track_like(event: dict[str, Any], ids: dict[str, Any], options: Options) ->
     rule = mapping.events.get(name, NO_EVENT_RULE) if kind == "track" else NO_EVENT_RULE
     fields = shape(_fields(event), mapping.properties,
                    event_layer(mapping.properties, rule.properties) if rule.properties != FieldRules() else None)
-    call = rule.call or (BUILT_IN_CALLS.get(name, "track") if kind == "track" else "track")
+    call = rule.call or (BUILT_IN_CALLS.get(semantic.spec_event(name) or name, "track") if kind == "track"
+                         else "track")
     key = user_key(event, mapping.identity)
     products = fields.get("products")
     if call == "purchase":
@@ -291,7 +308,7 @@ def _track_like(event: dict[str, Any], ids: dict[str, Any], options: Options) ->
         user = _user(ids, as_dict(as_dict(event.get("context")).get("traits")), event, options, rule)
         return IterableCall(endpoint=UPDATE_CART, body={"user": user, "items": items(products)}, user_key=key)
     body = {**naming(ids, options), "eventName": rule.name or name, "id": event["messageId"],
-            "dataFields": iterable_dates(fields)}
+            "dataFields": iterable_dates(fields, "properties")}
     return IterableCall(endpoint=EVENTS_TRACK, body={**body, **_created_at(event), **_campaign(fields)},
                         user_key=key)
 
@@ -311,7 +328,7 @@ def _fields(event: dict[str, Any]) -> dict[str, Any]:
 
 
 def _created_at(event: dict[str, Any]) -> dict[str, int]:
-    when = event_time(event)
+    when = event_time(event)  # corrected for the device clock with sentAt, as Segment does
     return {"createdAt": int(when.timestamp())} if when else {}
 
 
@@ -328,17 +345,18 @@ def _campaign(properties: dict[str, Any]) -> dict[str, int]:
 
 def _purchase(event: dict[str, Any], ids: dict[str, Any], options: Options, rule: EventRule,
               properties: dict[str, Any], name: str) -> IterableCall:
-    total = properties.get("total")
-    if isinstance(total, str):
-        total = number(total)
-    if isinstance(total, bool) or not isinstance(total, int | float) or not math.isfinite(total):
-        raise InvalidEvent(f"properties.total: required for {name} (a number; it is a purchase)")
-    order_id = text_id(properties.get("order_id")) or event["messageId"]  # still idempotent without one
+    total_reading = semantic.pick(properties, semantic.ORDER_TOTAL)
+    if total_reading is None:
+        raise InvalidEvent(f"properties.total: required for {name} (total or revenue, a number; it is a purchase)")
+    total = semantic.read_number(total_reading[1], f"properties.{total_reading[0]}", currency=True)
+    order = semantic.pick(properties, semantic.ORDER_ID)
+    order_id = text_id(order[1]) if order else None
+    order_id = order_id or event["messageId"]  # still idempotent without one
     products = properties.get("products")
     rest = {k: v for k, v in properties.items() if k not in ("products", "total", "campaignId", "templateId")}
     user = _user(ids, as_dict(as_dict(event.get("context")).get("traits")), event, options, rule)
     body = {"id": order_id, "user": user, "items": items(products if isinstance(products, list) else []),
-            "total": float(total), "dataFields": iterable_dates(rest)}
+            "total": total, "dataFields": iterable_dates(rest, "properties")}
     body.update(_created_at(event))
     body.update(_campaign(properties))
     return IterableCall(endpoint=TRACK_PURCHASE, body=body, user_key=user_key(event, options.mapping.identity))

@@ -5,27 +5,22 @@ Shared by the outbound mapper and the ingress; pure functions over plain dicts.
 
 from __future__ import annotations
 
-import re
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from sync import timestamps
 from sync.errors import InvalidEvent
+from sync.identifiers import has_control
+from sync.identifiers import is_email as is_email  # re-exported: the rules live in sync.identifiers
 from sync.wire import json_size, non_finite
 
 TYPES = ("identify", "track", "page", "screen", "group", "alias", "delete")  # delete: Webhooks (Classic)
 MAX_EVENT_BYTES = 32 * 1024
 MAX_MESSAGE_ID = 100
 
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_ISO_DATETIME = re.compile(
-    r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])[T ]([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d{1,9})?)?"
-    r"(Z|[+-]\d{2}:?\d{2})?$"
-)
-
-
-def is_email(value: Any) -> bool:
-    return isinstance(value, str) and len(value) <= 254 and _EMAIL.match(value) is not None and storable(value)
+TIME_FIELDS = ("timestamp", "originalTimestamp", "sentAt", "receivedAt")
+ID_FIELDS = ("userId", "anonymousId", "previousId")
 
 
 def storable(text: str) -> bool:
@@ -85,8 +80,12 @@ def validate(event: Any) -> dict[str, Any]:
         raise InvalidEvent(f"{overflow}: a number too large to represent (not finite)")
     if kind == "track" and not (isinstance(event.get("event"), str) and event["event"].strip()):
         raise InvalidEvent("event: required for track (a non-empty string)")
-    if "timestamp" in event and event["timestamp"] is not None and parse_time(event["timestamp"]) is None:
-        raise InvalidEvent("timestamp: not an ISO-8601 date-time")
+    for name in TIME_FIELDS:
+        timestamps.read_time(event, name)
+    timestamps.event_time(event)  # the clock correction must stay representable too
+    for name in ID_FIELDS:
+        if isinstance(event.get(name), str) and has_control(event[name]):
+            raise InvalidEvent(f"{name}: contains a control character")
     message_id = event.get("messageId")
     if message_id is None or message_id == "":
         event = {**event, "messageId": str(uuid.uuid4())}
@@ -99,28 +98,23 @@ def validate(event: Any) -> dict[str, Any]:
 
 
 def parse_time(value: Any) -> datetime | None:
-    """An aware UTC datetime from an ISO-8601 string (naive means UTC); None if it is not one."""
-    if not isinstance(value, str) or not _ISO_DATETIME.match(value.strip()):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    """An aware UTC datetime from an ISO-8601 string as Segment reads it (naive means UTC); None otherwise."""
+    return timestamps.parse_iso(value)
 
 
 def event_time(event: dict[str, Any]) -> datetime | None:
-    return parse_time(event.get("timestamp")) or parse_time(event.get("originalTimestamp"))
+    """When the event happened, corrected for the device clock (``sync.timestamps.event_time``)."""
+    found = timestamps.event_time(event)
+    return found.at if found else None
 
 
-def iterable_dates(value: Any) -> Any:
-    """ISO date-times anywhere inside become ``YYYY-MM-DD HH:mm:ss +00:00``; date-only strings stay."""
+def iterable_dates(value: Any, path: str = "") -> Any:
+    """ISO date-times anywhere inside become ``YYYY-MM-DD HH:mm:ss +00:00``; date-only strings stay. Raises
+    ``InvalidEvent`` naming the path of a date-time that cannot be read (a 30 February, year 1 with an offset)."""
     if isinstance(value, dict):
-        return {k: iterable_dates(v) for k, v in value.items()}
+        return {k: iterable_dates(v, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
     if isinstance(value, list):
-        return [iterable_dates(v) for v in value]
-    if isinstance(value, str):
-        parsed = parse_time(value)
-        if parsed is not None:
-            return parsed.strftime("%Y-%m-%d %H:%M:%S +00:00")
+        return [iterable_dates(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if timestamps.is_date_time(value):
+        return timestamps.iterable_text(value, path or "value")
     return value

@@ -114,3 +114,14 @@ cursors = sa.Table(
     sa.Column("position", sa.Text(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
 )
+
+replays = sa.Table(  # each time a delivered row was sent again (``ledger replay``, the console): its history
+    "replays",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.BigInteger(), nullable=False),  # events.id (no foreign key: retention prunes both)
+    sa.Column("run", sa.String(64), nullable=False),  # one replay command or console action
+    sa.Column("replayed_at", UTCDateTime(), nullable=False),
+    sa.Column("outcome", sa.Text(), nullable=False),  # "sent", or why not
+    sa.Index("ix_replays_event", "event_id", "id"),
+)

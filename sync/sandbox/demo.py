@@ -181,6 +181,15 @@ async def send_deletion(url: str) -> None:
         print(f"  POST /segment/webhook (deletion of user-1) -> {response.status}")
 
 
+async def send_type_mismatch(url: str) -> None:
+    """A value of another type than the one Iterable fixed for the field (user-7's ``plan`` went as a string):
+    the type guard (``outbound.type_guard``) refuses it at intake instead of a bulk request failing later."""
+    event = {"userId": "user-7", "traits": {"plan": 3}, "messageId": "demo-type-mismatch", "writeKey": KEYS["write"]}
+    async with aiohttp.ClientSession() as session, session.post(f"{url}/v1/identify", json=event) as response:
+        body = await response.json()
+        print(f"  POST /v1/identify (user-7, plan = 3) -> {response.status}: {body.get('error')}")
+
+
 def report(iterable: FakeIterable, segment: FakeSegment) -> None:
     print("\nIterable received:")
     for endpoint, body in iterable.requests:
@@ -238,6 +247,7 @@ async def main() -> int:
                 if iterable.idle and not _pending(Path(folder) / "ledger.db") and iterable.purchases:
                     break
                 await asyncio.sleep(0.2)
+            await send_type_mismatch(url)
             await send_deletion(url)
             for _ in range(100):
                 if iterable.deletions and iterable.idle and not _pending(Path(folder) / "ledger.db"):

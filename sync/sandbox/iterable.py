@@ -20,8 +20,9 @@ from typing import Any
 from aiohttp import web
 
 from sync.sandbox.faults import Faults
-from sync.sandbox.iterable_project import ItemError, Project
-from sync.segment_events import is_email
+from sync.sandbox.iterable_project import ItemError, Project, TypeMismatch
+from sync.sandbox.iterable_rules import is_number, item_problem
+from sync.sandbox.iterable_rules import valid_email as is_email
 
 SUBSCRIPTION_FIELDS = ("emailListIds", "unsubscribedChannelIds", "unsubscribedMessageTypeIds",
                        "subscribedMessageTypeIds")
@@ -29,7 +30,7 @@ SUBSCRIPTION_FIELDS = ("emailListIds", "unsubscribedChannelIds", "unsubscribedMe
 MAX_BODY = 4_000_000  # Iterable's "4MB", as RudderStack reads it: bytes on the wire
 LIMITS = {"users/update": 500, "users/bulkUpdate": 5, "events/track": 2000, "events/trackBulk": 10,
           "users/updateSubscriptions": 500, "users/registerDeviceToken": 500, "users/registerBrowserToken": 500,
-          "export/data.json": 4 / 60, "users/delete": 100, "users/forget": 3}
+          "export/data.json": 4 / 60, "users/delete": 100, "users/forget": 3, "users/getFields": 3}
 FORGETS_PER_DAY = 1000
 FAILURE_KEYS = ("conflictEmails", "conflictUserIds", "forgottenEmails", "forgottenUserIds", "invalidDataEmails",
                 "invalidDataUserIds", "invalidEmails", "invalidUserIds", "notFoundEmails", "notFoundUserIds")
@@ -40,7 +41,7 @@ def envelope(msg: str, code: str = "Success", params: Any = None, status: int = 
 
 
 def refused(exc: ItemError) -> web.Response:
-    return envelope(exc.msg, exc.code, None, exc.status)
+    return envelope(exc.msg, exc.code, getattr(exc, "params", None), exc.status)
 
 
 class FakeIterable:
@@ -71,6 +72,7 @@ class FakeIterable:
         self.subscription_events: list[dict[str, Any]] = []  # updateSubscriptions applied (Iterable records events)
         self.registrations: list[dict[str, Any]] = []  # every token registration applied, repeats included
         self.forgets: list[dict[str, str]] = []  # accepted forget requests (at most 1,000 a day)
+        self.webhooks: list[dict[str, Any]] = []  # system webhooks (add_webhook), as GET /api/webhooks lists them
         self._windows: dict[str, list[float]] = defaultdict(list)
         self.faults.clear()
 
@@ -121,6 +123,7 @@ class FakeIterable:
         app.router.add_delete("/api/users/{email}", self._wrap("users/delete", self._delete_by_email))
         app.router.add_post("/api/users/forget", self._wrap("users/forget", self._forget))
         app.router.add_get("/api/webhooks", self._wrap("webhooks", self._webhooks))
+        app.router.add_get("/api/users/getFields", self._wrap("users/getFields", self._get_fields))
         app.router.add_get("/_fake/state", self._state)
         app.cleanup_ctx.append(self._processor)
         return app
@@ -223,18 +226,23 @@ class FakeIterable:
         users = body.get("users")
         if not isinstance(users, list):
             return envelope("users is required", "BadParams", None, 400)
-        return web.json_response(self._bulk("users/bulkUpdate", users, self._check_user, self.project.upsert))
+        return self._bulk("users/bulkUpdate", users, self._check_user, self.project.upsert)
 
     def _bulk(self, name: str, items: list[Any], check: Callable[[dict[str, Any]], Any],
-              apply: Callable[[dict[str, Any], float], Any]) -> dict[str, Any]:
+              apply: Callable[[dict[str, Any], float], Any]) -> web.Response:
+        """Items checked one by one; a value of another type than its field's refuses the whole request."""
         failed: dict[str, list[str]] = {key: [] for key in FAILURE_KEYS}
         disallowed: list[str] = []
         accepted = []
+        snapshot, self.project.created_fields = self.project.types_snapshot(), []
         for item in items:
             item = item if isinstance(item, dict) else {}
             try:
                 check(item)
                 accepted.append(item)
+            except TypeMismatch as exc:
+                self.project.restore_types(snapshot)
+                return refused(exc)
             except ItemError as exc:
                 if exc.kind == "disallowedEventNames":
                     disallowed.append(exc.value)
@@ -246,9 +254,11 @@ class FakeIterable:
                     apply(item, self.clock())
 
             self.project.enqueue("bulk", self.clock(), name, apply_all)
-        return {"successCount": len(accepted), "failCount": len(items) - len(accepted), "createdFields": [],
-                "filteredOutFields": [], "disallowedEventNames": disallowed, "invalidEmails": failed["invalidEmails"],
-                "invalidUserIds": failed["invalidUserIds"], "failedUpdates": failed}
+        return web.json_response({
+            "successCount": len(accepted), "failCount": len(items) - len(accepted),
+            "createdFields": sorted(set(self.project.created_fields)), "filteredOutFields": [],
+            "disallowedEventNames": disallowed, "invalidEmails": failed["invalidEmails"],
+            "invalidUserIds": failed["invalidUserIds"], "failedUpdates": failed})
 
     # -- events ---------------------------------------------------------------------------------
 
@@ -274,7 +284,7 @@ class FakeIterable:
         events = body.get("events")
         if not isinstance(events, list):
             return envelope("events is required", "BadParams", None, 400)
-        return web.json_response(self._bulk("events/trackBulk", events, self._check_event, self.project.track))
+        return self._bulk("events/trackBulk", events, self._check_event, self.project.track)
 
     # -- commerce and email ---------------------------------------------------------------------
 
@@ -282,16 +292,17 @@ class FakeIterable:
         if not isinstance(body.get("user"), dict):
             raise ItemError("", "", "user is required")
         items = body.get("items")
-        if not isinstance(items, list) or not all(
-            isinstance(i, dict) and {"id", "name", "price", "quantity"} <= i.keys() for i in items
-        ):
-            raise ItemError("", "", "items: each needs id, name, price and quantity")
+        if not isinstance(items, list):
+            raise ItemError("", "", "items is required")
+        problem = next((p for p in map(item_problem, items) if p), None)
+        if problem:
+            raise ItemError("", "", problem)
         self._check_user(body["user"])
 
     def _track_purchase(self, body: dict[str, Any]) -> web.Response:
         try:
             self._check_commerce(body)
-            if not isinstance(body.get("total"), int | float):
+            if not is_number(body.get("total")):
                 raise ItemError("", "", "total is required")
         except ItemError as exc:
             return refused(exc)
@@ -429,7 +440,23 @@ class FakeIterable:
         return web.Response(text="".join(f"{line}\n" for line in lines), content_type="application/x-json-stream")
 
     async def _webhooks(self, request: web.Request) -> web.Response:
-        return web.json_response({"webhooks": []})
+        """``GetWebhooksResponse``: the fields Iterable's spec lists (no token, headers or event types)."""
+        shown = ("id", "endpoint", "enabled", "authType", "blastSendEnabled", "triggeredSendEnabled",
+                 "channelIds", "messageTypeIds")
+        return web.json_response({"webhooks": [{k: w[k] for k in shown if k in w} for w in self.webhooks]})
+
+    def add_webhook(self, endpoint: str, **fields: Any) -> dict[str, Any]:
+        """A system webhook as Iterable's UI creates it (enabled, Basic auth, every campaign kind)."""
+        webhook = {"id": 1000 + len(self.webhooks), "endpoint": endpoint, "enabled": True, "authType": "Basic",
+                   "blastSendEnabled": True, "triggeredSendEnabled": True, "channelIds": [], "messageTypeIds": [],
+                   **fields}
+        self.webhooks.append(webhook)
+        return webhook
+
+    async def _get_fields(self, request: web.Request) -> web.Response:
+        """``GetUserFieldsResponse``: every user field's dotted name and the type its first value fixed."""
+        self.process()
+        return web.json_response({"fields": dict(self.project.field_types)})
 
     async def _state(self, request: web.Request) -> web.Response:
         self.process()

@@ -7,7 +7,8 @@
 - A user created by a write becomes visible to other calls only ``visibility_lag`` seconds after it was
   applied (Iterable asks for 60 s). Events for a user nobody can see yet are "not found", except that
   in userId and hybrid projects an event naming a userId creates the user.
-- A data field's type is fixed by its first value; a later value of another type fails the item.
+- A data field's type is fixed by its first value; a later value of another type fails the whole request
+  (400 ``RequestFieldsTypesMismatched`` naming each field and its type; the rules are ``iterable_fields``).
 - Forgotten (GDPR) identifiers refuse every later write.
 """
 
@@ -19,7 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sync.segment_events import is_email
+from sync.sandbox import iterable_fields
+from sync.sandbox.iterable_rules import valid_email as is_email
 
 PROJECT_TYPES = ("email", "userId", "hybrid")
 
@@ -32,23 +34,24 @@ class ItemError(Exception):
         super().__init__(msg)
 
 
+class TypeMismatch(ItemError):
+    """Values of another type than their fields': Iterable refuses the whole request (400), naming each field in
+    ``params.validationErrors`` (the shape a public Iterable client parses: ``"<project>:::<field>"`` ->
+    ``incomingTypes``, ``expectedType``, ``category``, ``offendingValue``)."""
+
+    def __init__(self, wrong: list[tuple[str, str, str | None, Any]], category: str) -> None:
+        super().__init__("", "", "Project 1: The request does not have the same data types as the project's fields",
+                         code="RequestFieldsTypesMismatched")
+        self.params = {"validationErrors": {
+            f"1:::{path}": {"incomingTypes": [got], "expectedType": locked, "category": category,
+                            "offendingValue": value, "_type": "UnexpectedType"} for path, locked, got, value in wrong}}
+
+
 @dataclass(slots=True, kw_only=True)
 class Queue:
     max_delay: float = 0.0
     ops: deque[tuple[float, Callable[[], None]]] = field(default_factory=deque)
     last: float = 0.0
-
-
-def _kind(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, dict):
-        return "object"
-    return "array" if isinstance(value, list) else "string"
 
 
 class Project:
@@ -63,7 +66,9 @@ class Project:
         self.rng = random.Random(seed)
         self.users: list[dict[str, Any]] = []
         self.visible_at: dict[int, float] = {}  # id(user) -> when other calls can see it
-        self.field_types: dict[str, str] = {}
+        self.field_types: dict[str, str] = {}  # user fields (dotted names) -> Iterable's type, fixed by the first write
+        self.event_field_types: dict[str, dict[str, str]] = {}  # per custom event name, the same
+        self.created_fields: list[str] = []  # fields the request being checked created (``createdFields``)
         self.forgotten: set[str] = set()
         self.events: dict[str, dict[str, Any]] = {}
         self.event_log: list[dict[str, Any]] = []
@@ -143,6 +148,9 @@ class Project:
         by, value = self.naming(body)
         self._forgotten(by, value)
         fields: dict[str, Any] = body["dataFields"] if isinstance(body.get("dataFields"), dict) else {}
+        if fields.get("email") is not None and not is_email(fields["email"]):
+            raise ItemError("invalidDataEmails" if by == "email" else "invalidDataUserIds", value,
+                            "Invalid email in dataFields.email", code="InvalidEmailAddressError")
         new_email = self._new_email(body, fields)
         if new_email and self.project_type == "hybrid":
             owner = self.find("email", new_email)
@@ -151,16 +159,7 @@ class Project:
                 raise ItemError("conflictEmails" if by == "email" else "conflictUserIds", value,
                                 f"Email {new_email} already belongs to another user", status=409,
                                 code="EmailAlreadyExists")
-        for name, item in fields.items():
-            kind = _kind(item)
-            locked = self.field_types.get(name)
-            if kind and locked and kind != locked:
-                raise ItemError("invalidDataEmails" if by == "email" else "invalidDataUserIds", value,
-                                f"Field {name} is {locked}, got {kind}", code="RequestFieldsTypesMismatched")
-        for name, item in fields.items():
-            kind = _kind(item)
-            if kind:
-                self.field_types.setdefault(name, kind)
+        self._check_types(self.field_types, fields, "user")
         return by, value
 
     def _new_email(self, body: dict[str, Any], fields: dict[str, Any]) -> str | None:
@@ -173,11 +172,25 @@ class Project:
         """An event for a user nobody can see yet is "not found" (a userId creates one in userId/hybrid)."""
         by, value = self.naming(body)
         self._forgotten(by, value)
-        if by == "userId" and self.project_type in ("userId", "hybrid"):
-            return
-        if self.find(by, value, now) is None:
+        if not (by == "userId" and self.project_type in ("userId", "hybrid")) and self.find(by, value, now) is None:
             kind = "notFoundEmails" if by == "email" else "notFoundUserIds"
             raise ItemError(kind, value, f"User does not exist. {by}: {value}")
+        fields = body["dataFields"] if isinstance(body.get("dataFields"), dict) else {}
+        self._check_types(self.event_field_types.setdefault(str(body.get("eventName")), {}), fields, "event")
+
+    def _check_types(self, types: dict[str, str], fields: dict[str, Any], category: str) -> None:
+        """A value of another type than the field's first one fails the request; new fields are locked."""
+        wrong = iterable_fields.mismatches(types, fields)
+        if wrong:
+            raise TypeMismatch(wrong, category)
+        self.created_fields += iterable_fields.lock(types, fields)
+
+    def types_snapshot(self) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+        """The field types as they are, to put back when a whole request is refused."""
+        return dict(self.field_types), {name: dict(types) for name, types in self.event_field_types.items()}
+
+    def restore_types(self, snapshot: tuple[dict[str, str], dict[str, dict[str, str]]]) -> None:
+        self.field_types, self.event_field_types = snapshot
 
     # -- writes, applied by the queues ----------------------------------------------------------
 

@@ -15,6 +15,7 @@ import base64
 import gzip
 import json
 import time
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -24,6 +25,8 @@ from sync.sandbox.faults import Faults
 MAX_BATCH_BYTES = 500 * 1024
 MAX_EVENT_BYTES = 32 * 1024
 MAX_BATCH_EVENTS = 2500
+
+MESSAGE_TYPES = ("identify", "track", "page", "screen", "group", "alias")
 
 
 class FakeSegment:
@@ -37,6 +40,7 @@ class FakeSegment:
     def reset(self) -> None:
         self.messages: list[dict[str, Any]] = []  # every accepted message, duplicates included
         self.dropped: list[dict[str, Any]] = []  # accepted with 200 but discarded (bad key, > 2,500)
+        self.invalid: list[tuple[str, dict[str, Any]]] = []  # (reason, message): 200, then dropped as invalid
         self.batches = 0
         self.hits: list[float] = []  # monotonic arrival time of every request
         self.poison_events: set[str] = set()  # a batch holding one of these events gets 400
@@ -88,6 +92,11 @@ class FakeSegment:
             return web.json_response({"success": True})
         self.batches += 1
         keep, drop = (body["batch"], []) if len(body["batch"]) <= MAX_BATCH_EVENTS else ([], body["batch"])
+        for message in keep:
+            reason = message_problem(message)
+            if reason:
+                self.invalid.append((reason, message))
+        keep = [m for m in keep if not message_problem(m)]
         self.messages.extend(keep)
         self.dropped.extend(drop)
         return web.json_response({"success": True})
@@ -102,6 +111,27 @@ class FakeSegment:
     async def _state(self, request: web.Request) -> web.Response:
         return web.json_response({"messages": self.messages, "batches": self.batches,
                                   "dropped": len(self.dropped)})
+
+
+def message_problem(message: Any) -> str | None:
+    """Why Segment would drop a message after its 200 (Tracking API docs, "Common fields" and "Timestamps":
+    a ``type``, a ``userId`` or ``anonymousId``, a track's ``event``, ISO-8601 times). Written here from the
+    docs: Python's own ISO reader, never the daemon's."""
+    if not isinstance(message, dict) or message.get("type") not in MESSAGE_TYPES:
+        return "type: missing or unknown"
+    if not (message.get("userId") or message.get("anonymousId")):
+        return "userId or anonymousId is required"
+    if message["type"] == "track" and not message.get("event"):
+        return "event is required for track"
+    for name in ("timestamp", "sentAt", "originalTimestamp"):
+        value = message.get(name)
+        if value is None:
+            continue
+        try:
+            datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        except ValueError:
+            return f"{name}: not an ISO-8601 time"
+    return None
 
 
 def _error(status: int, message: str) -> web.Response:

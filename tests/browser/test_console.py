@@ -111,7 +111,7 @@ async def test_follow_one_person_across_both_directions(
     await send(serve.url, [
         {"type": "identify", "userId": "docs-1", "messageId": "p-1", "traits": {"email": email}},
         {"type": "track", "userId": "docs-1", "event": "Order Completed", "messageId": "p-2",
-         "properties": {"total": 30, "products": [{"id": "sku-1", "price": 30, "quantity": 1}]}},
+         "properties": {"total": 30, "products": [{"id": "sku-1", "name": "Sku 1", "price": 30, "quantity": 1}]}},
         {"type": "track", "userId": "docs-1", "event": "Order Completed", "messageId": "p-3"},  # no total
     ])
     status, _ = await http_json("POST", f"{serve.url}/iterable/webhook", json=ITERABLE_WEBHOOKS[1],

@@ -16,12 +16,12 @@ from sync.errors import LedgerNotMigrated
 from sync.ledger import Ledger, migrate
 from sync.ledger.schema import metadata
 from sync.ledger.store import create_engine
-from tests.conftest import IN_CI, _reset_pg
+from tests.conftest import IN_CI, _empty_pg
 
 
 async def test_upgrade_from_empty_to_head_matches_the_models(ledger_url: str) -> None:
     if ledger_url.startswith("postgresql"):
-        await _reset_pg(ledger_url)
+        await _empty_pg(ledger_url)
     engine = create_engine(ledger_url)
     try:
         with pytest.raises(LedgerNotMigrated):

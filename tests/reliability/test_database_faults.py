@@ -117,6 +117,7 @@ def restart_postgresql() -> None:
                        check=True, capture_output=True, timeout=60)
 
 
+@pytest.mark.serial  # it restarts the PostgreSQL server every other test shares
 async def test_postgresql_restart_under_load(spawn: Any, pg_url: str, fake_iterable: tuple[FakeIterable, str],
                                              fake_segment: tuple[FakeSegment, str]) -> None:
     from tests.conftest import _reset_pg

@@ -166,7 +166,7 @@ def test_trait_rules(toml: str, fields: dict[str, Any]) -> None:
     ('[outbound.events]\n"Order Completed" = { call = "track", name = "Order Completed (legacy)" }',
      {"type": "track", "event": "Order Completed", "properties": {"total": 3}}, "events/track"),
     ('[outbound.events]\n"Cart Viewed" = { call = "cart" }',
-     {"type": "track", "event": "Cart Viewed", "properties": {"products": [{"id": "p", "name": "P"}]}},
+     {"type": "track", "event": "Cart Viewed", "properties": {"products": [{"id": "p", "name": "P", "price": 1}]}},
      "commerce/updateCart"),
     ('[outbound.events]\n"Product Added" = { call = "track" }',
      {"type": "track", "event": "Product Added", "properties": {"products": [{"id": "p"}]}}, "events/track"),

@@ -221,10 +221,20 @@ def test_invalid_events_name_the_field(event: dict[str, Any], field: str) -> Non
 
 
 def test_dates_convert_but_date_only_and_non_dates_stay() -> None:
-    assert iterable_dates({"a": "2026-02-30T00:00:00Z", "b": "2026-02-03", "c": "2026-13-01T00:00:00Z",
-                           "d": ["2026-01-01T10:00:00-05:00"]}) == {
-        "a": "2026-02-30T00:00:00Z", "b": "2026-02-03", "c": "2026-13-01T00:00:00Z",
-        "d": ["2026-01-01 15:00:00 +00:00"]}
+    assert iterable_dates({"b": "2026-02-03", "c": "not 2026-13-01", "d": ["2026-01-01T10:00:00-05:00"],
+                           "e": "2026-02-30 10:00 stand-up", "f": "2026-01-01T10:00:00Z\n"}) == {
+        "b": "2026-02-03", "c": "not 2026-13-01", "d": ["2026-01-01 15:00:00 +00:00"],
+        "e": "2026-02-30 10:00 stand-up", "f": "2026-01-01T10:00:00Z\n"}
+
+
+@pytest.mark.parametrize(("value", "path"), [
+    ({"a": "2026-02-30T00:00:00Z"}, "properties.a"),
+    ({"c": "2026-13-01T00:00:00Z"}, "properties.c"),
+    ({"d": [1, {"e": "0001-01-01T00:00:00+01:00"}]}, r"properties.d\[1\].e"),
+])
+def test_a_date_time_that_cannot_be_read_is_refused_naming_its_path(value: dict[str, Any], path: str) -> None:
+    with pytest.raises(InvalidEvent, match=f"^{path}: not a time"):
+        iterable_dates(value, "properties")
 
 
 # -- properties ---------------------------------------------------------------------------------
