@@ -20,14 +20,14 @@ from sync import people, remap
 from sync.daemon import Daemon
 from sync.delivery import Failure, Results, Worker
 from sync.errors import LedgerUnavailable
-from sync.ledger import Claim, Direction, Ledger, NewEvent, Row, Status, migrate
+from sync.ledger import Claim, Direction, Ledger, NewEvent, Row, Status
 from sync.ledger.model import Remapped
 from sync.ledger.store import _lock_id, create_engine
 from sync.ledger.timeouts import DatabaseTimeouts
 from sync.metrics import Metrics
 from sync.sandbox import FakeIterable, FakeSegment, Fault
 from sync.scheduler import Jobs
-from tests.conftest import started
+from tests.conftest import _reset_pg, started
 from tests.reliability.conftest import BASIC
 from tests.support import make_config, wait_for
 
@@ -144,10 +144,9 @@ async def test_a_stalled_replica_holding_a_lock_never_hangs_another_replicas_ing
     """Issue 19 item 2: a replica stopped (SIGSTOP) inside a transaction held the people lock; another replica's
     ingest hung until its clients gave up. A lock wait now ends after ``lock_timeout`` (503), and the stalled
     session is closed by the server after ``idle_in_transaction_session_timeout``, its locks with it."""
-    await _reset(pg_url)
+    await _reset_pg(pg_url)
     stalled = create_engine(pg_url, DatabaseTimeouts(idle_in_transaction_seconds=1.5))
     live = Ledger(create_engine(pg_url, DatabaseTimeouts(lock_seconds=0.3)))
-    await migrate.upgrade(live.engine)
     conn = await stalled.connect()
     try:
         await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_lock_id("people"))))  # then it stops
@@ -218,16 +217,6 @@ async def _records(ledger: Ledger, row: NewEvent) -> bool:
     except LedgerUnavailable:
         return False
     return True
-
-
-async def _reset(url: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(url.replace("postgresql://", "postgres://"), timeout=5)
-    try:
-        await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
-    finally:
-        await conn.close()
 
 
 async def test_a_row_claimed_ahead_and_forgotten_by_a_deletion_meanwhile_is_not_sent(ledger: Ledger) -> None:
