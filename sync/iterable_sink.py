@@ -33,6 +33,7 @@ from sync.ledger import Direction, Row
 from sync.metrics import Metrics
 from sync.outbound import BULK_FORM, EVENTS_TRACK, USERS_UPDATE, IterableCall, Options, Skip
 from sync.throttle import Throttle
+from sync.wire import json_size
 
 RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 
@@ -202,15 +203,16 @@ class DeliveryRound:
         return [item for item in items if not (item[0].user_key and item[0].user_key in self.blocked)]
 
     async def bulk(self, endpoint: str, items: Sequence[Item]) -> None:
-        """Each item encoded once: its bytes size the chunks and are joined into the bulk body."""
-        parts = [(item, encoded(item[1].body)) for item in self._live(items)]
-        for chunk in chunks(parts, max_items=MAX_BULK_ITEMS, max_bytes=MAX_BULK_BYTES, size_of=lambda p: len(p[1])):
-            await self._bulk_chunk(endpoint, [item for item, _ in chunk], [data for _, data in chunk])
+        def size(item: Item) -> int:
+            return json_size(item[1].body)
 
-    async def _bulk_chunk(self, endpoint: str, chunk: list[Item], parts: list[bytes]) -> None:
+        for chunk in chunks(self._live(items), max_items=MAX_BULK_ITEMS, max_bytes=MAX_BULK_BYTES, size_of=size):
+            await self._bulk_chunk(endpoint, chunk)
+
+    async def _bulk_chunk(self, endpoint: str, chunk: list[Item]) -> None:
         bulk_endpoint, field = BULK_FORM[endpoint]
-        body = b'{"' + field.encode() + b'":[' + b",".join(parts) + b"]}"
-        reply = await self._post_encoded(bulk_endpoint, body, chunk)
+        # the client sees the body as a value (type learning reads it, sync.type_learning)
+        reply = await self._post(bulk_endpoint, {field: [call.body for _, call in chunk]}, chunk)
         if reply is None:
             return
         if 200 <= reply.status < 300:
@@ -250,14 +252,6 @@ class DeliveryRound:
                     limit: str | None = None) -> Reply | None:
         try:
             return await self.client.post(endpoint, body, method=method, limit=limit)
-        except RetryableUpstream as exc:
-            for row, call in chunk:
-                self._fail(row, call, str(exc), retryable=True, wait=exc.retry_after)
-            return None
-
-    async def _post_encoded(self, endpoint: str, data: bytes, chunk: Sequence[Item]) -> Reply | None:
-        try:
-            return await self.client.post_encoded(endpoint, data)
         except RetryableUpstream as exc:
             for row, call in chunk:
                 self._fail(row, call, str(exc), retryable=True, wait=exc.retry_after)
