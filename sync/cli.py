@@ -22,7 +22,7 @@ from sync import logs
 from sync.backfill import EXPORT_TYPES, ExportPuller, Progress
 from sync.config import Config
 from sync.errors import ConfigError, SyncError
-from sync.intake import Intake, outbound_options
+from sync.intake import Intake, outbound_options, people_rules
 from sync.ledger import Direction, Ledger, Status
 from sync.ledger import migrate as migrations
 from sync.ledger.model import Remapped
@@ -201,6 +201,8 @@ def _try(config: Config, path: str, direction: str) -> int:
         print(f"rejected: {exc}")
         return 0
     print(explain.describe(decided))
+    for line in explain.consent_notes(config, payload, decided):
+        print(line)
     return 0
 
 
@@ -299,7 +301,8 @@ async def _backfill(config: Config, args: argparse.Namespace) -> int:
         await migrations.upgrade(engine)
         ledger, metrics = Ledger(engine), Metrics()
         async with aiohttp.ClientSession() as session:
-            puller = ExportPuller(iterable_client(config, session, metrics, ledger), Intake(ledger, metrics), ledger,
+            intake = Intake(ledger, metrics, **people_rules(config))
+            puller = ExportPuller(iterable_client(config, session, metrics, ledger), intake, ledger,
                                   event_names=config.inbound.event_names, mapping=config.inbound.mapping,
                                   digest=config_module.mapping_digest(config))
             print(f"backfill {', '.join(kinds)} from {args.since.isoformat()} to {until.isoformat()}",

@@ -118,7 +118,16 @@ class InboundConfig:
     auth_header: str = "Authorization"
     auth_tokens: tuple[str, ...] = ()
     event_names: EventNames = "segment"
+    join_identities: bool = True  # inbound tracks carry the userId the ledger links to the email (SPEC section 14)
     mapping: InboundMapping = field(default_factory=InboundMapping)  # [inbound.filter], [inbound.events] ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConsentConfig:
+    """End-user consent categories that must all be granted (SPEC section 14); empty: nothing is checked."""
+
+    outbound_categories: tuple[str, ...] = ()  # read from the event's own consent object
+    inbound_categories: tuple[str, ...] = ()  # read from the person's last consent seen outbound
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -160,6 +169,7 @@ class Config:
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     reconcile: ReconcileConfig = field(default_factory=ReconcileConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
+    consent: ConsentConfig = field(default_factory=ConsentConfig)
 
 
 MIN_CONSOLE_TOKEN = 16
@@ -351,7 +361,8 @@ def mapping_settings(config: Config) -> dict[str, Any]:
             "hold_anonymous": config.outbound.hold_anonymous_hours > 0,
             "push": config.iterable.push,
             "outbound": config.outbound.mapping, "event_names": config.inbound.event_names,
-            "inbound": config.inbound.mapping}
+            "inbound": config.inbound.mapping,
+            **({"consent": config.consent} if config.consent.outbound_categories else {})}
 
 
 def _credential_checks(config: Config) -> list[str]:

@@ -29,7 +29,7 @@ from sync.delivery import Sink, Worker
 from sync.errors import LedgerLocked, SyncError
 from sync.guards import Guards
 from sync.ingress import Health, create_app
-from sync.intake import Intake, outbound_options
+from sync.intake import Intake, outbound_options, people_rules
 from sync.iterable_sink import IterableClient, IterableSink
 from sync.ledger import Direction, Ledger, migrate
 from sync.ledger.pacing import SharedPacing
@@ -142,7 +142,7 @@ def build(config: Config, ledger: Ledger, session: aiohttp.ClientSession, metric
 
     digest = mapping_digest(config)
     intake = Intake(ledger, metrics, notify=notify, options=outbound_options(config), digest=digest,
-                    hold_hours=config.outbound.hold_anonymous_hours)
+                    hold_hours=config.outbound.hold_anonymous_hours, **people_rules(config))
     puller = ExportPuller(client, intake, ledger, event_names=config.inbound.event_names,
                           mapping=config.inbound.mapping, digest=digest)
     jobs = Jobs(ledger, metrics, config, puller if config.reconcile.enabled else None)

@@ -71,7 +71,9 @@ def settlement_for(
         row = by_id[failure.row_id]
         attempts = row.attempts + 1
         at = None
-        if failure.retryable:
+        if row.kind == "delete":
+            at = deletion_retry(now=now, attempts=attempts, failure=failure, rng=rng, base=retry_base)
+        elif failure.retryable:
             hours = failure.window_seconds / 3600 if failure.window_seconds else max_retry_hours
             floor = max(failure.retry_after or 0.0, failure.wait or 0.0) or None
             at = schedule.next_attempt(now=now, received_at=row.retry_from, attempts=attempts,
@@ -88,6 +90,19 @@ def settlement_for(
     forgotten = tuple(row.id for row in rows if row.kind == "delete" and row.id in set(results.delivered))
     return Settlement(delivered=tuple(results.delivered), retry=tuple(retry), dead=tuple(dead), released=released,
                       forgotten=forgotten)
+
+
+DELETION_QUOTA_WAIT = 3600.0  # Iterable allows 1,000 forgets per project per 24 h: look again hourly
+
+
+def deletion_retry(*, now: datetime, attempts: int, failure: Failure, rng: random.Random,
+                   base: float = schedule.BASE_SECONDS) -> datetime:
+    """When a deletion or forget that failed goes again: it is never dead-lettered (SPEC section 11). A used-up
+    daily quota (429 "Daily limit ...") waits an hour; any other failure backs off as usual, without end."""
+    if "daily limit" in failure.error.lower():
+        return now + timedelta(seconds=DELETION_QUOTA_WAIT)
+    delay = max(schedule.backoff(attempts - 1, rng, base=base), failure.retry_after or 0.0, failure.wait or 0.0)
+    return now + timedelta(seconds=delay)
 
 
 class DeliveryLedger(Protocol):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sync import inbound, semantic, timestamps
+from sync import consent, inbound, semantic, timestamps
 from sync.config import Config
 from sync.errors import InvalidEvent
 from sync.intake import inbound_row, outbound_options, outbound_row
@@ -78,3 +78,23 @@ def readings(event: Any, endpoint: str) -> list[str]:
             if found:
                 notes.append(f"items[{index}].id from properties.products[{index}].{found[0]}")
     return notes
+
+
+def consent_notes(config: Config, payload: Any, row: NewEvent) -> list[str]:
+    """What end-user consent (SPEC section 14) decided, or will decide in the daemon, for ``row``."""
+    if row.direction is Direction.INBOUND:
+        notes = []
+        if config.consent.inbound_categories and row.status is Status.PENDING:
+            notes.append(f"consent: in the daemon, sent only if the person's last consent seen outbound grants "
+                         f"{', '.join(config.consent.inbound_categories)} (none seen yet: not checked)")
+        if config.inbound.join_identities and row.status is Status.PENDING:
+            notes.append("identity: in the daemon, the track gets the userId the ledger links to the email "
+                         "(inbound.join_identities)")
+        return notes
+    required = config.consent.outbound_categories
+    if not required or row.status is not Status.PENDING or not isinstance(payload, dict):
+        return []
+    seen = consent.preferences(payload)
+    if seen is None:
+        return ["consent: the event has no consent object: not checked (Segment's rule)"]
+    return [f"consent: granted {', '.join(required)} (consent.outbound_categories)"]

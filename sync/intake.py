@@ -7,18 +7,19 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sync import anonymous, inbound, outbound, people, segment_events
+from sync import anonymous, consent, inbound, inbound_people, outbound, people, segment_events
 from sync.config import Config
 from sync.derived_calls import derived
 from sync.errors import InvalidEvent, LedgerError, LedgerUnavailable, Overloaded
 from sync.field_types import FieldTypes
 from sync.inbound import SPEC_MAPPING
 from sync.ledger import Direction, NewEvent, Row, Status
+from sync.ledger.links import Decider, Known
 from sync.mapping import InboundMapping
 from sync.metrics import Metrics
 from sync.wire import finite
@@ -38,7 +39,14 @@ def outbound_options(config: Config) -> outbound.Options:
     return outbound.Options(project_type=config.iterable.project_type,
                             merge_nested_objects=config.outbound.merge_nested_objects, mapping=config.outbound.mapping,
                             deletion=config.outbound.deletion, subscriptions=config.outbound.subscriptions,
-                            push_apps={k: v for k, v in apps.items() if v})
+                            push_apps={k: v for k, v in apps.items() if v},
+                            consent_categories=config.consent.outbound_categories,
+                            keep_consent=bool(config.consent.inbound_categories))
+
+
+def people_rules(config: Config) -> dict[str, Any]:
+    """``Intake``'s keyword arguments for one person across directions (SPEC section 14)."""
+    return {"inbound_consent": config.consent.inbound_categories, "join_identities": config.inbound.join_identities}
 
 
 def outbound_rows(events: Sequence[Any], options: outbound.Options, digest: str | None = None,
@@ -64,13 +72,16 @@ def outbound_row(event: dict[str, Any], options: outbound.Options, digest: str |
     """One validated event as a row; raises ``InvalidEvent`` when the mapping rejects it."""
     identity = options.mapping.identity
     mapped = outbound.map_event(event, options)
+    seen = consent.preferences(event) if options.keep_consent else None  # for the person's inbound events
+    forgets = event["type"] == "delete"  # whatever outbound.deletion is (SPEC section 11)
     if isinstance(mapped, outbound.Skip):
         return NewEvent(direction=Direction.OUTBOUND, key=event["messageId"], kind=event["type"], payload=event,
                         status=Status.SKIPPED, reason=mapped.reason, label=mapped.key, mapping_digest=digest,
-                        user_key=outbound.user_key(event, identity), identities=outbound.identities(event, identity))
+                        user_key=outbound.user_key(event, identity), identities=outbound.identities(event, identity),
+                        consent=seen, forgets=forgets)
     return NewEvent(direction=Direction.OUTBOUND, key=event["messageId"], kind=event["type"], payload=event,
                     user_key=mapped.user_key, identities=outbound.identities(event, identity),
-                    mapped=mapped.frozen(), mapping_digest=digest, forgets=event["type"] == "delete")
+                    mapped=mapped.frozen(), mapping_digest=digest, forgets=forgets, consent=seen)
 
 
 def companions(event: dict[str, Any], options: outbound.Options, row: NewEvent) -> list[NewEvent]:
@@ -131,7 +142,8 @@ MAX_QUEUED_ROWS = 20_000  # rows waiting for a commit; past this, ingest answers
 
 
 class Recorder(Protocol):
-    async def record(self, batch: Sequence[NewEvent], now: datetime) -> set[str]: ...
+    async def record(self, batch: Sequence[NewEvent], now: datetime, *, decide: Decider | None = None) -> set[str]:
+        ...
 
 
 class GroupCommit:
@@ -144,8 +156,9 @@ class GroupCommit:
     """
 
     def __init__(self, ledger: Recorder, clock: Callable[[], datetime], *,
-                 max_queued: int = MAX_QUEUED_ROWS) -> None:
+                 max_queued: int = MAX_QUEUED_ROWS, decide: Decider | None = None) -> None:
         self.ledger, self.clock, self.max_queued = ledger, clock, max_queued
+        self.decide = decide  # decides rows again inside the commit's transaction (one look-up per commit)
         self._queue: Batch = []
         self._queued = 0
         self._lock = asyncio.Lock()
@@ -166,7 +179,9 @@ class GroupCommit:
 
     async def _commit(self, batch: Batch) -> None:
         try:
-            known = await self.ledger.record([row for rows, _ in batch for row in rows], self.clock())
+            every = [row for rows, _ in batch for row in rows]
+            known = await (self.ledger.record(every, self.clock(), decide=self.decide) if self.decide
+                           else self.ledger.record(every, self.clock()))
         except LedgerError as exc:
             if len(batch) == 1:
                 _fail(batch, exc)
@@ -198,6 +213,24 @@ class Holder(Recorder, Protocol):
     async def held_counts(self, keys: Sequence[str]) -> tuple[dict[str, int], int]: ...
 
 
+class OnePerson:
+    """Inbound rows obey the person's last outbound consent and carry their linked userId (SPEC section 14),
+    decided inside the commit's transaction (``Ledger.record(decide=...)``): one look-up per group commit."""
+
+    def __init__(self, intake: Intake) -> None:
+        self.intake = intake
+
+    def asked(self, rows: Sequence[NewEvent]) -> list[str]:
+        return inbound_people.asked(rows)
+
+    def __call__(self, rows: Sequence[NewEvent], found: Mapping[str, Known]) -> list[NewEvent]:
+        intake = self.intake
+        decided = [inbound_people.decided(row, found, categories=intake.inbound_consent,
+                                          join=intake.join_identities) for row in rows]
+        intake._decided.update((id(row), new) for row, new in zip(rows, decided, strict=True) if new is not row)
+        return decided
+
+
 class Intake:
     """Records rows through group commit, counts them and wakes the delivery workers. With ``options``,
     anonymous-only events are held and released by the first event that identifies their visitor."""
@@ -206,16 +239,23 @@ class Intake:
 
     def __init__(self, ledger: Holder, metrics: Metrics, *, notify: Callable[[Direction], None] = lambda d: None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC), options: outbound.Options | None = None,
-                 digest: str | None = None, hold_hours: float = 0.0) -> None:
+                 digest: str | None = None, hold_hours: float = 0.0, inbound_consent: Sequence[str] = (),
+                 join_identities: bool = False) -> None:
         self.ledger, self.metrics, self.notify, self.clock = ledger, metrics, notify, clock
         self.options, self.digest, self.hold_hours = options, digest, hold_hours
-        self.commits = GroupCommit(ledger, clock)
+        self.inbound_consent, self.join_identities = tuple(inbound_consent), join_identities
+        self.commits = GroupCommit(ledger, clock, decide=OnePerson(self) if inbound_consent or join_identities
+                                   else None)
+        self._decided: dict[int, NewEvent] = {}  # id(row) -> the row as _one_person decided it (for the counts)
 
     async def record(self, rows: Sequence[NewEvent]) -> set[str]:
         """Commit ``rows``; return the keys that were duplicates. Raises ``LedgerError`` if it cannot commit."""
         if self.options is not None and self.hold_hours > 0:
             rows = await self._hold_and_release(rows, self.options)
-        known = await self.commits.record(rows)
+        try:
+            known = await self.commits.record(rows)
+        finally:  # the rows as the commit decided them (counted below), and no entry left behind on a failure
+            rows = [self._decided.pop(id(row), row) for row in rows]
         counted: set[tuple[Direction, str]] = set()
         for row in rows:
             identity = (row.direction, row.key)

@@ -12,10 +12,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote
 
 import aiohttp
 
-from sync import outbound, schedule
+from sync import masking, outbound, schedule
 from sync.batches import chunks
 from sync.delivery import Failure, Results
 from sync.errors import InvalidEvent, RetryableUpstream
@@ -53,6 +54,12 @@ class Reply:
         """A single call refused because Iterable cannot see the user yet (creation lags)."""
         body = self.body if isinstance(self.body, dict) else {}
         return self.status == 400 and "does not exist" in str(body.get("msg", "")).lower()
+
+
+def _path_id(call: IterableCall) -> list[str]:
+    """The userId a deletion's path names (``users/byUserId/<id>``)."""
+    head, _, tail = call.endpoint.rpartition("/")
+    return [unquote(tail)] if call.method == "DELETE" and head.endswith("byUserId") and tail else []
 
 
 class IterableClient:
@@ -273,7 +280,9 @@ class DeliveryRound:
     def _fail(self, row: Row, call: IterableCall, error: str, *, retryable: bool,
               wait: float | None = None, not_found: bool = False) -> None:
         """Record a failure; a user Iterable cannot see yet is retried for NOT_FOUND_WINDOW, not 72 h. ``wait``
-        (an endpoint's Retry-After) holds this row and its person only: the client holds that endpoint alone."""
+        (an endpoint's Retry-After) holds this row and its person only: the client holds that endpoint alone.
+        The upstream's message is stored without the person's email or userId (it may quote them)."""
+        error = masking.mask(error, [*masking.named_in(call.body), *_path_id(call)])
         window = (NOT_FOUND_WINDOW, NOT_FOUND_MAX_DELAY) if not_found else (None, None)
         self.results.failed.append(Failure(row_id=row.id, error=error, retryable=retryable, wait=wait,
                                            window_seconds=window[0], max_delay=window[1]))

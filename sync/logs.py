@@ -9,6 +9,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from sync import masking
+
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
 
 
@@ -30,6 +32,18 @@ class Redactor(logging.Filter):
             for key, value in list(vars(record).items()):
                 if key not in _STANDARD and isinstance(value, str):
                     setattr(record, key, self.redact(value))
+        return True
+
+
+class PersonalData(logging.Filter):
+    """Masks emails in the rendered message and extra fields (SPEC section 11: no email in a log line); a
+    userId cannot be recognised by its shape, so the messages that could hold one are masked where made."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = masking.mask(record.getMessage()), ()
+        for key, value in list(vars(record).items()):
+            if key not in _STANDARD and isinstance(value, str):
+                setattr(record, key, masking.mask(value))
         return True
 
 
@@ -59,6 +73,7 @@ def setup(*, fmt: str = "text", level: str = "INFO", secrets: Iterable[str] = ()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     handler.addFilter(Redactor(secrets))
+    handler.addFilter(PersonalData())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -33,6 +33,8 @@ class Metrics:
                             ["direction"], registry=r)
         self.held = Gauge("sync_events_held", "Anonymous events waiting for their visitor to be identified",
                           ["direction"], registry=r)
+        self.deletions_pending = Gauge("sync_deletions_pending", "Deletion and forget requests not yet accepted "
+                                       "by Iterable (never dead-lettered: they wait and retry)", registry=r)
         self.mapping = Gauge("sync_mapping_info", "1 for the digest of the mapping config in force",
                              ["digest"], registry=r)
         self.webhook_ok = Gauge("sync_iterable_webhook_ok", "1 while Iterable's system webhook matches [inbound], "

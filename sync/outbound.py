@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-from sync import people, semantic
+from sync import consent, people, semantic
 from sync.errors import InvalidEvent
 from sync.identifiers import email_problem
 from sync.items import items
@@ -53,6 +53,8 @@ class Options:
     deletion: str = "delete"
     subscriptions: str = "update_subscriptions"
     push_apps: dict[str, str] = field(default_factory=dict)  # platform (APNS, GCM) -> push integration name
+    consent_categories: tuple[str, ...] = ()  # [consent] outbound_categories: all must be granted (SPEC 14)
+    keep_consent: bool = False  # remember each person's consent for their inbound events (inbound_categories set)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -89,7 +91,7 @@ class Skip:
 
 def map_event(event: dict[str, Any], options: Options) -> IterableCall | Skip:
     """Map a validated Segment event. Raises ``InvalidEvent`` for one Iterable could never take."""
-    skip = _opted_out(event) or _filtered(event, options.mapping)
+    skip = _opted_out(event) or _filtered(event, options.mapping) or _unconsented(event, options)
     if skip:
         return skip
     kind = event["type"]
@@ -131,6 +133,14 @@ def _opted_out(event: dict[str, Any]) -> Skip | None:
     if event["type"] == "group":
         return Skip(reason="group is not supported by Iterable", key="group")
     return None
+
+
+def _unconsented(event: dict[str, Any], options: Options) -> Skip | None:
+    """Skip an event whose end-user consent denies a required category (a deletion request is always sent)."""
+    if event["type"] == "delete" or not options.consent_categories:
+        return None
+    category = consent.denied(consent.preferences(event), options.consent_categories)
+    return Skip(reason=consent.reason(category), key="consent.outbound_categories") if category else None
 
 
 def _filtered(event: dict[str, Any], mapping: OutboundMapping) -> Skip | None:

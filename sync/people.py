@@ -1,7 +1,10 @@
 """People: the identifiers that name one person share one ordering key (SPEC section 4).
 
 An identifier is ``u:<userId>`` (case-sensitive, as Iterable treats userIds) or ``e:<email>``
-(lower-cased, as Iterable matches emails). A person's key is one of their identifiers; events that
+(lower-cased, as Iterable matches emails). Both are normalised first, so that the forms one person's
+identifier takes in a keyboard, a CRM export and a mobile app name one person: surrounding whitespace
+trimmed, Unicode NFC for userIds (canonically equivalent text is the same text) and NFKC for emails
+(compatibility forms such as full-width letters, as UTS #46 maps domain names). A person's key is one of their identifiers; events that
 carry several identifiers (an identify with userId and email, an alias) join them into one person,
 and two people joined later merge under the smaller key. Pure functions; the ledger stores the links.
 """
@@ -9,6 +12,7 @@ and two people joined later merge under the smaller key. Pure functions; the led
 from __future__ import annotations
 
 import hashlib
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 
 from sync.segment_events import is_email, text_id
@@ -21,11 +25,31 @@ def identifier(value: object) -> str | None:
     text = text_id(value)
     if text is None:
         return None
-    return _bounded(f"e:{text.lower()}" if is_email(text) else f"u:{text}")
+    email = email_identifier(text)
+    return email or _bounded(f"u:{unicodedata.normalize('NFC', text)}")
 
 
 def email_identifier(value: object) -> str | None:
-    return _bounded(f"e:{value.lower()}") if isinstance(value, str) and is_email(value) else None
+    """``e:<email>`` in its one normal form (trimmed, NFKC, lower-cased), or None when not an email."""
+    if not isinstance(value, str):
+        return None
+    email = normal_email(value)
+    return _bounded(f"e:{email}") if is_email(email) else None
+
+
+def normal_email(value: str) -> str:
+    """An email address in the form every spelling of it shares: ``" Zoë@Example.COM"`` (composed or not)
+    -> ``"zoë@example.com"``. Lower-casing can decompose (``"İ"``), so it is normalised again after."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", value.strip()).lower())
+
+
+def forms(value: str) -> tuple[str, ...]:
+    """The spellings of one identifier value that stored text may hold (as given, and its normal forms),
+    longest first: what a scrub of free text has to look for."""
+    found = {value, value.strip()}
+    for form in ("NFC", "NFD", "NFKC", "NFKD"):
+        found.add(unicodedata.normalize(form, value.strip()))
+    return tuple(sorted((f for f in found if f), key=len, reverse=True))
 
 
 def _bounded(text: str) -> str:

@@ -30,6 +30,7 @@ class Jobs:
     def __init__(self, ledger: Ledger, metrics: Metrics, config: Config, puller: ExportPuller | None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.ledger, self.metrics, self.config, self.puller, self.clock = ledger, metrics, config, puller, clock
+        self._deletions = 0  # deletions pending at the last gauge refresh
 
     async def reap_leases(self) -> int:
         """Rows whose lease ran out (their process died) go back to the pool."""
@@ -41,6 +42,11 @@ class Jobs:
     async def refresh_gauges(self) -> None:
         """The pending gauges, read here on a timer so a scrape never reads the ledger."""
         self.metrics.observe_ledger(await self.ledger.pending(), self.clock())
+        deletions = await self.ledger.deletions_pending()
+        if deletions and deletions != self._deletions:  # an alert, once per change: a GDPR request is waiting
+            log.warning("deletion requests waiting for Iterable", extra={"rows": deletions})
+        self._deletions = deletions
+        self.metrics.deletions_pending.set(deletions)
 
     async def expire_held(self) -> int:
         """Anonymous events whose visitor was not identified within ``outbound.hold_anonymous_hours`` are skipped."""

@@ -161,7 +161,8 @@ async def _overview(console: Console) -> dict[str, Any]:
     counts = {d: {s.value: seen.counts.get((d, s.value), 0) for s in Status} for d in directions}
     oldest = {d: (now - t).total_seconds() for d, t in seen.oldest_pending.items()}
     return {"counts": counts, "oldest": oldest, "pauses": seen.pauses, "delivered": seen.delivered,
-            "statuses": [s.value for s in Status], "all_directions": directions}
+            "statuses": [s.value for s in Status], "all_directions": directions,
+            "deletions": await console.ledger.deletions_pending()}
 
 
 async def rows(request: web.Request) -> web.StreamResponse:

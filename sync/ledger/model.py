@@ -42,6 +42,7 @@ class NewEvent:
     label: str | None = None  # a bounded metric label for a skip (the config key that decided it); not stored
     forgets: bool = False  # a deletion: the ledger forgets this person's other rows when it records it
     replaces: tuple[str, ...] = ()  # keys of held rows this row releases: they become skipped ("released as ...")
+    consent: dict[str, bool] | None = None  # end-user consent the event carried (category -> granted), if any
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -35,6 +35,7 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
 _pending = sa.text("status = 'pending'")
 _held = sa.text("status = 'held'")
 _leased = sa.text("status = 'pending' AND lease_owner IS NOT NULL")
+_deletions = sa.text("status = 'pending' AND kind = 'delete'")
 
 events = sa.Table(
     "events",
@@ -78,6 +79,7 @@ events = sa.Table(
     sa.Index("ix_events_held", "user_key", "id", postgresql_where=_held, sqlite_where=_held),
     sa.Index("ix_events_person", "user_key", "id"),  # a person's timeline in the console, every status
     sa.Index("ix_events_leased", "lease_owner", "lease_expires_at", postgresql_where=_leased, sqlite_where=_leased),
+    sa.Index("ix_events_deletions", "id", postgresql_where=_deletions, sqlite_where=_deletions),  # never dropped
 )
 
 downtime = sa.Table(  # spans in which a direction could not deliver: open (ended_at NULL) while paused
@@ -98,6 +100,14 @@ identities = sa.Table(  # every identifier seen (``u:<userId>``, ``e:<email>``) 
     sa.Column("identifier", sa.String(255), primary_key=True),
     sa.Column("person", sa.String(255), nullable=False),
     sa.Index("ix_identities_person", "person"),
+)
+
+consents = sa.Table(  # each identifier's last consent seen outbound (SPEC section 14): what inbound events obey
+    "consents",
+    metadata,
+    sa.Column("identifier", sa.String(255), primary_key=True),
+    sa.Column("categories", sa.JSON(), nullable=False),  # category -> bool, as sync.consent reads it
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
 )
 
 pacing = sa.Table(  # per upstream endpoint, the next free request slot (PostgreSQL: shared by every replica)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 import zlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -18,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from sync import people
 from sync.errors import LedgerNotMigrated, LedgerUnavailable
+from sync.ledger import forget, links
 from sync.ledger.leases import Leases
 from sync.ledger.model import (
     TERMINAL,
@@ -138,11 +137,13 @@ class Ledger:
 
     # -- ingest ---------------------------------------------------------------------------------
 
-    async def record(self, batch: Sequence[NewEvent], now: datetime) -> set[str]:
+    async def record(self, batch: Sequence[NewEvent], now: datetime, *,
+                     decide: links.Decider | None = None) -> set[str]:
         """Insert new events in one transaction; return the keys that were already recorded.
 
         The first copy of a key wins (a later copy in the same batch is a duplicate). Events that
-        carry identities get their person's key as ordering key.
+        carry identities get their person's key as ordering key. ``decide`` may decide rows again from what
+        the ledger knows of their people, in the same transaction (``sync.ledger.links``).
         """
         unique: dict[tuple[Direction, str], NewEvent] = {}
         for e in batch:
@@ -152,20 +153,33 @@ class Ledger:
         insert = (postgresql.insert if self.is_postgres else sqlite.insert)(events)
         stmt = insert.on_conflict_do_nothing(index_elements=["direction", "key"]).returning(events.c.key)
         async with self._tx() as conn:
+            if decide is not None:
+                unique = {(e.direction, e.key): e for e in await links.decided(conn, list(unique.values()), decide)}
             persons = await self._people(conn, [e.identities for e in unique.values() if e.identities])
             values = [_insert_values(e, now, persons) for e in unique.values()]
             inserted = {r.key for r in (await conn.execute(stmt, values)).all()}
+            await links.remember_consents(conn, [e for e in unique.values() if e.key in inserted], now)
             for e in unique.values():
                 if e.replaces and e.key in inserted:
                     await conn.execute(events.update().where(events.c.direction == e.direction,
                                                              events.c.key.in_(list(e.replaces)),
                                                              events.c.status == Status.HELD)
                                        .values(status=Status.SKIPPED, reason=f"released as {e.key}", updated_at=now))
-                if e.forgets and e.status is Status.PENDING and e.key in inserted:
+                if e.forgets and e.key in inserted:  # whatever outbound.deletion is: "skip" skips only the call
                     person = persons[e.identities[0]] if e.identities else e.user_key
                     if person:
-                        await self._forget(conn, person, now, keep=(e.direction, e.key), why="user deleted")
+                        keep = (e.direction, e.key) if e.status is Status.PENDING else None
+                        await forget.forget_person(conn, person, now, keep=keep, why="user deleted")
         return {key for (_, key) in unique} - inserted
+
+    async def people_known(self, identifiers: Sequence[str]) -> dict[str, links.Known]:
+        """What the ledger knows of the people ``identifiers`` name (``sync.ledger.links``)."""
+        async with self._tx() as conn:
+            return await links.people_known(conn, identifiers)
+
+    async def deletions_pending(self) -> int:
+        async with self._tx() as conn:
+            return await forget.deletions_pending(conn)
 
     async def held(self, keys: Sequence[str]) -> list[Row]:
         """Held rows of the given hold keys (``anon:<anonymousId>``), in received order."""
@@ -202,37 +216,10 @@ class Ledger:
 
     async def forget(self, identifier: str, now: datetime) -> int:
         """Forget one person on an operator's request (``forget``): every row's payload becomes a tombstone,
-        their pending rows are skipped. ``identifier`` is a ``sync.people`` identifier."""
+        their pending rows are skipped (``sync.ledger.forget``). ``identifier`` is a ``sync.people`` identifier."""
         async with self._tx() as conn:
-            person = await conn.scalar(sa.select(identities.c.person).where(identities.c.identifier == identifier))
-            return await self._forget(conn, person or identifier, now, keep=None, why="user forgotten")
-
-    async def _forget(self, conn: AsyncConnection, person: str, now: datetime, *,
-                      keep: tuple[Direction, str] | None, why: str) -> int:
-        """Replace the stored personal data of ``person``'s rows (both directions) by tombstones that keep
-        only what idempotency needs, skip their pending rows, and drop their identity links."""
-        idents = [r.identifier for r in (await conn.execute(
-            sa.select(identities.c.identifier).where(identities.c.person == person))).all()] or [person]
-        digest = _identity_hash(idents)
-        tomb = {"forgotten": True, "identifiers_sha256": digest}
-        query = sa.select(events.c.id, events.c.direction, events.c.key, events.c.status, events.c.reason,
-                          events.c.mapped).where(events.c.user_key.in_(sorted({person, *idents})))
-        count = 0
-        for row in (await conn.execute(query)).all():
-            if keep == (row.direction, row.key):  # the deletion itself: sent first, forgotten once delivered
-                mapped = {**(row.mapped or {}), "forget_hash": digest}
-                await conn.execute(events.update().where(events.c.id == row.id).values(mapped=mapped))
-                continue
-            waiting = row.status in (Status.PENDING, Status.HELD)
-            values = {"payload": tomb, "mapped": None, "last_error": None, "user_key": f"forgotten:{digest[:32]}",
-                      "reason": why if waiting else _scrub(row.reason, idents), "updated_at": now,
-                      "lease_owner": None, "lease_expires_at": None}
-            if waiting:
-                values["status"] = Status.SKIPPED
-            await conn.execute(events.update().where(events.c.id == row.id).values(**values))
-            count += 1
-        await conn.execute(identities.delete().where(identities.c.person == person))
-        return count
+            person = await forget.person_of(conn, identifier)
+            return await forget.forget_person(conn, person, now, keep=None, why="user forgotten")
 
     async def _people(self, conn: AsyncConnection, groups: list[tuple[str, ...]]) -> dict[str, str]:
         """Link the identifiers of ``groups`` into people (merging where a group joins two); return them all.
@@ -546,7 +533,11 @@ class Ledger:
                     await conn.execute(events.delete().where(events.c.id.in_(ids_list)))
             total += len(ids_list)
             if len(ids_list) < chunk:
-                return total
+                break
+        while True:  # identity links go with the rows they served
+            async with self._tx() as conn:
+                if await forget.prune(conn, chunk=chunk) < chunk:
+                    return total
 
     # -- cursors and singleton jobs -------------------------------------------------------------
 
@@ -618,21 +609,6 @@ def _in(column: Any, values: list[Any], postgres: bool, kind: Any) -> Any:
     unpacked = sa.select(sa.column("value", kind)).select_from(
         sa.func.json_each(sa.bindparam(f"{column.name}_list", json.dumps(values))))
     return column.in_(unpacked.scalar_subquery())
-
-
-def _identity_hash(identifiers: Sequence[str]) -> str:
-    return hashlib.sha256("\x1f".join(sorted(identifiers)).encode(errors="surrogatepass")).hexdigest()
-
-
-def _scrub(text: str | None, identifiers: Sequence[str]) -> str | None:
-    """A reason with the person's identifiers taken out (Iterable's reasons may quote them)."""
-    if not text:
-        return text
-    for ident in identifiers:
-        value = ident.split(":", 1)[-1]
-        if value:
-            text = re.sub(re.escape(value), "[forgotten]", text, flags=re.IGNORECASE)
-    return text
 
 
 def _lock_id(name: str) -> int:

@@ -3,7 +3,8 @@
 Starts the fakes on loopback, runs ``python -m sync serve`` as a child process with the README's
 "mobile app" mapping recipe (``recipes/mobile_app.toml``), sends sample Segment events (with
 segment-analytics-python and as a signed webhook) and Iterable webhooks, then prints what each side
-received, what the recipe kept out and why, and the operator console's address and login token; then it
+received (an inbound track joined to the userId an identify linked to its email), what the recipe and
+end-user consent kept out and why, and the operator console's address and login token; then it
 stops the daemon with SIGTERM, or with ``DEMO_KEEP=1`` keeps everything running until Ctrl-C.
 """
 
@@ -113,6 +114,8 @@ enabled = false
 [console]
 enabled = true
 tokens = ["{CONSOLE_TOKEN}"]
+[consent]
+outbound_categories = ["Marketing"]
 """
 
 
@@ -152,6 +155,11 @@ def send_with_segment_library(url: str) -> None:
                  context={"app": {"namespace": "com.example.player"}, "device": {"model": "Pixel 9"}})
     client.track("user-1", "Debug Ping", {}, context={"app": {"namespace": "com.example.player.debug"}})
     client.identify("user-9", {"email": BROKEN_EMAIL})  # refused by the fake Iterable: a dead letter
+    # the reader of Iterable's sample emails signs up: their inbound email events join this userId in Segment
+    client.identify("docs-reader", {"email": "docs@iterable.com"})
+    # end-user consent: their consent manager denied "Marketing", so this event stays out of Iterable
+    client.track("docs-reader", "Promo Banner Viewed", {"banner": "spring"},
+                 context={"consent": {"categoryPreferences": {"Marketing": False, "Analytics": True}}})
     client.flush()
     client.identify("user-7", {"email": "user7@example.com", "plan": "trial"}, anonymous_id="visitor-7")
     client.flush()
@@ -201,7 +209,9 @@ def report(iterable: FakeIterable, segment: FakeSegment) -> None:
     print("\nSegment received (track calls):")
     for message in segment.messages:
         who = message.get("userId") or message.get("anonymousId")
-        print(f"  {message['event']:<26} {who:<28} at {message['timestamp']}  messageId={message['messageId']}")
+        joined = " (userId joined to the email)" if message.get("userId") and message.get("anonymousId") else ""
+        print(f"  {message['event']:<26} {who:<28} at {message['timestamp']}  messageId={message['messageId']}"
+              f"{joined}")
 
 
 def _pending(ledger: Path) -> int:
