@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
 import sqlite3
 import subprocess
@@ -83,6 +84,42 @@ async def latency_at(url: str, rate: float, seconds: float, run: str) -> dict[st
             tasks.append(asyncio.create_task(one(session, n)))
         await asyncio.gather(*tasks)
     return {"rate": rate, "p50_ms": percentile(waits, 0.5), "p99_ms": percentile(waits, 0.99)}
+
+
+async def big_batch_stall(url: str, run: str) -> dict[str, float]:
+    """A 1 MiB ``/v1/batch`` of small events while ``/healthz`` and single events are asked every 20 ms: the
+    slowest answer of each (ms), and how long the big batch took (s)."""
+    batch = [{"type": "track", "userId": f"s{n % 500}", "event": "E", "messageId": f"{run}-{n}"}
+             for n in range(14_000)]
+    body = json.dumps({"batch": batch}, separators=(",", ":")).encode()
+    waits: dict[str, list[float]] = {"healthz": [], "single": []}
+    done = asyncio.Event()
+
+    async def poll(session: aiohttp.ClientSession) -> None:
+        n = 0
+        while not done.is_set():
+            started = time.perf_counter()
+            async with session.get(f"{url}/healthz") as r:
+                assert r.status == 200
+            waits["healthz"].append((time.perf_counter() - started) * 1000)
+            started, n = time.perf_counter(), n + 1
+            async with session.post(f"{url}/v1/track", json=track(n, f"{run}-beside"), headers=BASIC) as r:
+                assert r.status == 200
+            waits["single"].append((time.perf_counter() - started) * 1000)
+            await asyncio.sleep(0.02)
+
+    async with aiohttp.ClientSession() as session:
+        poller = asyncio.create_task(poll(session))
+        await asyncio.sleep(0.2)
+        started = time.perf_counter()
+        async with session.post(f"{url}/v1/batch", data=io.BytesIO(body),
+                                headers={**BASIC, "Content-Type": "application/json"}) as r:
+            assert r.status == 200, await r.text()
+        took = time.perf_counter() - started
+        done.set()
+        await poller
+    return {"bytes": len(body), "seconds": took, "healthz_max_ms": max(waits["healthz"]),
+            "single_max_ms": max(waits["single"])}
 
 
 def _rows(count: int, run: str) -> list[tuple[Any, ...]]:
@@ -167,6 +204,9 @@ async def daemon_ingest(kind: str, batched_count: int, single_count: int) -> dic
                 out["http_single"] = await single(serve.url, single_count, "s")
                 half = await latency_at(serve.url, out["http_single"] / 2, 8.0, "h")
                 out["single_p50_ms_at_half"], out["single_p99_ms_at_half"] = half["p50_ms"], half["p99_ms"]
+                stall = await big_batch_stall(serve.url, "big")
+                out["big_batch_healthz_max_ms"], out["big_batch_single_max_ms"] = (stall["healthz_max_ms"],
+                                                                                   stall["single_max_ms"])
             finally:
                 await serve.stop()
     return out

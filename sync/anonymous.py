@@ -14,6 +14,7 @@ from sync.segment_events import as_dict, text_id
 HOLD_PREFIX = "anon:"
 MAX_PER_VISITOR = 200  # held events per anonymousId; past it, more are skipped ("over the hold limit")
 MAX_TOTAL = 100_000  # held events in all; a flood of anonymous traffic cannot fill the ledger
+EXPIRE_HOURS_WHEN_OFF = 24.0  # rows held before ``hold_anonymous_hours`` was set to 0 expire after this
 
 
 def anonymous_id(event: Mapping[str, Any]) -> str | None:

@@ -11,13 +11,20 @@ import re
 from collections.abc import Iterable
 
 
+def as_bytes(value: str) -> bytes:
+    """A credential's bytes for comparison, whatever it holds: aiohttp decodes header bytes that are not UTF-8
+    as lone surrogates (``\\xff`` becomes ``\\udcff``), which ``str.encode()`` refuses; such a credential is
+    simply not an accepted one."""
+    return value.encode("utf-8", "surrogatepass")
+
+
 def matches_any(value: str, accepted: Iterable[str]) -> bool:
     """Constant-time comparison against every accepted value (no early exit on a match)."""
-    given = value.encode()
+    given = as_bytes(value)
     found = False
     for candidate in accepted:
         if candidate:
-            found |= hmac.compare_digest(given, candidate.encode())
+            found |= hmac.compare_digest(given, as_bytes(candidate))
     return found
 
 
@@ -64,6 +71,15 @@ def first_element(raw: bytes) -> bytes | None:
     except (ValueError, RecursionError):
         return None
     return text[index:end].encode()
+
+
+_HEX_SHA1 = re.compile(r"[0-9a-fA-F]{40}")
+
+
+def signature_shaped(signature: str | None) -> bool:
+    """Whether ``X-Signature`` can be a hex HMAC-SHA1 at all (40 hex digits): checked before the body is read,
+    so a request without one costs nothing."""
+    return signature is not None and _HEX_SHA1.fullmatch(signature.strip()) is not None
 
 
 def signature_ok(raw: bytes, signature: str | None, secrets: Iterable[str]) -> bool:

@@ -54,6 +54,8 @@ class ServerConfig:
     port: int = 8787
     max_body_bytes: int = 1_048_576  # /v1/* (Segment's own limit is 500 KB a batch)
     webhook_max_body_bytes: int = 16_777_216  # /segment/webhook: Actions batches of 1000 (up to 4000) events
+    max_connections: int = 0  # open connections; past it new ones get 503 (0: from the open-file limit)
+    header_timeout_seconds: float = 15.0  # a request's headers must arrive within this; also the keep-alive idle
     public_url: str = ""  # the daemon's public address, for the webhook drift check (SPEC section 15)
 
 
@@ -325,6 +327,10 @@ def _cross_checks(config: Config) -> list[str]:
         problems.append("server.max_body_bytes: must be at least 1024")
     if config.server.webhook_max_body_bytes < 1024:
         problems.append("server.webhook_max_body_bytes: must be at least 1024")
+    if config.server.max_connections < 0:
+        problems.append("server.max_connections: must not be negative (0: from the open-file limit)")
+    if not 0 < config.server.header_timeout_seconds <= 3600:
+        problems.append("server.header_timeout_seconds: must be more than 0 and at most 3600")
     if not config.ledger.url.startswith(("sqlite:", "postgresql:", "postgres:")):
         problems.append("ledger.url: must start with sqlite:/// or postgresql://")
     if config.ledger.retention_days < 1:

@@ -24,6 +24,7 @@ from sync import console
 from sync import scheduler as scheduling
 from sync.backfill import ExportPuller
 from sync.config import Config, mapping_digest
+from sync.connections import LimitedSite, connection_limit
 from sync.console import replay as console_replay
 from sync.delivery import Sink, Worker
 from sync.errors import LedgerLocked, SyncError
@@ -64,18 +65,22 @@ def sqlite_path(url: str) -> Path | None:
 
 @contextlib.contextmanager
 def sqlite_owner(url: str) -> Iterator[None]:
-    """Hold an exclusive lock next to the SQLite file: a second ``serve`` on it exits 1."""
+    """Hold an exclusive ``flock`` on the SQLite file itself while serving: a second ``serve`` on that file exits 1,
+    however its URL names it (a symlink, a relative path, a hard link: the lock belongs to the file, not the name).
+
+    ``flock`` and SQLite's own POSIX (``fcntl``) locks are independent on Linux, and this descriptor stays open
+    until every SQLite connection is closed (closing a descriptor would drop this process's POSIX locks)."""
     path = sqlite_path(url)
     if path is None:
         yield
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle: IO[str] = open(f"{path}.serve-lock", "a+")  # held while serving
+    handle: IO[bytes] = open(path, "ab")  # noqa: SIM115 - held while serving; an empty file is an empty database
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         handle.close()
-        raise LedgerLocked(f"another `serve` process already uses the SQLite ledger {path}; "
+        raise LedgerLocked(f"another `serve` process already uses the SQLite ledger {path.resolve()}; "
                            "SQLite is single-process (use PostgreSQL for replicas)") from None
     try:
         yield
@@ -175,10 +180,12 @@ async def running(config: Config) -> AsyncIterator[Daemon]:
         daemon = build(config, Ledger(engine), session, Metrics())
         await _announce_mapping(daemon)
         resources.callback(_close_sinks, daemon)
-        runner = web.AppRunner(daemon.app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(daemon.app, access_log=None, handle_signals=False,
+                               keepalive_timeout=config.server.header_timeout_seconds)
         await runner.setup()
         resources.push_async_callback(runner.cleanup)
-        await web.TCPSite(runner, config.server.host, config.server.port, reuse_address=True).start()
+        await LimitedSite(runner, config.server.host, config.server.port,
+                          limit=connection_limit(config.server.max_connections)).start()
         daemon.address = runner.addresses[0]
         log.info("serving", extra={"address": f"{config.server.host}:{daemon.address[1]}",
                                    "directions": [w.direction.value for w in daemon.workers],
@@ -216,15 +223,23 @@ def _close_sinks(daemon: Daemon) -> None:
 
 
 async def serve(config: Config) -> int:
-    """Run until SIGTERM/SIGINT; return the exit code (1 when a background task died)."""
+    """Run until SIGTERM, SIGINT or SIGHUP (each drains); return the exit code (1 when a background task died)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, _hangup, stop)
     async with running(config) as daemon:
         failed = await _supervise(daemon.tasks, stop)
     log.info("stopped", extra={"exit_code": 1 if failed else 0})
     return 1 if failed else 0
+
+
+def _hangup(stop: asyncio.Event) -> None:
+    """SIGHUP (a closed terminal, or ``systemctl reload`` without an ExecReload) drains and stops as SIGTERM
+    does: nothing is reloaded in place, so a new config takes effect when the service manager restarts us."""
+    log.warning("SIGHUP: stopping as for SIGTERM (nothing is reloaded in place; restart to apply a new config)")
+    stop.set()
 
 
 async def _supervise(tasks: list[asyncio.Task[None]], stop: asyncio.Event) -> bool:

@@ -19,12 +19,16 @@ from sync.ledger.model import Status
 from sync.logs import Redactor
 from sync.metrics import Metrics
 from sync.segment_events import merge_batch_defaults
-from sync.wire import strict_loads
+from sync.wire import TooMany, array_slices, strict_loads
 
 log = logging.getLogger("sync.ingress")
 
 SEGMENT_TYPES = ("identify", "track", "page", "screen", "group", "alias")
 BODY_READ_SECONDS = 30.0
+# events in one request (a /v1/batch "batch", a /segment/webhook array): more is a 413. Segment's Webhooks
+# (Actions) batches hold up to 4,000 events and a 1 MiB /v1/batch of small events about 16,000.
+MAX_EVENTS_PER_REQUEST = 20_000
+SLICE = 200  # events parsed or mapped between two yields to the event loop (a few milliseconds of CPU)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -180,6 +184,28 @@ def _json(raw: bytes) -> Any:
         raise InvalidEvent("body: not valid JSON") from None
 
 
+async def _json_array(raw: bytes) -> list[Any]:
+    """A JSON array body, parsed ``SLICE`` elements at a time with a yield between (a 16 MiB array must not hold
+    the event loop), and refused with 413 past ``MAX_EVENTS_PER_REQUEST`` elements without parsing the rest."""
+    try:
+        text = raw.decode()
+        elements: list[Any] = []
+        for chunk in array_slices(text, limit=MAX_EVENTS_PER_REQUEST, size=SLICE):
+            elements += chunk
+            await asyncio.sleep(0)
+    except TooMany:
+        raise _too_many(MAX_EVENTS_PER_REQUEST + 1) from None
+    except (ValueError, RecursionError):
+        raise InvalidEvent("body: not valid JSON") from None
+    return elements
+
+
+def _too_many(count: int) -> web.HTTPRequestEntityTooLarge:
+    return web.HTTPRequestEntityTooLarge(max_size=MAX_EVENTS_PER_REQUEST, actual_size=count,
+                                         reason=f"more than {MAX_EVENTS_PER_REQUEST} events in one request: "
+                                                "send them in several")
+
+
 def _accepted(rejected: list[Rejection]) -> web.Response:
     body: dict[str, Any] = {"success": True}
     if rejected:
@@ -193,13 +219,14 @@ def _accepted(rejected: list[Rejection]) -> web.Response:
 async def _write_keyed_body(request: web.Request) -> Any:
     """The parsed body of a Tracking API call, once its write key (Basic username, else ``writeKey``) passed.
 
-    A Basic header is checked before the body is parsed; a key only in the body after.
+    A Basic header is checked before the body is read; a key only in the body by a bounded scan before the
+    body is parsed, then again after.
     """
     keys = request.app[CONFIG].outbound.write_keys
-    raw = await _body(request)
     key = auth.basic_username(request.headers.get("Authorization"))
-    if key is not None and not auth.matches_any(key, keys):
+    if key is not None and not auth.matches_any(key, keys):  # refused before a byte of the body is read
         raise Unauthenticated("write key")
+    raw = await _body(request)
     if key is None and not auth.body_key_plausible(raw, keys):  # bounded work before an expensive parse
         raise Unauthenticated("write key")
     body = _json(raw)
@@ -214,6 +241,8 @@ async def segment_batch(request: web.Request) -> web.Response:
     body = await _write_keyed_body(request)
     if not isinstance(body, dict) or not isinstance(body.get("batch"), list):
         raise InvalidEvent("batch: expected a list of events")
+    if len(body["batch"]) > MAX_EVENTS_PER_REQUEST:
+        raise _too_many(len(body["batch"]))
     events = [merge_batch_defaults(e, body.get("context"), body.get("integrations")) if isinstance(e, dict) else e
               for e in body["batch"]]
     now = request.app[INTAKE].clock()  # Segment's receivedAt; the batch's sentAt corrects device clocks
@@ -232,11 +261,15 @@ async def segment_single(request: web.Request) -> web.Response:
 
 
 async def segment_webhook(request: web.Request) -> web.Response:
-    raw = await _body(request, request.app[CONFIG].server.webhook_max_body_bytes)
     outbound_config = request.app[CONFIG].outbound
+    if not auth.signature_shaped(request.headers.get("X-Signature")):  # refused before the body is read
+        raise Unauthenticated("X-Signature")
+    raw = await _body(request, request.app[CONFIG].server.webhook_max_body_bytes)
     if not auth.signature_ok(raw, request.headers.get("X-Signature"), outbound_config.shared_secrets):
         raise Unauthenticated("X-Signature")
-    body = _json(raw)
+    body = await _json_array(raw) if raw.lstrip()[:1] == b"[" else _json(raw)
+    if isinstance(body, list) and len(body) > MAX_EVENTS_PER_REQUEST:
+        raise _too_many(len(body))
     if isinstance(body, list) and len(body) > 1 and not outbound_config.accept_unsigned_array_tails:
         raise Unauthenticated("X-Signature covers only the first element of an array and "
                               "outbound.accept_unsigned_array_tails is false: a signature for every element")
@@ -248,7 +281,16 @@ async def segment_webhook(request: web.Request) -> web.Response:
 
 
 async def _record_outbound(request: web.Request, events: list[Any], *, single: bool) -> web.Response:
-    rows, rejected = outbound_rows(events, request.app[OPTIONS], request.app[DIGEST], request.app[INTAKE].guard)
+    """Map ``SLICE`` events at a time, yielding between slices, then record (``Intake`` commits large requests
+    in slices too): a request of thousands of events never holds the event loop for long."""
+    rows, rejected = [], []
+    for start in range(0, len(events), SLICE):
+        if start:
+            await asyncio.sleep(0)
+        part, refused = outbound_rows(events[start:start + SLICE], request.app[OPTIONS], request.app[DIGEST],
+                                      request.app[INTAKE].guard)
+        rows += part
+        rejected += [Rejection(index=r.index + start, error=r.error) for r in refused]
     if single and rejected:
         raise InvalidEvent(rejected[0].error)
     await request.app[INTAKE].record(rows)

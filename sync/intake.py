@@ -6,23 +6,32 @@ Classification is pure (``outbound_rows``, ``inbound_row``); ``Intake.record`` c
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sync import anonymous, consent, inbound, inbound_people, outbound, people, segment_events
+from sync import consent, inbound, inbound_people, outbound, people, segment_events
 from sync.config import Config
 from sync.derived_calls import derived
-from sync.errors import InvalidEvent, LedgerError, LedgerUnavailable, Overloaded
+from sync.errors import InvalidEvent, LedgerUnavailable, Overloaded, SyncError
 from sync.field_types import FieldTypes
+from sync.holding import HeldRows, Holds
 from sync.inbound import SPEC_MAPPING
-from sync.ledger import Direction, NewEvent, Row, Status
+from sync.ledger import Direction, NewEvent, Status
 from sync.ledger.links import Decider, Known
 from sync.mapping import InboundMapping
 from sync.metrics import Metrics
-from sync.wire import finite
+from sync.wire import deeper_than, finite
+
+log = logging.getLogger("sync.intake")
+
+# objects and arrays nested deeper than this in one event are refused: no mapping needs them, and a value
+# near the JSON parser's own limit (about 1,000 levels) would make the mapper or the ledger's encoder recurse
+# past Python's stack
+MAX_DEPTH = 64
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -57,15 +66,31 @@ def outbound_rows(events: Sequence[Any], options: outbound.Options, digest: str 
     rows, rejected = [], []
     for index, raw in enumerate(events):
         try:
+            if deeper_than(raw, MAX_DEPTH):
+                raise InvalidEvent(f"event: objects and arrays nested deeper than {MAX_DEPTH} levels")
             event = segment_events.validate(raw)
             row = outbound_row(event, options, digest)
             if types is not None and (refused := types.check(row.mapped)):
                 raise InvalidEvent(refused)
             rows += [row, *companions(event, options, row)]
-        except InvalidEvent as exc:
-            rejected.append(Rejection(index=index, error=str(exc)))
-            rows.append(_rejected_outbound(raw, str(exc), digest))
+        except Exception as exc:  # noqa: BLE001 - any value error of one event is that event's rejection
+            error = rejection_reason(exc)
+            rejected.append(Rejection(index=index, error=error))
+            rows.append(_rejected_outbound(raw, error, digest))
     return rows, rejected
+
+
+def rejection_reason(exc: Exception) -> str:
+    """Why an event is rejected: ``InvalidEvent``'s message, or for any other error a value of the event raised
+    while it was checked or mapped (a date past the calendar's edge, a number no type can hold...), a fixed
+    text naming only the error's type (its message may quote personal data). Other ``SyncError``s propagate."""
+    if isinstance(exc, InvalidEvent):
+        return str(exc)
+    if isinstance(exc, SyncError):
+        raise exc
+    log.warning("an event could not be converted: rejected", extra={"error_type": type(exc).__name__})
+    return (f"event: a value could not be converted ({type(exc).__name__}), for example a date outside "
+            "years 1-9999 in UTC or a number too large")
 
 
 def outbound_row(event: dict[str, Any], options: outbound.Options, digest: str | None) -> NewEvent:
@@ -102,8 +127,11 @@ def _rejected_outbound(raw: Any, error: str, digest: str | None = None) -> NewEv
     if isinstance(message_id, str) and 0 < len(message_id) <= 100 and segment_events.storable(message_id):
         key = message_id
     kind = raw["type"] if isinstance(raw, dict) and raw.get("type") in segment_events.TYPES else "unknown"
+    named = _named(raw)
+    if deeper_than(raw, MAX_DEPTH):  # kept as evidence only when it can be stored
+        raw = {"type": kind, "evidence": f"not kept: nested deeper than {MAX_DEPTH} levels"}
     payload = finite(raw) if isinstance(raw, dict) else {"body": finite(raw)}
-    return NewEvent(direction=Direction.OUTBOUND, key=key, kind=kind, payload=payload, user_key=_named(raw),
+    return NewEvent(direction=Direction.OUTBOUND, key=key, kind=kind, payload=payload, user_key=named,
                     status=Status.REJECTED, reason=error, mapping_digest=digest)
 
 
@@ -120,7 +148,18 @@ def _named(raw: Any) -> str | None:
 def inbound_row(webhook: Any, *, event_names: str, now: datetime, mapping: InboundMapping = SPEC_MAPPING,
                 digest: str | None = None) -> NewEvent:
     """Classify an Iterable webhook: pending (with the Segment track, decided here and frozen), skipped by
-    ``[inbound.filter]``, or rejected. Raises ``InvalidEvent`` when its shape is wrong."""
+    ``[inbound.filter]``, or rejected. Raises ``InvalidEvent`` when its shape is wrong or a value in it cannot
+    be converted (its key could not be derived: there is no row to record)."""
+    try:
+        return _inbound_row(webhook, event_names=event_names, now=now, mapping=mapping, digest=digest)
+    except Exception as exc:  # noqa: BLE001 - as in outbound_rows
+        raise InvalidEvent(rejection_reason(exc)) from None
+
+
+def _inbound_row(webhook: Any, *, event_names: str, now: datetime, mapping: InboundMapping = SPEC_MAPPING,
+                digest: str | None = None) -> NewEvent:
+    if deeper_than(webhook, MAX_DEPTH):
+        raise InvalidEvent(f"webhook: objects and arrays nested deeper than {MAX_DEPTH} levels")
     webhook = inbound.validate(webhook)
     key = inbound.inbound_key(webhook)  # never depends on the mapping: a renamed event still dedupes
     user_key = (inbound.recipient(webhook) or "").lower() or None
@@ -132,13 +171,18 @@ def inbound_row(webhook: Any, *, event_names: str, now: datetime, mapping: Inbou
         return NewEvent(**base, status=Status.SKIPPED, reason=skipped[0], label=skipped[1])
     try:
         track = inbound.to_track(webhook, event_names=event_names, received_at=now, mapping=mapping)
-    except InvalidEvent as exc:
-        return NewEvent(**base, status=Status.REJECTED, reason=str(exc))
+    except Exception as exc:  # noqa: BLE001 - as in outbound_rows
+        return NewEvent(**base, status=Status.REJECTED, reason=rejection_reason(exc))
     return NewEvent(**base, mapped=inbound.frozen(track))
 
 
-Batch = list[tuple[Sequence[NewEvent], "asyncio.Future[set[tuple[Direction, str]]]"]]
+Recorded = set[tuple[Direction, str]]
+Answer = tuple[Sequence[NewEvent], Recorded]  # the rows as recorded, and those of them recorded before
+Batch = list[tuple[Sequence[NewEvent], "asyncio.Future[Answer]"]]
+Prepare = Callable[[Sequence[Sequence[NewEvent]]], Awaitable[list[list[NewEvent]]]]
 MAX_QUEUED_ROWS = 20_000  # rows waiting for a commit; past this, ingest answers 503 at once (backpressure)
+COMMIT_SLICE = 1_000  # rows of one request per commit: one Iterable bulk request (a claim between two commits
+# finds whole bulks), and encoding 1,000 rows for the driver costs tens of ms on the loop
 
 
 class Recorder(Protocol):
@@ -156,48 +200,64 @@ class GroupCommit:
     """
 
     def __init__(self, ledger: Recorder, clock: Callable[[], datetime], *,
-                 max_queued: int = MAX_QUEUED_ROWS, decide: Decider | None = None) -> None:
-        self.ledger, self.clock, self.max_queued = ledger, clock, max_queued
+                 max_queued: int = MAX_QUEUED_ROWS, decide: Decider | None = None,
+                 prepare: Prepare | None = None) -> None:
+        self.ledger, self.clock, self.max_queued, self.prepare = ledger, clock, max_queued, prepare
         self.decide = decide  # decides rows again inside the commit's transaction (one look-up per commit)
         self._queue: Batch = []
         self._queued = 0
         self._lock = asyncio.Lock()
 
-    async def record(self, rows: Sequence[NewEvent]) -> set[tuple[Direction, str]]:
+    async def record(self, rows: Sequence[NewEvent]) -> Recorded:
         """Commit ``rows`` (with whatever else is waiting); return those already recorded before."""
+        return (await self.submit(rows))[1]
+
+    async def submit(self, rows: Sequence[NewEvent]) -> Answer:
+        """Commit ``rows`` (with whatever else is waiting); return them as ``prepare`` changed them (holds and
+        releases, decided while no other commit runs) and those already recorded before."""
         if self._queued and self._queued + len(rows) > self.max_queued:
             raise Overloaded(f"{self._queued} events are waiting for the ledger; retry shortly")
-        future: asyncio.Future[set[tuple[Direction, str]]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self._queue.append((rows, future))
         self._queued += len(rows)
         async with self._lock:
             if not future.done():
                 batch, self._queue = self._queue, []
                 self._queued -= sum(len(r) for r, _ in batch)
-                await self._commit(batch)
+                await self._commit(await self._prepared(batch))
         return await future
 
+    async def _prepared(self, batch: Batch) -> Batch:
+        if self.prepare is None:
+            return batch
+        try:
+            prepared = await self.prepare([rows for rows, _ in batch])
+        except Exception as exc:  # noqa: BLE001 - every waiting request learns it (LedgerError: 503)
+            _fail(batch, exc)
+            return []
+        return [(rows, future) for rows, (_, future) in zip(prepared, batch, strict=True)]
+
     async def _commit(self, batch: Batch) -> None:
+        if not batch:
+            return
         try:
             every = [row for rows, _ in batch for row in rows]
             known = await (self.ledger.record(every, self.clock(), decide=self.decide) if self.decide
                            else self.ledger.record(every, self.clock()))
-        except LedgerError as exc:
+        except Exception as exc:  # noqa: BLE001 - LedgerError, or a row the driver cannot encode
             if len(batch) == 1:
                 _fail(batch, exc)
             else:
                 for entry in batch:  # one request at a time: only a request the database refuses fails
                     await self._commit([entry])
             return
-        except BaseException as exc:  # a cancelled commit: unknown outcome, so every waiting request answers 503
-            _fail(batch, exc if isinstance(exc, Exception) else LedgerUnavailable("the commit was interrupted"))
-            if not isinstance(exc, Exception):
-                raise
-            return
-        seen: set[tuple[Direction, str]] = set()
+        except BaseException:  # a cancelled commit: unknown outcome, so every waiting request answers 503
+            _fail(batch, LedgerUnavailable("the commit was interrupted"))
+            raise
+        seen: Recorded = set()
         for rows, future in batch:
             ids = [(row.direction, row.key) for row in rows]
-            future.set_result({i for i in ids if i[1] in known or i in seen})
+            future.set_result((rows, {i for i in ids if i[1] in known or i in seen}))
             seen.update(ids)
 
 
@@ -207,10 +267,16 @@ def _fail(batch: Batch, error: BaseException) -> None:
             future.set_exception(error)
 
 
-class Holder(Recorder, Protocol):
-    async def held(self, keys: Sequence[str]) -> list[Row]: ...
+class Holder(Recorder, HeldRows, Protocol):
+    pass
 
-    async def held_counts(self, keys: Sequence[str]) -> tuple[dict[str, int], int]: ...
+
+def _released_row(event: dict[str, Any], options: outbound.Options, digest: str | None) -> NewEvent:
+    """A released event's row: decided with its new identity, or rejected with the reason."""
+    try:
+        return outbound_row(event, options, digest)
+    except Exception as exc:  # noqa: BLE001 - as in outbound_rows
+        return _rejected_outbound(event, rejection_reason(exc), digest)
 
 
 class OnePerson:
@@ -244,18 +310,31 @@ class Intake:
         self.ledger, self.metrics, self.notify, self.clock = ledger, metrics, notify, clock
         self.options, self.digest, self.hold_hours = options, digest, hold_hours
         self.inbound_consent, self.join_identities = tuple(inbound_consent), join_identities
+        holds = None if options is None else Holds(ledger=ledger, options=options, hold_hours=hold_hours,
+                                                   decide=lambda event: _released_row(event, options, digest))
         self.commits = GroupCommit(ledger, clock, decide=OnePerson(self) if inbound_consent or join_identities
-                                   else None)
+                                   else None, prepare=holds.prepare if holds else None)
         self._decided: dict[int, NewEvent] = {}  # id(row) -> the row as _one_person decided it (for the counts)
 
     async def record(self, rows: Sequence[NewEvent]) -> set[str]:
-        """Commit ``rows``; return the keys that were duplicates. Raises ``LedgerError`` if it cannot commit."""
-        if self.options is not None and self.hold_hours > 0:
-            rows = await self._hold_and_release(rows, self.options)
+        """Commit ``rows``; return the keys that were duplicates. Raises ``LedgerError`` if it cannot commit.
+
+        More than ``COMMIT_SLICE`` rows are committed in successive slices (encoding rows for the driver runs on
+        the event loop): if a later slice fails the request fails, and its retry finds the earlier ones as
+        duplicates."""
+        duplicates: set[str] = set()
+        for start in range(0, len(rows), COMMIT_SLICE):
+            duplicates |= await self._record(rows[start:start + COMMIT_SLICE])
+        return duplicates
+
+    async def _record(self, submitted: Sequence[NewEvent]) -> set[str]:
         try:
-            known = await self.commits.record(rows)
-        finally:  # the rows as the commit decided them (counted below), and no entry left behind on a failure
-            rows = [self._decided.pop(id(row), row) for row in rows]
+            rows, known = await self.commits.submit(submitted)
+        except BaseException:  # no entry left behind (the rows ``OnePerson`` decides are submitted ones)
+            for row in submitted:
+                self._decided.pop(id(row), None)
+            raise
+        rows = [self._decided.pop(id(row), row) for row in rows]  # the rows as the commit decided them
         counted: set[tuple[Direction, str]] = set()
         for row in rows:
             identity = (row.direction, row.key)
@@ -267,55 +346,6 @@ class Intake:
         for direction in {row.direction for row in rows if row.status is Status.PENDING}:
             self.notify(direction)
         return {key for _, key in known}
-
-    async def _hold_and_release(self, rows: Sequence[NewEvent], options: outbound.Options) -> list[NewEvent]:
-        """Anonymous-only events become held; an event naming a held visitor with a userId or email brings
-        the visitor's held events along, right after it (so after the identifying call)."""
-        outbound_rows_ = [r for r in rows if r.direction is Direction.OUTBOUND and isinstance(r.payload, dict)]
-        waiting = [r for r in outbound_rows_ if r.status is Status.SKIPPED and r.label == "no identifier"
-                   and anonymous.anonymous_id(r.payload)]
-        identity = options.mapping.identity
-        releasing = {r.key: anonymous.anonymous_id(r.payload) for r in outbound_rows_
-                     if r.status in (Status.PENDING, Status.SKIPPED) and anonymous.anonymous_id(r.payload)
-                     and outbound.raw_ids(r.payload, identity)}
-        if not waiting and not releasing:
-            return list(rows)
-        keys = [f"{anonymous.HOLD_PREFIX}{v}" for v in {anonymous.anonymous_id(r.payload) for r in waiting} if v]
-        counts, total = await self.ledger.held_counts(keys) if waiting else ({}, 0)
-        held = await self.ledger.held([f"{anonymous.HOLD_PREFIX}{v}" for v in releasing.values() if v])
-        by_visitor: dict[str, list[tuple[str, dict[str, Any]]]] = {}  # visitor -> (key, payload) in received order
-        for waiting_row in held:
-            visitor_key = (waiting_row.user_key or "").removeprefix(anonymous.HOLD_PREFIX)
-            by_visitor.setdefault(visitor_key, []).append((waiting_row.key, waiting_row.payload))
-        out: list[NewEvent] = []
-        waiting_ids = {id(r) for r in waiting}
-        for row in rows:
-            if id(row) in waiting_ids:
-                visitor = anonymous.anonymous_id(row.payload) or ""
-                hold_key = f"{anonymous.HOLD_PREFIX}{visitor}"
-                row = anonymous.hold(row, row.payload, hours=self.hold_hours,
-                                     counts={visitor: counts.get(hold_key, 0)}, total=total)
-                if row.status is Status.HELD:
-                    counts[hold_key], total = counts.get(hold_key, 0) + 1, total + 1
-                    by_visitor.setdefault(visitor, []).append((row.key, row.payload))  # an identify may follow
-            out.append(row)
-            visitor_id = releasing.get(row.key)
-            if visitor_id and by_visitor.get(visitor_id):
-                out += self._released(row, by_visitor.pop(visitor_id), options)
-        return out
-
-    def _released(self, identifying: NewEvent, held: list[tuple[str, dict[str, Any]]],
-                  options: outbound.Options) -> list[NewEvent]:
-        ids = outbound.raw_ids(identifying.payload, options.mapping.identity)
-        released = []
-        for key, payload in held:
-            event = anonymous.identity_of(payload, ids.get("userId"), ids.get("email"))
-            try:
-                decided = outbound_row(event, options, self.digest)
-            except InvalidEvent as exc:
-                decided = _rejected_outbound(event, str(exc), self.digest)
-            released.append(replace(decided, key=anonymous.released_key(key), replaces=(key,)))
-        return released
 
     def _count(self, row: NewEvent) -> None:
         direction = row.direction.value

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from sync import anonymous
 from sync.backfill import ExportPuller
 from sync.config import Config
 from sync.ledger import Ledger
@@ -49,10 +50,9 @@ class Jobs:
         self.metrics.deletions_pending.set(deletions)
 
     async def expire_held(self) -> int:
-        """Anonymous events whose visitor was not identified within ``outbound.hold_anonymous_hours`` are skipped."""
-        hours = self.config.outbound.hold_anonymous_hours
-        if hours <= 0:
-            return 0
+        """Anonymous events whose visitor was not identified within ``outbound.hold_anonymous_hours`` are skipped;
+        with holding turned off (0), rows held before expire after ``anonymous.EXPIRE_HOURS_WHEN_OFF``."""
+        hours = self.config.outbound.hold_anonymous_hours or anonymous.EXPIRE_HOURS_WHEN_OFF
         count = await self.ledger.expire_held(self.clock() - timedelta(hours=hours), self.clock())
         if count:
             log.info("anonymous events never identified: skipped", extra={"rows": count})

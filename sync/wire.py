@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -15,6 +16,53 @@ def strict_loads(raw: bytes | str) -> Any:
 
 def _not_json(constant: str) -> Any:
     raise ValueError(f"{constant} is not JSON")
+
+
+_STRICT = json.JSONDecoder(parse_constant=_not_json)
+_SPACE = " \t\r\n"
+
+
+class TooMany(ValueError):
+    """A JSON array holds more elements than allowed (found while parsing: the rest is never parsed)."""
+
+
+def array_slices(text: str, *, limit: int, size: int) -> Iterator[list[Any]]:
+    """The elements of a JSON array text, ``size`` at a time, parsed as they are reached (strictly, as
+    ``strict_loads``), so a caller can yield between slices and a huge array costs no more than ``limit``
+    elements. Raises ``ValueError`` (``TooMany`` past ``limit``) or ``RecursionError``."""
+    index = _skip(text, 0)
+    if text[index:index + 1] != "[":
+        raise ValueError("not a JSON array")
+    index, count, chunk = _skip(text, index + 1), 0, []
+    if text[index:index + 1] == "]":
+        index += 1
+    else:
+        while True:
+            value, index = _STRICT.raw_decode(text, index)
+            count += 1
+            if count > limit:
+                raise TooMany(f"more than {limit} elements")
+            chunk.append(value)
+            if len(chunk) >= size:
+                yield chunk
+                chunk = []
+            index = _skip(text, index)
+            if text[index:index + 1] == "]":
+                index += 1
+                break
+            if text[index:index + 1] != ",":
+                raise ValueError(f"expected ',' or ']' at {index}")
+            index = _skip(text, index + 1)
+    if _skip(text, index) != len(text):
+        raise ValueError(f"extra data at {index}")
+    if chunk:
+        yield chunk
+
+
+def _skip(text: str, index: int) -> int:
+    while index < len(text) and text[index] in _SPACE:
+        index += 1
+    return index
 
 
 def non_finite(value: Any) -> str | None:
@@ -31,6 +79,22 @@ def non_finite(value: Any) -> str | None:
         elif isinstance(item, list):
             stack.extend(reversed([(v, f"{path}[{i}]") for i, v in enumerate(item)]))
     return None
+
+
+def deeper_than(value: Any, limit: int) -> bool:
+    """Whether objects and arrays inside ``value`` nest more than ``limit`` levels (iterative: any depth; only
+    containers are visited, so a typical event costs a few microseconds)."""
+    if not isinstance(value, dict | list):
+        return False
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        if level >= limit:
+            return True
+        for child in item.values() if isinstance(item, dict) else item:
+            if isinstance(child, dict | list):
+                stack.append((child, level + 1))
+    return False
 
 
 def finite(value: Any) -> Any:

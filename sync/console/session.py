@@ -13,7 +13,7 @@ import hmac
 import secrets
 from collections.abc import Sequence
 
-from sync.auth import matches_any
+from sync.auth import as_bytes, matches_any
 
 COOKIE = "sync_console"
 
@@ -23,14 +23,14 @@ def _key(token: str, purpose: str) -> bytes:
 
 
 def _mac(token: str, purpose: str, message: str) -> str:
-    return hmac.new(_key(token, purpose), message.encode(), hashlib.sha256).hexdigest()
+    return hmac.new(_key(token, purpose), as_bytes(message), hashlib.sha256).hexdigest()
 
 
 def login(given: str, tokens: Sequence[str]) -> str | None:
     """The configured token ``given`` equals (compared with all of them), else None."""
     if not given or not matches_any(given, tokens):
         return None
-    return next(t for t in tokens if t and hmac.compare_digest(given.encode(), t.encode()))
+    return next(t for t in tokens if t and hmac.compare_digest(as_bytes(given), as_bytes(t)))
 
 
 def open_session(token: str, *, now: float, hours: float) -> str:
@@ -43,19 +43,19 @@ def valid(cookie: str | None, tokens: Sequence[str], *, now: float) -> str | Non
     if not cookie or cookie.count(".") != 2:
         return None
     expires, nonce, mac = cookie.split(".")
-    if not expires.isdigit() or int(expires) <= now:
+    if not (expires.isascii() and expires.isdigit() and len(expires) <= 12) or int(expires) <= now:
         return None
     signed = False
     for token in tokens:  # no early exit: the time does not tell which token opened it
         if token:
-            signed |= hmac.compare_digest(mac.encode(), _mac(token, "session", f"{expires}.{nonce}").encode())
+            signed |= hmac.compare_digest(as_bytes(mac), as_bytes(_mac(token, "session", f"{expires}.{nonce}")))
     return nonce if signed else None
 
 
 def csrf_token(cookie: str) -> str:
     """The CSRF token of a session: derived from the whole (already verified) cookie."""
-    return hmac.new(cookie.encode(), b"csrf", hashlib.sha256).hexdigest()
+    return hmac.new(as_bytes(cookie), b"csrf", hashlib.sha256).hexdigest()
 
 
 def csrf_ok(cookie: str, given: str | None) -> bool:
-    return bool(given) and hmac.compare_digest(csrf_token(cookie).encode(), (given or "").encode())
+    return bool(given) and hmac.compare_digest(as_bytes(csrf_token(cookie)), as_bytes(given or ""))

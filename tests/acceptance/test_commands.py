@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import tempfile
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -31,14 +32,16 @@ def write_config(tmp_path: Path, ledger_url: str, iterable_url: str = "http://12
     return path
 
 
-async def cli(*args: str, signal_after: float | None = None) -> tuple[int, str, str]:
-    """Run ``python -m sync ARGS``; output goes through files so nothing is lost on a timeout."""
+async def cli(*args: str, interrupt_when: Callable[[], bool] | None = None) -> tuple[int, str, str]:
+    """Run ``python -m sync ARGS``; output goes through files so nothing is lost on a timeout.
+
+    ``interrupt_when``: send SIGINT once it holds (checked every 20 ms)."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "sync", *args, cwd=ROOT, stdout=out, stderr=err,
             env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"})
-        if signal_after is not None:
-            await asyncio.sleep(signal_after)
+        if interrupt_when is not None:
+            await wait_for(interrupt_when, within=60, interval=0.02)
             process.send_signal(signal.SIGINT)
         try:
             await asyncio.wait_for(process.wait(), 60)
@@ -164,12 +167,15 @@ async def test_an_interrupted_backfill_resumes_where_it_stopped(
     config = write_config(tmp_path, f"sqlite:///{tmp_path}/l.db", url)
     args = ("backfill", "--config", str(config), "--since", "2020-01-01", "--until", "2020-01-05",
             "--types", "emailSend")
-    code, _, err = await cli(*args, signal_after=4.0)
+    def exports() -> int:
+        return sum(1 for endpoint, _ in fake.hits if endpoint == "export/data.json")
+
+    code, _, err = await cli(*args, interrupt_when=lambda: exports() >= 3)  # the third window's request hangs
     assert code == 1 and "run the same command again to resume" in err and "[2/4]" in err
-    hits = sum(1 for endpoint, _ in fake.hits if endpoint == "export/data.json")
+    hits = exports()
     code, out, err = await cli(*args)
     assert code == 0 and out.strip().startswith("backfill done: 4 windows, fetched 4, new 4")
-    assert sum(1 for endpoint, _ in fake.hits if endpoint == "export/data.json") == hits + 2
+    assert exports() == hits + 2
 
 
 async def test_backfill_usage_and_upstream_errors(tmp_path: Path, fake_iterable: tuple[FakeIterable, str]) -> None:

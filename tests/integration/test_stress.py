@@ -301,9 +301,9 @@ async def test_overload_is_a_quick_503_with_retry_after(daemon: Daemon, monkeypa
     gate = asyncio.Event()
     real = commits.ledger.record
 
-    async def stuck(batch: Any, now: datetime) -> set[str]:
+    async def stuck(batch: Any, now: datetime, **options: Any) -> set[str]:
         await gate.wait()
-        return await real(batch, now)
+        return await real(batch, now, **options)
 
     monkeypatch.setattr(commits.ledger, "record", stuck)
     commits.max_queued = 150

@@ -8,10 +8,12 @@ import asyncio
 import base64
 import contextlib
 import json
+import random
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +25,7 @@ from hypothesis import strategies as st
 
 from sync.auth import first_element
 from sync.daemon import Daemon, running
+from sync.ledger import Direction, Status
 from sync.sandbox import FakeIterable, FakeSegment
 from sync.sandbox.samples import ITERABLE_WEBHOOKS
 from tests.support import (
@@ -246,3 +249,74 @@ def test_after_all_that_the_daemon_still_works(live: Live) -> None:
     assert requests.get(f"{live.url}/readyz", timeout=5).json()["ready"] is True
 
 
+
+
+# Issue 20 item 8: values that parse but cannot be converted, mixed into batches with good events and sent
+# concurrently. Dates at the calendar's edges with offsets (RFC 3339 allows +/-23:59), in every place Segment
+# allows a date; numbers at and past a float's range; deep and wide objects; many distinct people at once.
+edge_dates = st.one_of(  # each one is past year 1 or 9999 once its offset applies
+    st.builds(lambda minute, hours, minutes, separator: f"0001-01-01{separator}00:{minute:02d}:00+{hours:02d}:{minutes:02d}",
+              st.integers(0, 59), st.integers(1, 23), st.integers(0, 59), st.sampled_from(["T", " "])),
+    st.builds(lambda second, hours, fraction, separator: f"9999-12-31{separator}23:59:{second:02d}{fraction}-{hours:02d}:00",
+              st.integers(0, 59), st.integers(1, 23), st.sampled_from(["", ".999999", ".5"]), st.sampled_from(["T", " "])),
+    st.sampled_from(["0001-01-01T00:00:00+00:01", "9999-12-31T23:59:59.999999-00:01", "0001-01-01 00:00:00 +01:00"]))
+huge_numbers = st.sampled_from([1e308, -1e308, 5e-324, 10**40, -(10**300), 2**63, -(2**63) - 1, 1.7976931348623157e308])
+
+
+def deep(depth: int) -> Any:
+    value: Any = "leaf"
+    for _ in range(depth):
+        value = {"d": value}
+    return value
+
+
+hostile_values = st.one_of(edge_dates, huge_numbers, st.integers(40, 900).map(deep),
+                           st.integers(1000, 6000).map(lambda n: {f"k{i}": i for i in range(n)}),
+                           st.lists(edge_dates | huge_numbers, min_size=1, max_size=5))
+hostile_events = st.builds(
+    lambda kind, where, value, n: {
+        "type": kind, "userId": f"hostile-{n}", "event": "Viewed", "name": "Page",
+        **({where: value} if where.endswith("imestamp") or where == "sentAt" else {where: {"v": value}})},
+    st.sampled_from(["track", "identify", "page", "screen", "group"]),
+    st.sampled_from(["properties", "traits", "context", "timestamp", "originalTimestamp", "sentAt"]),
+    hostile_values, st.integers(0, 10_000))
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
+@given(bad=st.lists(hostile_events, min_size=1, max_size=4), seed=st.integers(0, 2**32))
+def test_values_that_cannot_be_converted_never_sink_a_batch_under_concurrency(live: Live, bad: list[dict[str, Any]],
+                                                                              seed: int) -> None:
+    rng = random.Random(seed)
+
+    def send(sender: int) -> None:
+        good = [{"type": "track", "userId": f"good-{seed}-{sender}-{n}", "event": "Fine",
+                 "messageId": f"good-{seed}-{sender}-{n}", "context": {"traits": {"email": f"g{n}@x.io"}}}
+                for n in range(rng.randrange(1, 30))]
+        batch = good + [{**event, "messageId": f"bad-{seed}-{sender}-{i}"} for i, event in enumerate(bad)]
+        order = list(range(len(batch)))
+        rng.shuffle(order)
+        body = {"batch": [batch[i] for i in order]}
+        response = requests.post(f"{live.url}/v1/batch", json=body, headers=BASIC, timeout=30)
+        assert response.status_code in (200, 413), (response.status_code, response.text[:300])
+        if response.status_code == 413:  # only a body over server.max_body_bytes (wide objects)
+            return
+        refused = {order[r["index"]] for r in response.json().get("rejected", [])}
+        assert refused <= set(range(len(good), len(batch)))
+        for event in good:
+            row = asyncio.run_coroutine_threadsafe(
+                live.daemon.ledger.get(Direction.OUTBOUND, event["messageId"]), live.loop).result(10)
+            assert row is not None and row.status is not Status.REJECTED
+
+    with ThreadPoolExecutor(4) as pool:
+        for result in [pool.submit(send, sender) for sender in range(4)]:
+            result.result()
+
+
+def test_many_distinct_people_in_one_batch_are_recorded(live: Live) -> None:
+    people = [{"type": "identify", "userId": f"crowd-{n}", "messageId": f"crowd-{n}",
+               "traits": {"email": f"crowd{n}@example.com"}} for n in range(1000)]
+    response = requests.post(f"{live.url}/v1/batch", json={"batch": people}, headers=BASIC, timeout=60)
+    assert response.status_code == 200 and "rejected" not in response.json()
+    row = asyncio.run_coroutine_threadsafe(live.daemon.ledger.get(Direction.OUTBOUND, "crowd-999"),
+                                           live.loop).result(10)
+    assert row is not None

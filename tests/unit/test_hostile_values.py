@@ -10,12 +10,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from sync import auth, people, schedule
+from sync import auth, outbound, people, schedule
 from sync.errors import InvalidEvent
 from sync.inbound import MAX_MESSAGE_BYTES, to_track
+from sync.intake import inbound_row, outbound_options, outbound_rows
 from sync.iterable_bulk import bulk_failures
+from sync.ledger import Status
 from sync.segment_events import validate
-from sync.wire import non_finite, segment_size, strict_loads
+from sync.wire import TooMany, array_slices, non_finite, segment_size, strict_loads
+from tests.support import make_config
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 
@@ -118,3 +121,71 @@ def test_people_join_identifiers_and_merge_in_one_direction() -> None:
 def test_basic_header_still_works() -> None:
     header = "Basic " + base64.b64encode(b"key:").decode()
     assert auth.basic_username(header) == "key"
+
+
+# Issue 20 item 8: values that parse as JSON but cannot be converted. Dates at the calendar's edges with offsets
+# that push them past year 1 or 9999 (RFC 3339 allows offsets up to +/-23:59; Segment's ISO-8601 forms carry
+# them), numbers past a float or an int's digit limit, nesting past any mapper's recursion.
+EDGE_VALUES = [
+    "0001-01-01T00:00:00+01:00", "0001-01-01T00:59:59+01:00", "0001-01-01T00:00:00+23:59",
+    "0001-01-01 00:00:00 +00:01", "9999-12-31T23:59:59-01:00", "9999-12-31T23:59:59.999999-00:01",
+    "9999-12-31T23:59:59-14:00", "9999-12-31 23:59:59 -23:59", 1e308, -1e308, 10**40, -(10**300), 5e-324,
+]
+
+
+def _nested(depth: int) -> dict[str, object]:
+    value: dict[str, object] = {}
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+def _options() -> outbound.Options:
+    return outbound_options(make_config(ledger_url="sqlite://"))
+
+
+@pytest.mark.parametrize("value", [*EDGE_VALUES, _nested(900), [[[[[]]]]] * 2000, {f"k{i}": i for i in range(4000)}])
+@pytest.mark.parametrize("where", ["properties", "traits", "context", "timestamp", "originalTimestamp"])
+@pytest.mark.parametrize("kind", ["track", "identify", "page"])
+def test_a_value_that_cannot_be_converted_rejects_only_its_event(value: object, where: str, kind: str) -> None:
+    good = {"type": "track", "userId": "u1", "event": "E", "messageId": "good"}
+    bad = {"type": kind, "userId": "u2", "event": "Order Completed", "messageId": "bad",
+           where: value if where in ("timestamp", "originalTimestamp") else {"v": value, "list": [value]}}
+    rows, rejected = outbound_rows([good, bad, good | {"messageId": "good2"}], _options(), "d")
+    assert {r.key for r in rows if r.status is Status.PENDING} >= {"good", "good2"}
+    assert {r.index for r in rejected} <= {1}
+    for row in rows:
+        json.dumps(row.payload)  # whatever is recorded can be stored
+
+
+@pytest.mark.parametrize("value", [*EDGE_VALUES, _nested(900)])
+@pytest.mark.parametrize("field", ["createdAt", "sentAt", "campaignId", "messageId", "nested"])
+def test_an_iterable_webhook_value_that_cannot_be_converted_is_a_clear_refusal(value: object, field: str) -> None:
+    webhook = {"email": "a@x.io", "eventName": "emailOpen",
+               "dataFields": {"createdAt": "2026-01-01 00:00:00 +00:00", "messageId": "m", field: value}}
+    try:
+        row = inbound_row(webhook, event_names="segment", now=NOW)
+    except InvalidEvent:
+        return
+    assert row.status in (Status.PENDING, Status.REJECTED)
+    json.dumps(row.payload)
+
+
+@pytest.mark.parametrize("text", ["[]", " [ ] ", "[1,2,3]", '[1 , {"a":[1,2]} ,"x"]  ', "[[[]]]", '["]", "[,"]',
+                                  "[1,]", "[1 2]", "[1]x", '{"a":1}', "[NaN]", "[", "[1", "[-Infinity]", "[1e999]"])
+def test_an_array_parsed_in_slices_agrees_with_the_strict_parser(text: str) -> None:
+    try:
+        expected = strict_loads(text)
+    except ValueError:
+        expected = None
+    try:
+        found: object = [v for chunk in array_slices(text, limit=100, size=2) for v in chunk]
+    except ValueError:
+        found = None
+    assert found == (expected if isinstance(expected, list) else None)
+
+
+def test_an_array_past_the_limit_stops_parsing_there() -> None:
+    text = "[" + ",".join(["{}"] * 10) + ", not json at all"
+    with pytest.raises(TooMany):
+        list(array_slices(text, limit=5, size=2))
