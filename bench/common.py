@@ -87,11 +87,20 @@ class Serve:
                 return int(line.split()[1]) / 1024
         return 0.0
 
+    def cpu_seconds(self) -> float:
+        """User plus system CPU time the process has used so far (``/proc/<pid>/stat``)."""
+        return cpu_seconds(self.process.pid)
+
     async def stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         await asyncio.to_thread(self.process.wait, 60)
         self.log.close()
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
 async def healthy(url: str, within: float = 60.0, alive: Callable[[], bool] = lambda: True) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import statistics
 import tempfile
 import time
@@ -38,21 +39,25 @@ async def _backlog(kind: str, url: str, count: int, users: int) -> None:
         await postgres_backlog(url, count, users)
 
 
-async def drain(kind: str, count: int, users: int, replicas: int = 1) -> dict[str, float]:
-    """Events/s from ``replicas`` serve processes draining ``count`` pending events into the fake."""
+async def drain(kind: str, count: int, users: int, replicas: int = 1, latency: float = LATENCY) -> dict[str, float]:
+    """Events/s from ``replicas`` serve processes draining ``count`` pending events into the fake (answering
+    after ``latency`` seconds); the CPU microseconds per event of the serve processes and of this process (the
+    fake), and the 1-minute load average at the end, so a noisy machine shows in the figures."""
     fake = FakeIterable(ITERABLE_KEY)  # rate limits enforced
     fake.add_users(users, "b")
-    fake.faults.latency = LATENCY
+    fake.faults.latency = latency
     async with database(kind) as url, served(fake.app()) as iterable_url:
         await _backlog(kind, url, count, users)
         with tempfile.TemporaryDirectory() as folder:
             processes = [Serve(Path(folder), url, iterable_url) for _ in range(replicas)]
             try:
                 await asyncio.gather(*(p.ready() for p in processes))
-                started = time.monotonic()
+                started, cpu, own = time.monotonic(), [p.cpu_seconds() for p in processes], time.process_time()
                 while len(fake.events) < count:
                     await asyncio.sleep(0.01)
                 elapsed = time.monotonic() - started
+                serve_cpu = sum(p.cpu_seconds() for p in processes) - sum(cpu)
+                fake_cpu = time.process_time() - own
             finally:
                 await asyncio.gather(*(p.stop() for p in processes))
     bulk = [t for endpoint, t in fake.hits if endpoint == "events/trackBulk"]
@@ -60,7 +65,9 @@ async def drain(kind: str, count: int, users: int, replicas: int = 1) -> dict[st
     busiest = max(sum(1 for t in bulk if start <= t < start + 1.0) for start in bulk)
     rate = count / elapsed
     return {"events_per_s": rate, "share": rate / CEILING, "mean_batch": count / max(1, served_bulk),
-            "refused_429": len(bulk) - served_bulk, "busiest_second": busiest}
+            "refused_429": len(bulk) - served_bulk, "busiest_second": busiest,
+            "serve_cpu_us_per_event": serve_cpu / count * 1e6, "fake_cpu_us_per_event": fake_cpu / count * 1e6,
+            "load_average": os.getloadavg()[0]}
 
 
 async def idle_latency(kind: str, events: int = 40, every: float = 0.3) -> dict[str, float]:

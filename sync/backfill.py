@@ -141,7 +141,7 @@ class ExportPuller:
             try:
                 status, raw, retry_after = await self.client.get(EXPORT, params)
             except RetryableUpstream as exc:
-                status, raw, retry_after, error = 0, b"", None, str(exc)
+                status, raw, retry_after, error = 0, b"", exc.retry_after, str(exc)
             else:
                 error = f"HTTP {status}: {raw[:200].decode(errors='replace')}"
             if 200 <= status < 300:

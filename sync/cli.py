@@ -26,6 +26,7 @@ from sync.intake import Intake, outbound_options, people_rules
 from sync.ledger import Direction, Ledger, Status
 from sync.ledger import migrate as migrations
 from sync.ledger.store import create_engine
+from sync.ledger.timeouts import DatabaseTimeouts
 from sync.metrics import Metrics
 
 
@@ -158,7 +159,7 @@ async def _serve(config: Config, args: argparse.Namespace) -> int:
 
 
 async def _migrate(config: Config, args: argparse.Namespace) -> int:
-    engine = create_engine(config.ledger.url)
+    engine = create_engine(config.ledger.url, DatabaseTimeouts.of(config.ledger))
     try:
         await migrations.upgrade(engine)
         print(f"ledger migrated to {migrations.head_revision()}")
@@ -224,7 +225,7 @@ def setup_notes(config: Config) -> list[str]:
 
 
 async def _ledger(config: Config, args: argparse.Namespace) -> int:
-    engine = create_engine(config.ledger.url)
+    engine = create_engine(config.ledger.url, DatabaseTimeouts.of(config.ledger))
     try:
         await migrations.ensure_current(engine)
         ledger = Ledger(engine)
@@ -257,7 +258,7 @@ async def _forget(config: Config, args: argparse.Namespace) -> int:
     if identifier is None:
         print("error: --email must be an email address", file=sys.stderr)
         return 2
-    engine = create_engine(config.ledger.url)
+    engine = create_engine(config.ledger.url, DatabaseTimeouts.of(config.ledger))
     try:
         await migrations.ensure_current(engine)
         ledger, now = Ledger(engine), datetime.now(UTC)
@@ -283,7 +284,7 @@ async def _backfill(config: Config, args: argparse.Namespace) -> int:
         print("error: --since must be before --until", file=sys.stderr)
         return 2
     kinds = args.types or config.reconcile.event_types
-    engine = create_engine(config.ledger.url)
+    engine = create_engine(config.ledger.url, DatabaseTimeouts.of(config.ledger))
     task = asyncio.current_task()
     assert task is not None
     loop = asyncio.get_running_loop()

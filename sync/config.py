@@ -63,6 +63,10 @@ class ServerConfig:
 class LedgerConfig:
     url: str = "sqlite:///data/ledger.db"
     retention_days: int = 7
+    lock_timeout_seconds: float = 5.0  # PostgreSQL: a wait for a lock ends after this (a stalled replica's)
+    statement_timeout_seconds: float = 30.0  # PostgreSQL: a statement ends after this
+    idle_in_transaction_timeout_seconds: float = 30.0  # PostgreSQL: a session idle inside a transaction is closed
+    pool_timeout_seconds: float = 5.0  # a wait for a free database connection ends after this (ingest: 503)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -332,6 +336,10 @@ def _cross_checks(config: Config) -> list[str]:
         problems.append("ledger.url: must start with sqlite:/// or postgresql://")
     if config.ledger.retention_days < 1:
         problems.append("ledger.retention_days: must be at least 1")
+    for name in ("lock_timeout_seconds", "statement_timeout_seconds", "idle_in_transaction_timeout_seconds",
+                 "pool_timeout_seconds"):
+        if not getattr(config.ledger, name) > 0:
+            problems.append(f"ledger.{name}: must be positive")
     if config.iterable.timeout_seconds <= 0:
         problems.append("iterable.timeout_seconds: must be positive")
     if config.iterable.queue_settle_seconds < 0:

@@ -35,6 +35,7 @@ from sync.iterable_sink import IterableClient, IterableSink
 from sync.ledger import Direction, Ledger, migrate
 from sync.ledger.pacing import SharedPacing
 from sync.ledger.store import create_engine
+from sync.ledger.timeouts import DatabaseTimeouts
 from sync.metrics import Metrics
 from sync.outbound import Options
 from sync.replay import Replayer
@@ -172,7 +173,7 @@ async def running(config: Config) -> AsyncIterator[Daemon]:
     """Open everything, serve HTTP and run the workers; on exit drain, then close in reverse order."""
     async with contextlib.AsyncExitStack() as resources:
         resources.enter_context(sqlite_owner(config.ledger.url))
-        engine = create_engine(config.ledger.url)
+        engine = create_engine(config.ledger.url, DatabaseTimeouts.of(config.ledger))
         resources.push_async_callback(engine.dispose)
         await migrate.upgrade(engine)
         session = await resources.enter_async_context(aiohttp.ClientSession())

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from sync import schedule
+from sync import ahead, schedule
 from sync.errors import LedgerError
 from sync.ledger import Claim, Direction, Row, Settlement, history
 from sync.ledger.model import Attempt, Downtime
@@ -32,7 +32,8 @@ class Failure:
     row_id: int
     error: str
     retryable: bool
-    retry_after: float | None = None  # the upstream asked the whole direction to wait this long
+    retry_after: float | None = None  # the upstream (one endpoint: Segment's batch API) asked to wait this long
+    # (Iterable's endpoints are held one by one in its client; its failures carry ``wait`` instead)
     wait: float | None = None  # this row (and its person) may not go before this many seconds
     window_seconds: float | None = None  # give up this long after the retry window started (not max_retry_hours)
     max_delay: float | None = None  # cap on the wait between tries (default: schedule.CAP_SECONDS)
@@ -142,7 +143,10 @@ class DeliveryLedger(Protocol):
 
     async def claim(self, claim: Claim, now: datetime) -> list[Row]: ...
 
-    async def renew(self, owner: str, ids: Sequence[int], until: datetime) -> int: ...
+    async def recheck(self, owner: str, ids: Sequence[int]) -> dict[int, tuple[str | None, bool]]: ...
+
+    async def renew(self, owner: str, ids: Sequence[int], until: datetime, *, lease_seconds: float | None = None
+                    ) -> int: ...
 
     async def settle(self, settlement: Settlement, now: datetime, *, owner: str) -> None: ...
 
@@ -193,6 +197,7 @@ class Worker:
         self._next: asyncio.Task[list[Row]] | None = None  # the claim made while the current round sends
         self._settling: asyncio.Task[None] | None = None  # the last round's settlement, being written
         self._behind: set[str] = set()  # people whose row failed in the last round: their next rows wait
+        self._failed: frozenset[int] = frozenset()  # those rows (their person may have been merged since)
 
     @property
     def _held(self) -> float:
@@ -263,7 +268,7 @@ class Worker:
             await self._settled()
             return False
         if overlap and not self.paused:
-            self._next = asyncio.create_task(self._claim(frozenset(row.id for row in rows)),
+            self._next = asyncio.create_task(self._claim_after(self._settling, frozenset(row.id for row in rows)),
                                              name=f"claim-{self.direction.value}")
         renewing = asyncio.create_task(self._renew(rows), name=f"renew-{self.direction.value}")
         try:
@@ -281,6 +286,7 @@ class Worker:
         self._settling = asyncio.create_task(self._settle(rows, results), name=f"settle-{self.direction.value}")
         failed = {f.row_id for f in results.failed if f.retryable}
         self._behind = {row.user_key for row in rows if row.user_key and row.id in failed}
+        self._failed = frozenset(row.id for row in rows if row.user_key and row.id in failed)
         if results.auth_error or any(f.retry_after for f in results.failed):
             await self._settled()  # a pause or a hold: the claim made meanwhile goes back
             await self._drop_next()
@@ -292,18 +298,33 @@ class Worker:
                       in_flight=in_flight)
         return await self.ledger.claim(claim, self.clock())
 
+    async def _claim_after(self, settling: asyncio.Task[None] | None, in_flight: frozenset[int]) -> list[Row]:
+        """The claim made ahead, once the previous round's settlement is written: before it, that round's people
+        still look busy, their next rows are not taken and the worker would idle with work due. (The
+        settlement's own errors surface where the worker waits for it.)"""
+        if settling is not None:
+            await asyncio.wait([settling])
+        return await self._claim(in_flight)
+
     async def _take(self) -> list[Row]:
-        """The rows of this round: the claim made while the last round sent, less the people whose earlier row
-        failed in it (they go back, and wait behind that row), or a claim made now."""
+        """The rows of this round: the claim made while the last round sent, checked again now (``sync.ahead``:
+        rows no longer sendable are dropped, the people whose earlier row failed in it go back and wait behind
+        that row, merged people included), or a claim made now."""
         if self._next is None:
             return await self._claim(frozenset())
         task, self._next = self._next, None
         rows = await task
-        behind = [row.id for row in rows if row.user_key in self._behind]
-        if behind:
+        if not rows:
+            return rows
+        current = await self.ledger.recheck(self.owner, [row.id for row in rows] + list(self._failed))
+        checked = ahead.turn(rows, current, self._failed, self._behind)
+        if checked.gone:
+            log.info("rows claimed ahead are no longer sendable; not sent",
+                     extra={"direction": self.direction.value, "rows": len(checked.gone)})
+        if checked.back:
             await self._settled()
-            await self.ledger.settle(Settlement(released=tuple(behind)), self.clock(), owner=self.owner)
-        return [row for row in rows if row.user_key not in self._behind]
+            await self.ledger.settle(Settlement(released=tuple(checked.back)), self.clock(), owner=self.owner)
+        return checked.send
 
     async def _drop_next(self) -> None:
         """Give back the rows of a claim made ahead (a pause, a hold, an error: they are not sent now)."""
@@ -350,7 +371,8 @@ class Worker:
             if ahead is not None and ahead.done() and not ahead.cancelled() and ahead.exception() is None:
                 ids += [row.id for row in ahead.result()]
             try:
-                held = await self.ledger.renew(self.owner, ids, self.clock() + timedelta(seconds=self.lease_seconds))
+                held = await self.ledger.renew(self.owner, ids, self.clock() + timedelta(seconds=self.lease_seconds),
+                                               lease_seconds=self.lease_seconds)
             except LedgerError as exc:
                 log.warning("could not renew leases", extra={"direction": self.direction.value, "error": str(exc)})
                 continue

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +39,14 @@ class Health:
     paused: Callable[[], Mapping[str, str]] = dict
     draining: bool = False
     detail: Callable[[], Mapping[str, Any]] = dict  # more to show, not to judge by (the webhook drift check)
+    ingest_failing: tuple[float, str] | None = None  # when (monotonic) and why the last ingest could not commit
+
+    def ingest_failure(self) -> str | None:
+        """Why ingest could not commit, if it failed in the last INGEST_FAILURE_SECONDS and has not succeeded since
+        (the ledger may answer a probe while ingest cannot commit: a lock held by a stalled replica)."""
+        if self.ingest_failing is None or time.monotonic() - self.ingest_failing[0] > INGEST_FAILURE_SECONDS:
+            return None
+        return self.ingest_failing[1]
 
 
 REDACTOR = web.AppKey("redactor", Redactor)
@@ -73,20 +82,27 @@ def _fail(status: int, error: str) -> web.Response:
     return web.json_response({"success": False, "error": error}, status=status)
 
 
+LEDGER_RETRY_AFTER_SECONDS = 5  # a ledger outage (slow, locked or out of connections): ask clients to come back
+INGEST_FAILURE_SECONDS = 2 * LEDGER_RETRY_AFTER_SECONDS  # /readyz reports a failed ingest this long
+
+
 @web.middleware
 async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                   ) -> web.StreamResponse:
     if request.method == "POST" and request.app[HEALTH].draining:
         return _fail(503, "shutting down; retry shortly")
     try:
-        return await handler(request)
+        response = await handler(request)
     except InvalidEvent as exc:
         return _fail(400, str(exc))
     except Unauthenticated as exc:
         return _fail(401, str(exc))
     except LedgerError as exc:
         log.error("ingest refused: the ledger cannot commit", extra={"error": str(exc), "path": request.path})
-        return _fail(503, "the ledger cannot commit right now; retry")
+        request.app[HEALTH].ingest_failing = (time.monotonic(), str(exc))
+        response = _fail(503, "the ledger cannot commit right now; retry")
+        response.headers["Retry-After"] = str(LEDGER_RETRY_AFTER_SECONDS)
+        return response
     except Overloaded as exc:
         response = _fail(503, f"overloaded: {exc}")
         response.headers["Retry-After"] = "1"
@@ -95,6 +111,9 @@ async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitab
         if exc.status < 400:
             raise
         return _fail(exc.status, exc.reason)
+    if request.method == "POST" and response.status < 300:
+        request.app[HEALTH].ingest_failing = None
+    return response
 
 
 # -- health ------------------------------------------------------------------------------------
@@ -116,6 +135,8 @@ async def readyz(request: web.Request) -> web.Response:
             reason = str(exc)
         except LedgerError as exc:
             reason = f"ledger: {exc}"
+    if reason is None and (failure := health.ingest_failure()):  # a probe answers, yet ingest cannot commit
+        reason = f"ledger: ingest cannot commit: {failure}"
     if reason:
         return web.json_response({"ready": False, "reason": redact(reason), "paused": paused, **health.detail()},
                                  status=503)

@@ -71,6 +71,11 @@ class IterableClient:
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.session, self.base_url, self.api_key = session, base_url.rstrip("/"), api_key
         self.timeout, self.throttle, self.metrics, self.clock = aiohttp.ClientTimeout(total=timeout), throttle, metrics, clock
+        self.holds: dict[str, float] = {}  # rate-limit bucket -> monotonic time its Retry-After ends
+
+    def held(self, label: str) -> float:
+        """Seconds Iterable asked us to keep off this endpoint (its own ``Retry-After``; no other endpoint's)."""
+        return max(0.0, self.holds.get(label, 0.0) - time.monotonic())
 
     async def post(self, endpoint: str, body: dict[str, Any], *, method: str = "POST",
                    limit: str | None = None) -> Reply:
@@ -79,7 +84,11 @@ class IterableClient:
         if method == "DELETE":
             status, raw, retry_after = await self._call(method, endpoint, label=limit)
             return Reply(status=status, body=_json(raw), retry_after=retry_after)
-        data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()  # the bytes json_size counts
+        return await self.post_encoded(endpoint, encoded(body), method=method, limit=limit)
+
+    async def post_encoded(self, endpoint: str, data: bytes, *, method: str = "POST",
+                           limit: str | None = None) -> Reply:
+        """A request whose JSON body is already encoded (a bulk body joined from its items' bytes)."""
         # a stream, not bytes: aiohttp writes a large bytes body in one go and warns that it blocks the loop
         status, raw, retry_after = await self._call(method, endpoint, data=io.BytesIO(data), label=limit,
                                                     headers={"Content-Type": "application/json"})
@@ -92,6 +101,8 @@ class IterableClient:
     async def _call(self, method: str, endpoint: str, *, headers: dict[str, str] | None = None,
                     label: str | None = None, **kwargs: Any) -> tuple[int, bytes, float | None]:
         label = label or endpoint
+        if wait := self.held(label):
+            raise RetryableUpstream(f"{label}: Iterable asked to wait (Retry-After)", retry_after=wait)
         await self.throttle.acquire(label)
         headers = {"Api-Key": self.api_key, **(headers or {})}
         try:
@@ -105,7 +116,14 @@ class IterableClient:
             detail = "" if label != endpoint else f" {str(exc)[:200]}"  # a deletion's path names the user
             raise RetryableUpstream(f"{label}: {type(exc).__name__}{detail}".strip()) from exc
         self.metrics.upstream.labels(target="iterable", endpoint=label, status=str(status)).inc()
+        if retry_after and status in RETRYABLE_STATUSES:
+            self.holds[label] = time.monotonic() + retry_after
         return status, raw, retry_after
+
+
+def encoded(body: Any) -> bytes:
+    """Compact JSON as Iterable receives it from us (the bytes ``wire.json_size`` counts)."""
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def _json(raw: bytes) -> Any:
@@ -201,6 +219,7 @@ class DeliveryRound:
 
     async def _bulk_chunk(self, endpoint: str, chunk: list[Item]) -> None:
         bulk_endpoint, field = BULK_FORM[endpoint]
+        # the client sees the body as a value (type learning reads it, sync.type_learning)
         reply = await self._post(bulk_endpoint, {field: [call.body for _, call in chunk]}, chunk)
         if reply is None:
             return
@@ -248,7 +267,7 @@ class DeliveryRound:
         except RetryableUpstream as exc:
             self.results.called(ids, endpoint, None)
             for row, call in chunk:
-                self._fail(row, call, str(exc), retryable=True)
+                self._fail(row, call, str(exc), retryable=True, wait=exc.retry_after)
             return None
         self.results.called(ids, endpoint, reply.status, excerpt(reply.body))
         return reply
@@ -264,15 +283,16 @@ class DeliveryRound:
         else:
             retryable = reply.status in RETRYABLE_STATUSES or reply.status >= 500
             for row, call in chunk:
-                self._fail(row, call, reply.describe(), retryable=retryable, retry_after=reply.retry_after)
+                self._fail(row, call, reply.describe(), retryable=retryable, wait=reply.retry_after)
 
     def _fail(self, row: Row, call: IterableCall, error: str, *, retryable: bool,
-              retry_after: float | None = None, not_found: bool = False) -> None:
-        """Record a failure; a user Iterable cannot see yet is retried for NOT_FOUND_WINDOW, not 72 h. The
-        upstream's message is stored without the person's email or userId (it may quote them)."""
+              wait: float | None = None, not_found: bool = False) -> None:
+        """Record a failure; a user Iterable cannot see yet is retried for NOT_FOUND_WINDOW, not 72 h. ``wait``
+        (an endpoint's Retry-After) holds this row and its person only: the client holds that endpoint alone.
+        The upstream's message is stored without the person's email or userId (it may quote them)."""
         error = masking.mask(error, [*masking.named_in(call.body), *_path_id(call)])
         window = (NOT_FOUND_WINDOW, NOT_FOUND_MAX_DELAY) if not_found else (None, None)
-        self.results.failed.append(Failure(row_id=row.id, error=error, retryable=retryable, retry_after=retry_after,
+        self.results.failed.append(Failure(row_id=row.id, error=error, retryable=retryable, wait=wait,
                                            window_seconds=window[0], max_delay=window[1]))
         if retryable and row.user_key:
             self.blocked.add(row.user_key)

@@ -17,6 +17,8 @@ COMPANIONS = ("device token", "browser token", "subscriptions")
 
 def remap(row: Row, decided: NewEvent, *, force: bool = False) -> Remapped | str:
     """The row as the current mapping decides it, or why re-mapping it is refused."""
+    if row.status is Status.PENDING and row.lease_owner is not None:
+        return f"row {row.id}: being sent right now (claimed by a worker); try again once that try has settled"
     if row.status is Status.PENDING and row.attempts > 0:
         return f"row {row.id}: pending after {row.attempts} attempts (the last one's outcome is unknown)"
     if row.status is Status.DELIVERED:

@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 
 BASE_SECONDS = 1.0
 CAP_SECONDS = 1800.0
-MAX_RETRY_AFTER = 3600.0  # a Retry-After above this (or "inf") is read as this: an hour, never days
+MAX_RETRY_AFTER = 120.0  # a Retry-After is honoured up to this (SPEC section 4)
+ABSURD_RETRY_AFTER = 86400.0  # past a day a Retry-After is read as absent: normal backoff (SPEC section 4)
+_DELTA_SECONDS = re.compile(r" *[0-9]+(\.[0-9]+)? *")  # RFC 9110 delay-seconds (1*DIGIT), a fraction tolerated
 
 
 def backoff(attempts: int, rng: random.Random, *, base: float = BASE_SECONDS, cap: float = CAP_SECONDS) -> float:
@@ -71,16 +74,14 @@ def clamp_retry_after(seconds: float) -> float:
 
 
 def parse_retry_after(value: str | None, now: datetime) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP date), clamped to
-    [0, MAX_RETRY_AFTER]; None when absent or unreadable (``soon``, ``nan``)."""
+    """Seconds from a ``Retry-After`` header (RFC 9110 section 10.2.3: delay-seconds or an HTTP date), at most
+    MAX_RETRY_AFTER. None (absent: normal backoff) when missing or not a finite, non-negative number of
+    seconds or an HTTP date (``soon``, ``nan``, ``inf``, ``1e15``, ``-5``), or when it asks for more than a day;
+    a date already past is 0."""
     if not value:
         return None
-    seconds: float | None
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = _from_date(value, now)
-    if seconds is None or math.isnan(seconds):
+    seconds = float(value) if _DELTA_SECONDS.fullmatch(value) else _from_date(value, now)
+    if seconds is None or not math.isfinite(seconds) or seconds > ABSURD_RETRY_AFTER:
         return None
     return clamp_retry_after(seconds)
 
@@ -88,8 +89,8 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
 def _from_date(value: str, now: datetime) -> float | None:
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, OverflowError):
+    except (TypeError, ValueError, OverflowError, IndexError):
         return None
-    if when.tzinfo is None:
-        return None
-    return (when - now).total_seconds()
+    if when.tzinfo is None:  # asctime form: HTTP dates are GMT (RFC 9110 section 5.6.7)
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - now).total_seconds())

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import time
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 from sync.config import Config, parse
@@ -93,3 +94,18 @@ async def wait_for(predicate: Callable[[], bool | Awaitable[bool]], within: floa
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {within}s")
         await asyncio.sleep(interval)
+
+
+async def lapse_leases(ledger: Any, seconds: float) -> None:
+    """Let ``seconds`` pass for every lease in the ledger, by the database's own terms (leases are judged by
+    the database's clock, so a test cannot move them on by passing a later ``now``)."""
+    import sqlalchemy as sa
+
+    from sync.ledger.schema import events
+
+    async with ledger.engine.begin() as conn:
+        leased = (await conn.execute(sa.select(events.c.id, events.c.lease_expires_at)
+                                     .where(events.c.lease_owner.is_not(None)))).all()
+        for row in leased:
+            await conn.execute(events.update().where(events.c.id == row.id)
+                               .values(lease_expires_at=row.lease_expires_at - timedelta(seconds=seconds)))

@@ -153,7 +153,11 @@ class MemoryLedger:
                                                next_attempt_at=until)
         return [self.rows[i] for i in chosen]
 
-    async def renew(self, owner: str, ids: Sequence[int], until: datetime) -> int:
+    async def recheck(self, owner: str, ids: Sequence[int]) -> dict[int, tuple[str | None, bool]]:
+        return {i: (self.rows[i].user_key, self._mine(i, owner)) for i in ids if i in self.rows}
+
+    async def renew(self, owner: str, ids: Sequence[int], until: datetime, *, lease_seconds: float | None = None
+                    ) -> int:
         held = [i for i in ids if self._mine(i, owner)]
         for i in held:
             self.rows[i] = dataclasses.replace(self.rows[i], lease_expires_at=until, next_attempt_at=until)

@@ -57,8 +57,10 @@ async def upgrade(engine: AsyncEngine) -> None:
     """Bring the ledger schema to head (idempotent, safe with several replicas)."""
     try:
         async with engine.begin() as conn:
+            if engine.dialect.name == "postgresql":  # building an index on a large ledger may take minutes
+                await conn.execute(sa.text("SET LOCAL statement_timeout = 0"))
             await conn.run_sync(_upgrade)
-    except (sa.exc.DBAPIError, OSError) as exc:
+    except (sa.exc.DBAPIError, sa.exc.TimeoutError, OSError) as exc:
         raise LedgerUnavailable(f"cannot migrate the ledger: {str(getattr(exc, 'orig', exc))[:300]}") from exc
 
 
@@ -67,7 +69,7 @@ async def ensure_current(engine: AsyncEngine) -> None:
     try:
         async with engine.connect() as conn:
             current = await conn.run_sync(_current)
-    except (sa.exc.DBAPIError, OSError) as exc:
+    except (sa.exc.DBAPIError, sa.exc.TimeoutError, OSError) as exc:
         raise LedgerUnavailable(f"ledger unreachable: {str(getattr(exc, 'orig', exc))[:300]}") from exc
     if current != head_revision():
         raise LedgerNotMigrated(f"ledger schema is at {current or 'nothing'}, code needs {head_revision()}: "

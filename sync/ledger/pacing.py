@@ -30,6 +30,6 @@ class SharedPacing:
         try:
             async with self.engine.begin() as conn:
                 wait = await conn.scalar(_TAKE, {"name": name, "spacing": spacing})
-        except (sa.exc.DBAPIError, OSError) as exc:
+        except (sa.exc.DBAPIError, sa.exc.TimeoutError, TimeoutError, OSError) as exc:
             raise LedgerUnavailable(f"ledger unavailable for pacing: {str(exc).splitlines()[0][:200]}") from exc
         return max(0.0, float(wait or 0.0))

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sync import people
 from sync.errors import LedgerNotMigrated, LedgerUnavailable
 from sync.ledger import forget, history, links
+from sync.ledger.leases import Leases
 from sync.ledger.model import (
     TERMINAL,
     Claim,
@@ -33,6 +34,7 @@ from sync.ledger.model import (
     claimable,
 )
 from sync.ledger.schema import cursors, downtime, events, identities
+from sync.ledger.timeouts import DatabaseTimeouts
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
 PAUSE_KINDS = ("paused", "manual")  # downtime kinds that stop a direction (the other, "ledger", is an outage)
@@ -50,15 +52,18 @@ def async_url(url: str) -> str:
     return url
 
 
-def create_engine(url: str) -> AsyncEngine:
-    """An engine with the durability settings of SPEC section 4."""
+def create_engine(url: str, timeouts: DatabaseTimeouts | None = None) -> AsyncEngine:
+    """An engine with the durability settings of SPEC section 4, and its database timeouts."""
+    timeouts = timeouts or DatabaseTimeouts()
     if url.startswith("sqlite"):
         engine = create_async_engine(
-            async_url(url), pool_size=1, max_overflow=0, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+            async_url(url), pool_size=1, max_overflow=0, pool_timeout=timeouts.pool_seconds,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
         )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(async_url(url), pool_pre_ping=True, pool_size=10, max_overflow=5)
+    return create_async_engine(async_url(url), pool_pre_ping=True, pool_size=10, max_overflow=5,
+                               pool_timeout=timeouts.pool_seconds, connect_args=timeouts.connect_args())
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -115,13 +120,15 @@ class Ledger:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.is_postgres = engine.dialect.name == "postgresql"
+        self.leases = Leases(postgres=self.is_postgres)
 
     @asynccontextmanager
     async def _tx(self) -> AsyncIterator[AsyncConnection]:
         try:
             async with self.engine.begin() as conn:
                 yield conn
-        except (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.DBAPIError, OSError) as exc:
+        except (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.DBAPIError, sa.exc.TimeoutError,
+                TimeoutError, OSError) as exc:  # sa.exc.TimeoutError: no free connection in the pool
             if _missing_table(exc):
                 raise LedgerNotMigrated("the ledger schema is missing: run `python -m sync migrate`") from exc
             raise LedgerUnavailable(f"ledger unavailable: {_short(exc)}") from exc
@@ -260,9 +267,10 @@ class Ledger:
         """
         e = events
         until = now + timedelta(seconds=claim.lease_seconds)
+        self.leases.live.add(claim.owner)
         due = (sa.select(e.c.id, e.c.user_key)
                .where(e.c.direction == claim.direction, e.c.status == Status.PENDING, e.c.next_attempt_at <= now)
-               .where(sa.or_(e.c.lease_expires_at.is_(None), e.c.lease_expires_at <= now))
+               .where(self.leases.free(now))
                .order_by(e.c.next_attempt_at, e.c.id).limit(claim.limit))
         async with self._tx() as conn:
             if self.is_postgres:  # one claimer per direction at a time keeps per-person order across replicas
@@ -278,7 +286,8 @@ class Ledger:
             if not ids:
                 return []
             await conn.execute(e.update().where(_ids_in(self.is_postgres, ids))
-                               .values(lease_owner=claim.owner, lease_expires_at=until, next_attempt_at=until))
+                               .values(lease_owner=claim.owner, next_attempt_at=until,
+                                       lease_expires_at=self.leases.until(until, claim.lease_seconds)))
             found = (await conn.execute(sa.select(*CLAIMED).where(_ids_in(self.is_postgres, ids))
                                         .order_by(e.c.id))).all()
             return [Row(id=r.id, direction=Direction(r.direction), key=r.key, kind=r.kind, user_key=r.user_key,
@@ -292,8 +301,7 @@ class Ledger:
                          now: datetime) -> list[int]:
         """What each person's queue (pending rows up to ``up_to``, in id order) lets this claim take."""
         e = events
-        free = sa.case((sa.and_(e.c.next_attempt_at <= now,
-                                sa.or_(e.c.lease_expires_at.is_(None), e.c.lease_expires_at <= now)), 1), else_=0)
+        free = sa.case((sa.and_(e.c.next_attempt_at <= now, self.leases.free(now)), 1), else_=0)
         mine = (e.c.direction == claim.direction, e.c.status == Status.PENDING, e.c.id <= up_to)
         if self.is_postgres:  # one index range per person (a LATERAL join): the planner cannot turn it into a scan
             wanted = sa.func.unnest(sa.bindparam("user_keys", keys, type_=postgresql.ARRAY(sa.String()))) \
@@ -312,14 +320,28 @@ class Ledger:
             queues.setdefault(r.user_key, []).append(Queued(r.id, bool(r.free)))
         return [row_id for queue in queues.values() for row_id in claimable(queue, claim.in_flight)]
 
-    async def renew(self, owner: str, ids: Sequence[int], until: datetime) -> int:
-        """Extend ``owner``'s leases on ``ids``; return how many it still holds."""
+    async def recheck(self, owner: str, ids: Sequence[int]) -> dict[int, tuple[str | None, bool]]:
+        """Each row's person key now, and whether it is still pending under ``owner``'s lease (a row skipped,
+        forgotten or decided again since it was claimed is not); rows gone from the ledger are left out."""
+        if not ids:
+            return {}
+        mine = sa.and_(events.c.status == Status.PENDING, events.c.lease_owner == owner)
+        query = sa.select(events.c.id, events.c.user_key, sa.case((mine, 1), else_=0).label("mine")).where(
+            _ids_in(self.is_postgres, ids))
+        async with self._tx() as conn:
+            return {r.id: (r.user_key, bool(r.mine)) for r in (await conn.execute(query)).all()}
+
+    async def renew(self, owner: str, ids: Sequence[int], until: datetime, *, lease_seconds: float | None = None) -> int:
+        """Extend ``owner``'s leases on ``ids`` (on PostgreSQL by ``lease_seconds`` from the database's clock);
+        return how many it still holds."""
         if not ids:
             return 0
         stmt = events.update().where(_ids_in(self.is_postgres, ids), events.c.lease_owner == owner,
                                      events.c.status == Status.PENDING)
+        expires = self.leases.until(until, lease_seconds)
         async with self._tx() as conn:
-            return int((await conn.execute(stmt.values(lease_expires_at=until, next_attempt_at=until))).rowcount or 0)
+            return int((await conn.execute(stmt.values(lease_expires_at=expires, next_attempt_at=until))).rowcount
+                       or 0)
 
     async def settle(self, settlement: Settlement, now: datetime, *, owner: str) -> None:
         """Apply one delivery round's outcome; only pending rows ``owner`` still leases change. One statement
@@ -361,6 +383,7 @@ class Ledger:
 
     async def release_owner(self, owner: str, now: datetime) -> int:
         """Give back every lease ``owner`` holds (clean shutdown)."""
+        self.leases.live.discard(owner)
         stmt = events.update().where(events.c.lease_owner == owner, events.c.status == Status.PENDING)
         async with self._tx() as conn:
             result = await conn.execute(stmt.values(lease_owner=None, lease_expires_at=None, next_attempt_at=now,
@@ -368,9 +391,10 @@ class Ledger:
             return int(result.rowcount or 0)
 
     async def reap_expired(self, now: datetime) -> int:
-        """Return rows whose lease expired (their process died) to the pool."""
+        """Return rows whose lease expired (their process died) to the pool; the lease's end is judged by the
+        database (``sync.ledger.leases``), never by ``now`` alone."""
         stmt = events.update().where(events.c.status == Status.PENDING, events.c.lease_owner.is_not(None),
-                                     events.c.lease_expires_at <= now)  # ix_events_leased: only leased rows
+                                     self.leases.expired(now))  # ix_events_leased: only leased rows
         async with self._tx() as conn:
             result = await conn.execute(stmt.values(lease_owner=None, lease_expires_at=None))
             return int(result.rowcount or 0)
@@ -467,11 +491,13 @@ class Ledger:
 
     async def remap(self, changes: Sequence[Remapped], now: datetime) -> int:
         """Store rows decided again (``ledger retry --remap``): the new call, digest and status; a row that
-        became pending is due now with a fresh retry window. Only rows still in the status they were read in."""
+        became pending is due now with a fresh retry window. Only rows still in the status they were read in, and
+        not claimed meanwhile: a row being sent keeps the call it is being sent with."""
         count = 0
+        unclaimed = self.leases.free(now)
         async with self._tx() as conn:
             for change in changes:
-                stmt = events.update().where(events.c.id == change.id, events.c.status == change.was).values(
+                stmt = events.update().where(events.c.id == change.id, events.c.status == change.was, unclaimed).values(
                     status=change.status, mapped=change.mapped, mapping_digest=change.mapping_digest,
                     reason=change.reason, next_attempt_at=now, retry_from=now, lease_owner=None,
                     lease_expires_at=None, updated_at=now)
@@ -538,13 +564,14 @@ class Ledger:
         try:
             async with self.engine.connect() as conn:
                 got = bool(await conn.scalar(sa.select(sa.func.pg_try_advisory_lock(lock))))
+                await conn.commit()  # the lock is the session's: no transaction stays open (and idle) while the job runs
                 try:
                     yield got
                 finally:
                     if got:
                         await conn.scalar(sa.select(sa.func.pg_advisory_unlock(lock)))
                     await conn.commit()
-        except (sa.exc.DBAPIError, OSError) as exc:
+        except (sa.exc.DBAPIError, sa.exc.TimeoutError, OSError) as exc:
             raise LedgerUnavailable(f"ledger unavailable: {_short(exc)}") from exc
 
     async def get(self, direction: Direction, key: str) -> Row | None:

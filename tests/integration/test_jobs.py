@@ -20,7 +20,7 @@ from sync.metrics import Metrics
 from sync.sandbox import FakeIterable, FakeSegment
 from sync.sandbox.samples import ITERABLE_WEBHOOKS
 from sync.scheduler import Jobs, guarded
-from tests.support import make_config, wait_for
+from tests.support import lapse_leases, make_config, wait_for
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -37,9 +37,12 @@ def jobs_for(ledger: Ledger, config: Config, now: datetime, puller: ExportPuller
 
 async def test_reaper_returns_expired_leases(ledger: Ledger, ledger_url: str) -> None:
     await ledger.record(rows(3), T0)
-    await ledger.claim(Claim(direction=Direction.OUTBOUND, owner="dead-process", limit=2, lease_seconds=10), T0)
+    died = Ledger(create_engine(ledger_url))
+    await died.claim(Claim(direction=Direction.OUTBOUND, owner="dead-process", limit=2, lease_seconds=10), T0)
+    await died.close()
     config = make_config(ledger_url=ledger_url)
     assert await jobs_for(ledger, config, T0 + timedelta(seconds=5)).reap_leases() == 0
+    await lapse_leases(ledger, 11)  # the lease ends by the database's clock
     assert await jobs_for(ledger, config, T0 + timedelta(seconds=11)).reap_leases() == 2
     leased = [r for r in await ledger.rows(status=Status.PENDING) if r.lease_owner]
     assert leased == []

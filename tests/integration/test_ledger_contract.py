@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sync.errors import LedgerUnavailable
 from sync.ledger import Claim, Direction, Ledger, NewEvent, Settlement, Status
 from sync.ledger.store import create_engine
+from tests.support import lapse_leases
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 OUT, IN = Direction.OUTBOUND, Direction.INBOUND
@@ -55,11 +56,14 @@ async def test_skipped_and_rejected_rows_are_never_claimed(ledger: Ledger) -> No
     assert (await ledger.get(OUT, "s")).reason == "group"  # type: ignore[union-attr]
 
 
-async def test_claim_leases_rows_until_the_lease_expires(ledger: Ledger) -> None:
+async def test_claim_leases_rows_until_the_lease_expires(ledger: Ledger, ledger_url: str) -> None:
     await ledger.record([event("a", user="u1"), event("b", user="u2")], T0)
-    first = await ledger.claim(claim(owner="w1"), T0)
+    died = Ledger(create_engine(ledger_url))  # a process that claims, then dies
+    first = await died.claim(claim(owner="w1"), T0)
+    await died.close()
     assert [r.key for r in first] == ["a", "b"]
     assert await ledger.claim(claim(owner="w2"), T0 + timedelta(seconds=10)) == []
+    await lapse_leases(ledger, 31)
     again = await ledger.claim(claim(owner="w2"), T0 + timedelta(seconds=31))
     assert [r.key for r in again] == ["a", "b"] and again[0].lease_owner == "w2"
 
@@ -77,8 +81,9 @@ async def test_a_user_waiting_to_retry_holds_back_their_later_rows(ledger: Ledge
     await ledger.settle(Settlement(retry=((rows[0].id, T0 + timedelta(minutes=5), "HTTP 500"),)), T0, owner="w1")
     later = await ledger.claim(claim(), T0 + timedelta(seconds=1))
     assert [r.key for r in later] == ["other"]  # "second" waits behind "first"
+    await ledger.release_owner("w1", T0)
     due = await ledger.claim(claim(owner="w2"), T0 + timedelta(minutes=6))
-    assert [r.key for r in due] == ["first", "second", "other"]  # "other": its lease ran out
+    assert [r.key for r in due] == ["first", "second", "other"]  # "other": given back
 
 
 async def test_leased_earlier_row_blocks_later_rows_of_the_same_user(ledger: Ledger) -> None:
@@ -111,11 +116,15 @@ async def test_settle_never_changes_a_terminal_row(ledger: Ledger) -> None:
     assert (await ledger.get(OUT, "a")).status is Status.DELIVERED  # type: ignore[union-attr]
 
 
-async def test_release_owner_and_reap_expired(ledger: Ledger) -> None:
+async def test_release_owner_and_reap_expired(ledger: Ledger, ledger_url: str) -> None:
     await ledger.record([event("a", user="1"), event("b", user="2")], T0)
     await ledger.claim(claim(limit=1, owner="w1"), T0)
-    await ledger.claim(claim(limit=1, owner="w2"), T0)
+    died = Ledger(create_engine(ledger_url))
+    await died.claim(claim(limit=1, owner="w2"), T0)
+    await died.close()
     assert await ledger.release_owner("w1", T0) == 1
+    assert await ledger.reap_expired(T0 + timedelta(seconds=5)) == 0
+    await lapse_leases(ledger, 31)
     assert await ledger.reap_expired(T0 + timedelta(seconds=31)) == 1
     assert [r.key for r in await ledger.claim(claim(owner="w3"), T0 + timedelta(seconds=31))] == ["a", "b"]
 

@@ -24,11 +24,20 @@ NOW = datetime(2026, 6, 1, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(("header", "expected"), [
-    ("inf", schedule.MAX_RETRY_AFTER), ("1e15", schedule.MAX_RETRY_AFTER), ("-5", 0.0), ("soon", None),
-    ("nan", None), ("30", 30.0), ("Thu, 01 Jan 2099 00:00:00 GMT", schedule.MAX_RETRY_AFTER),
-    ("Mon, 01 Jun 2026 00:00:10 GMT", 10.0), ("", None),
+    # RFC 9110 section 10.2.3: delay-seconds (1*DIGIT) or an HTTP date in any of its three forms
+    ("30", 30.0), ("0", 0.0), ("2.5", 2.5), (" 7 ", 7.0), ("500", schedule.MAX_RETRY_AFTER),
+    ("86400", schedule.MAX_RETRY_AFTER),
+    ("Mon, 01 Jun 2026 00:00:10 GMT", 10.0), ("Monday, 01-Jun-26 00:00:10 GMT", 10.0),
+    ("Mon Jun  1 00:00:10 2026", 10.0), ("Mon, 01 Jun 2026 00:05:00 GMT", schedule.MAX_RETRY_AFTER),
+    ("Sun, 31 May 2026 23:00:00 GMT", 0.0),  # already past: go now
+    # SPEC section 4: not a finite, non-negative number of seconds or a date, or over a day: absent
+    ("inf", None), ("Infinity", None), ("-inf", None), ("1e15", None), ("1e3", None), ("-5", None), ("+5", None),
+    ("nan", None), ("NaN", None), ("0x10", None), ("1_000", None), ("soon", None), ("", None), ("\u0661", None),
+    ("86401", None), ("99999999999999999999", None), ("Thu, 01 Jan 2099 00:00:00 GMT", None),
+    ("Mon, 32 Jun 2026 00:00:10 GMT", None),
 ])
-def test_retry_after_is_clamped_to_a_documented_maximum(header: str, expected: float | None) -> None:
+def test_retry_after_is_honoured_up_to_120_s_and_absurd_values_are_absent(header: str,
+                                                                          expected: float | None) -> None:
     assert schedule.parse_retry_after(header, NOW) == expected
 
 

@@ -292,3 +292,28 @@ async def _until(predicate: object, within: float = 10.0) -> None:
     while not predicate():  # type: ignore[operator]
         assert asyncio.get_running_loop().time() < deadline, "timed out"
         await asyncio.sleep(0.01)
+
+
+async def test_the_claim_made_ahead_waits_for_the_last_settlement_instead_of_idling() -> None:
+    """Issue 19: the claim made ahead ran before the previous round's settlement was written, so that round's
+    person still looked busy, the claim came back empty and the worker idled with their next row due."""
+
+    class SlowSettle(MemoryLedger):
+        async def settle(self, settlement: Settlement, now: datetime, *, owner: str) -> None:
+            await asyncio.sleep(0.05)
+            await super().settle(settlement, now, owner=owner)
+
+    ledger = SlowSettle()
+    await ledger.record([event(f"a{n}", user="u") for n in range(6)], datetime.now(UTC))
+
+    class OneAtATime(Sink):
+        batch_limit = 1
+
+    w = worker(ledger, OneAtATime(delay=0.01), idle_seconds=0.5)
+    started = asyncio.get_running_loop().time()
+    task = asyncio.create_task(w.run())
+    await _until(lambda: all(r.status is Status.DELIVERED for r in ledger.rows.values()))
+    elapsed = asyncio.get_running_loop().time() - started
+    w.stop()
+    await task
+    assert elapsed < 1.0  # six rounds of ~60 ms; each idle would add 0.5 s
