@@ -124,7 +124,7 @@ async def groups(conn: AsyncConnection, status: Status, now: datetime, *, direct
     """Failure groups of ``status`` rows, largest first, with counts for the last hour, 24 hours and all.
 
     Rows with a stored ``reason_class`` are counted from the covering index ``ix_events_failure_groups``;
-    rows without one (recorded before revision 0009, or given their reason by a path that does not classify)
+    rows without one (recorded before revision 0008, or given their reason by a path that does not classify)
     are classified here from their reason text."""
     hour, day = now - timedelta(hours=1), now - timedelta(hours=24)
     e = events.c
@@ -177,7 +177,7 @@ def _merge(merged: dict[tuple[str, str, str | None], Group], key: tuple[str, str
 
 async def unclassified_reasons(conn: AsyncConnection, status: Status, cls: str) -> tuple[str, ...]:
     """The reason texts of ``status`` rows without a stored class that belong to class ``cls`` (at most
-    ``MAX_GROUP_REASONS``; rows recorded before revision 0009)."""
+    ``MAX_GROUP_REASONS``; rows recorded before revision 0008)."""
     query = (sa.select(events.c.reason).where(events.c.status == status, events.c.reason_class.is_(None))
              .group_by(events.c.reason).limit(10_000))
     found = [r for (r,) in (await conn.execute(query)).all() if r and reason_class(r) == cls]

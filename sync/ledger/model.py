@@ -67,7 +67,7 @@ class Row:
     retry_from: datetime  # start of the retry window: received_at, or the last requeue
     mapped: dict[str, Any] | None = None
     mapping_digest: str | None = None
-    name: str | None = None  # the event's name (``history.event_name``); None on rows older than revision 0009
+    name: str | None = None  # the event's name (``history.event_name``); None on rows older than revision 0008
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -2,8 +2,8 @@
 name as a column (filters and failure groups read an index, not the payload), and counters per 5-minute
 bucket that the overview sums instead of counting the ledger.
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-11-30
 """
 
@@ -12,8 +12,8 @@ from alembic import op
 
 from sync.ledger.schema import UTCDateTime
 
-revision = "0009"
-down_revision = "0008"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 

@@ -2,8 +2,8 @@
 (SPEC section 14); forgotten with the person and pruned with their identity links. And an index of the
 deletion requests still pending (``sync_deletions_pending``, the console), which are never dead-lettered.
 
-Revision ID: 0008
-Revises: 0010
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-11-30
 """
 
@@ -12,8 +12,8 @@ from alembic import op
 
 from sync.ledger.schema import UTCDateTime
 
-revision = "0008"
-down_revision = "0010"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 

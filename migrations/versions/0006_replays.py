@@ -1,7 +1,7 @@
 """The ``replays`` table: each time a delivered row was sent again by ``ledger replay`` or the console
 (SPEC section 15), with the run it belonged to and what came of it. A replay creates no event row.
 
-Revision ID: 0010
+Revision ID: 0006
 Revises: 0005
 Create Date: 2026-11-30
 """
@@ -9,7 +9,7 @@ Create Date: 2026-11-30
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0010"
+revision = "0006"
 down_revision = "0005"
 branch_labels = None
 depends_on = None
