@@ -31,8 +31,9 @@ import asyncpg
 
 from bench.common import CountingIterable, Serve, database, served
 from sync.ledger import migrate
-from sync.ledger.history import LATENCY_EDGES, bucket_of, reason_class
+from sync.ledger.history import bucket_of
 from sync.ledger.store import create_engine
+from sync.model import LATENCY_EDGES, reason_class
 
 TOKEN = "bench-console-token-0123456789"
 NAMES = 50

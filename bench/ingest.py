@@ -21,8 +21,9 @@ import asyncpg
 
 from bench.common import ROOT, CountingIterable, Serve, database, free_port, healthy, served
 from bench.ledger_ops import percentile
-from sync.ledger import Direction, Ledger, migrate
-from sync.ledger.store import create_engine
+from sync.ledger import migrate
+from sync.ledger.store import Ledger, create_engine
+from sync.model import Direction
 from tests.support import WRITE_KEY
 
 BASIC = {"Authorization": "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()}

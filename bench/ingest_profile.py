@@ -21,10 +21,11 @@ from typing import Any
 from bench.common import database
 from bench.ingest import track
 from sync.config import mapping_digest
-from sync.intake import Intake, outbound_options, outbound_rows
-from sync.ledger import Ledger, NewEvent, migrate
-from sync.ledger.store import create_engine
+from sync.engine.intake import Intake, outbound_options, outbound_rows
+from sync.ledger import migrate
+from sync.ledger.store import Ledger, create_engine
 from sync.metrics import Metrics
+from sync.model import NewEvent
 from sync.wire import strict_loads
 from tests.support import make_config
 

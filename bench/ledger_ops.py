@@ -11,9 +11,10 @@ import sqlalchemy as sa
 
 from bench.backlog import postgres_backlog, sqlite_backlog
 from bench.common import database
-from sync.ledger import Claim, Direction, Ledger, Settlement, migrate
+from sync.ledger import migrate
 from sync.ledger.schema import events
-from sync.ledger.store import create_engine
+from sync.ledger.store import Ledger, create_engine
+from sync.model import Claim, Direction, Settlement
 
 CLAIM_LIMIT = 2000  # what the Iterable sink asks for (two full bulk requests)
 

@@ -16,9 +16,9 @@ from datetime import UTC, datetime
 from bench.backlog import postgres_backlog, sqlite_backlog
 from bench.common import database
 from bench.ledger_ops import CLAIM_LIMIT
-from sync.ledger import Claim, Direction, Ledger, Settlement, migrate
-from sync.ledger.model import Attempt
-from sync.ledger.store import create_engine
+from sync.ledger import migrate
+from sync.ledger.store import Ledger, create_engine
+from sync.model import Attempt, Claim, Direction, Settlement
 
 
 async def measure(kind: str, rounds: int) -> dict[str, float]:

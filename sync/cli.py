@@ -19,15 +19,15 @@ import aiohttp
 
 from sync import config as config_module
 from sync import logs
-from sync.backfill import EXPORT_TYPES, ExportPuller, Progress
 from sync.config import Config
+from sync.engine.intake import Intake, outbound_options, people_rules
 from sync.errors import ConfigError, SyncError
-from sync.intake import Intake, outbound_options, people_rules
-from sync.ledger import Direction, Ledger, Status
+from sync.inbound.export import EXPORT_TYPES, ExportPuller, Progress
 from sync.ledger import migrate as migrations
-from sync.ledger.store import create_engine
+from sync.ledger.store import Ledger, create_engine
 from sync.ledger.timeouts import DatabaseTimeouts
 from sync.metrics import Metrics
+from sync.model import Direction, Status
 
 
 def parser() -> argparse.ArgumentParser:
@@ -152,7 +152,7 @@ def _cause_chain(exc: BaseException) -> str:
 
 
 async def _serve(config: Config, args: argparse.Namespace) -> int:
-    from sync import daemon
+    from sync import app as daemon
 
     logs.setup(fmt=args.log_format, level=args.log_level, secrets=config_module.secrets(config))
     return await daemon.serve(config)
@@ -185,7 +185,7 @@ async def _check(config: Config, args: argparse.Namespace) -> int:
 
 def _try(config: Config, path: str, direction: str) -> int:
     """``check-config --try``: the decision for one event, as the daemon would take it now."""
-    from sync import explain
+    from sync.engine import explain
     from sync.wire import strict_loads
 
     try:
@@ -251,8 +251,8 @@ async def _ledger(config: Config, args: argparse.Namespace) -> int:
 async def _forget(config: Config, args: argparse.Namespace) -> int:
     """``forget``: tombstones for the person's rows; with ``--upstream`` a deletion for Iterable too."""
     from sync import people
-    from sync.intake import outbound_row
-    from sync.segment_events import validate
+    from sync.engine.intake import outbound_row
+    from sync.segment.spec import validate
 
     identifier = people.identifier(args.user_id) if args.user_id else people.email_identifier(args.email)
     if identifier is None:
@@ -277,7 +277,7 @@ async def _forget(config: Config, args: argparse.Namespace) -> int:
 
 
 async def _backfill(config: Config, args: argparse.Namespace) -> int:
-    from sync.daemon import iterable_client
+    from sync.app import iterable_client
 
     until = args.until or datetime.now(UTC)
     if args.since >= until:

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from sync import mapping, mapping_config
 from sync.errors import ConfigError
-from sync.mapping import InboundMapping, OutboundMapping
+from sync.mapping import reading as mapping_config
+from sync.mapping import rules as mapping
+from sync.mapping.rules import InboundMapping, OutboundMapping
 
 Region = Literal["us", "eu"]
 ProjectType = Literal["email", "userId", "hybrid"]

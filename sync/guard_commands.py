@@ -9,23 +9,24 @@ from typing import Any
 
 import aiohttp
 
-from sync import webhook_drift
 from sync.config import Config
-from sync.delivery import Sink
+from sync.engine.worker import Sink
 from sync.errors import RetryableUpstream
-from sync.iterable_sink import IterableSink
-from sync.ledger import Direction, Ledger, Row
+from sync.inbound import drift as webhook_drift
+from sync.iterable.sink import IterableSink
 from sync.ledger.replays import ReplayFilter
+from sync.ledger.store import Ledger
 from sync.metrics import Metrics
-from sync.outbound import Options
+from sync.model import Direction, Row
+from sync.outbound.mapper import Options
 from sync.replay import Progress, Replayer
-from sync.segment_sink import SegmentSink
+from sync.segment.sink import SegmentSink
 
 
 async def check_webhook(config: Config) -> int:
     """Print whether Iterable's system webhook points at ``server.public_url`` as ``[inbound]`` expects;
     0 when it does, 1 when it drifted or Iterable could not be asked."""
-    from sync.daemon import iterable_client
+    from sync.app import iterable_client
 
     async with aiohttp.ClientSession() as session:
         try:
@@ -63,7 +64,7 @@ def replay_sinks(config: Config, session: aiohttp.ClientSession, metrics: Metric
                  ledger: Ledger) -> dict[Direction, Sink]:
     """The sinks a replay sends through, one per enabled direction, paced as delivery is (PostgreSQL: the
     pacing every replica shares). Iterable's two-queue settle wait is off: the rows were delivered long ago."""
-    from sync.daemon import iterable_client
+    from sync.app import iterable_client
 
     sinks: dict[Direction, Sink] = {}
     if config.outbound.enabled:

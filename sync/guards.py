@@ -10,13 +10,14 @@ from datetime import UTC, datetime
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from sync import type_learning, webhook_drift
 from sync.config import Config
-from sync.field_types import FieldTypes
-from sync.iterable_sink import IterableClient
+from sync.inbound import drift as webhook_drift
+from sync.inbound.drift import WebhookReport
+from sync.iterable import learning as type_learning
+from sync.iterable.field_types import FieldTypes
+from sync.iterable.sink import IterableClient
+from sync.jobs import guarded
 from sync.metrics import Metrics
-from sync.scheduler import guarded
-from sync.webhook_drift import WebhookReport
 
 log = logging.getLogger("sync.guards")
 

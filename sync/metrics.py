@@ -6,8 +6,7 @@ from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from sync.ledger.history import LATENCY_EDGES, reason_class
-from sync.ledger.model import Direction, Pending
+from sync.model import LATENCY_EDGES, Direction, Pending, reason_class
 
 DIRECTIONS = tuple(d.value for d in Direction)
 

@@ -15,7 +15,7 @@ import hashlib
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 
-from sync.segment_events import is_email, text_id
+from sync.segment.spec import is_email, text_id
 
 MAX_IDENTIFIER = 255
 

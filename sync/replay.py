@@ -14,11 +14,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sync.delivery import Results, Sink
+from sync.engine.worker import Results, Sink
 from sync.errors import SyncError
-from sync.ledger import Direction, Ledger, Row
 from sync.ledger import replays as store
 from sync.ledger.replays import ReplayFilter
+from sync.ledger.store import Ledger
+from sync.model import Direction, Row
 
 SAMPLE = 5
 

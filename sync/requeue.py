@@ -6,7 +6,7 @@
   current mapping (``ledger retry --remap``). It becomes pending with its new call, or stays rejected or
   skipped with the reason the current mapping gives.
 - A forgotten person's rows and held rows are never retried; a re-mapping that could duplicate is refused
-  (``sync.remap``).
+  (``sync.engine.remap``).
 
 Each retried row's history notes what the operator did.
 """
@@ -19,13 +19,13 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from sync import explain, remap
 from sync.config import Config
-from sync.ledger import Direction, Ledger, Row, Status, history
+from sync.engine import explain, remap
+from sync.ledger import history
 from sync.ledger.browse import RETRYABLE, RowFilter
-from sync.ledger.model import Remapped
 from sync.ledger.schema import events
-from sync.ledger.store import NOT_FORGOTTEN, _row
+from sync.ledger.store import NOT_FORGOTTEN, Ledger, _row
+from sync.model import Direction, Remapped, Row, Status
 
 PAGE = 500
 

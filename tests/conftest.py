@@ -14,10 +14,10 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestServer
 
+from sync.app import Daemon, running
 from sync.config import Config
-from sync.daemon import Daemon, running
-from sync.ledger import Ledger, migrate
-from sync.ledger.store import create_engine
+from sync.ledger import migrate
+from sync.ledger.store import Ledger, create_engine
 from sync.sandbox import FakeIterable, FakeSegment
 from tests.processes import spawn, tcp_proxy  # noqa: F401 - fixtures
 from tests.support import FAKE_QUEUE_DELAY, FAKE_VISIBILITY_LAG, ITERABLE_KEY, SEGMENT_KEY, make_config

@@ -1,10 +1,7 @@
 """The ledger: idempotency record and durable outbox for both directions (SPEC section 4).
 
-``model`` holds the values, ``schema`` the tables, ``store`` the SQLAlchemy implementation that
-serves SQLite and PostgreSQL, ``migrate`` the Alembic wiring.
+``store`` is the SQLAlchemy ledger that serves SQLite and PostgreSQL, ``memory`` the same contract in
+memory, ``schema`` the tables, ``migrate`` the Alembic wiring, ``pacing`` the shared rate-limit windows,
+``browse`` the console's queries. The values a ledger takes and returns live in :mod:`sync.model`, so that
+the engine and the mappers import no SQLAlchemy; this package hands nothing on.
 """
-
-from sync.ledger.model import Claim, Direction, NewEvent, Row, Settlement, Stats, Status
-from sync.ledger.store import Ledger
-
-__all__ = ["Claim", "Direction", "Ledger", "NewEvent", "Row", "Settlement", "Stats", "Status"]

@@ -14,9 +14,9 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sync import people
-from sync.ledger.model import Direction, Row, Status
 from sync.ledger.schema import downtime, events, identities
 from sync.ledger.store import NOT_FORGOTTEN, PAUSE_KINDS, Ledger, _row
+from sync.model import Direction, Row, Status
 
 PROBLEMS = (Status.DEAD, Status.REJECTED, Status.SKIPPED, Status.HELD)
 RETRYABLE = (Status.DEAD, Status.REJECTED, Status.SKIPPED)  # as ``ledger retry --status``

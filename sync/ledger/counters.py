@@ -13,9 +13,9 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from sync.ledger.history import BUCKET, EPOCH, LATENCY_EDGES, bucket_of, reason_class
-from sync.ledger.model import Direction, Status
+from sync.ledger.history import BUCKET, EPOCH, bucket_of
 from sync.ledger.schema import counters, events
+from sync.model import LATENCY_EDGES, Direction, Status, reason_class
 
 TREND_BUCKETS = 24  # the chart: the last two hours in 5-minute bars
 QUANTILES = (0.5, 0.95, 0.99)

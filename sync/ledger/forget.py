@@ -23,11 +23,11 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sync import people
-from sync.ledger.model import Direction, Status
 from sync.ledger.schema import consents, events, identities
+from sync.model import Direction, Status
 
 FORGOTTEN_PREFIX = "forgotten:"
-HOLD_PREFIX = "anon:"  # sync.anonymous.HOLD_PREFIX (the ledger does not import the mapper)
+HOLD_PREFIX = "anon:"  # sync.outbound.anonymous.HOLD_PREFIX (the ledger does not import the mapper)
 RELEASED_SUFFIX = ":released"
 WAITING = (Status.PENDING, Status.HELD)
 

@@ -9,7 +9,6 @@ histogram, the last delivery). The history is a table of its own, so it outlives
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -19,65 +18,20 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from sync.ledger.model import Attempt, Direction
 from sync.ledger.schema import UTCDateTime, attempts, counters, events
+from sync.model import _CLASSES as _CLASSES
+from sync.model import _EMAIL as _EMAIL
+from sync.model import DETAIL_CHARS as DETAIL_CHARS
+from sync.model import LATENCY_EDGES as LATENCY_EDGES
+from sync.model import Attempt
+from sync.model import event_name as event_name
+from sync.model import excerpt as excerpt
+from sync.model import reason_class as reason_class
+from sync.model import scrub as scrub
 
 BUCKET = timedelta(minutes=5)
 # seconds, received -> delivered; the same edges as the ``sync_delivery_latency_seconds`` histogram
-LATENCY_EDGES = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0)
-DETAIL_CHARS = 1000
 Counts = dict[tuple[str, str, str], float]  # (direction, metric, label) -> amount
-_EMAIL = re.compile(r"[^\s\"'<>,;:()\[\]{}]+@[^\s\"'<>,;:()\[\]{}]+")
-_CLASSES = (  # (reason class, pattern), first match wins: a small, bounded label set
-    ("disallowed event name", re.compile(r"disallowedEventNames", re.I)),
-    ("invalid identifier", re.compile(r"invalid(Emails|UserIds|DataEmails|DataUserIds)|invalid email", re.I)),
-    ("user not found", re.compile(r"notFound|does not exist|not found", re.I)),
-    ("conflict", re.compile(r"conflict(Emails|UserIds)|HTTP 409", re.I)),
-    ("type conflict", re.compile(r"type (mismatch|conflict)|mismatched type|locked.*type", re.I)),
-    ("gave up retrying", re.compile(r"^gave up after", re.I)),
-    ("upstream refused (4xx)", re.compile(r"HTTP 4\d\d", re.I)),
-    ("mapping", re.compile(r"cannot map|cannot build|no longer sendable", re.I)),
-    ("no identifier", re.compile(r"no email or userId|anonymous", re.I)),
-    ("invalid input", re.compile(r"required|must be|expected|not a|invalid", re.I)),
-    ("consent", re.compile(r"consent", re.I)),
-)
-
-
-def event_name(direction: Direction | str, kind: str, payload: Any) -> str | None:
-    """The name an operator searches for: a track's ``event``, a page's or screen's ``name`` (a type when
-    it has none), an inbound event's Iterable name. At most 255 characters."""
-    if Direction(direction) is Direction.INBOUND:
-        return kind[:255] or None
-    body = payload if isinstance(payload, dict) else {}
-    value = body.get("event") if kind == "track" else body.get("name") if kind in ("page", "screen") else None
-    return (value.strip()[:255] or kind) if isinstance(value, str) else kind[:255] or None
-
-
-def reason_class(reason: str | None) -> str:
-    """A reason as one of a few classes (failure groups, metric labels)."""
-    text = reason or ""
-    return next((name for name, pattern in _CLASSES if pattern.search(text)), "other" if text else "none")
-
-
-def scrub(text: str) -> str:
-    """``text`` without email addresses (an upstream's answer may quote the person)."""
-    return _EMAIL.sub("[email]", text)
-
-
-def excerpt(answer: Any, *, named_by: str | None = None) -> str:
-    """A short, person-free excerpt of an upstream answer: the list that named this item (``named_by``) and
-    the answer's counts or its code and message."""
-    parts = [f"{named_by} named this item"] if named_by else []
-    if isinstance(answer, dict):
-        shown = {k: answer[k] for k in ("code", "msg", "message", "successCount", "failCount",
-                                        "disallowedEventNames") if k in answer}
-        if isinstance(answer.get("failedUpdates"), dict):
-            shown["failedUpdates"] = {k: len(v) for k, v in answer["failedUpdates"].items()
-                                      if isinstance(v, list) and v}
-        parts.append(json.dumps(shown, ensure_ascii=False, default=str, sort_keys=True))
-    elif answer:
-        parts.append(str(answer))
-    return scrub("; ".join(parts))[:DETAIL_CHARS]
 
 
 async def record(conn: AsyncConnection, tried: Sequence[Attempt], now: datetime) -> None:

@@ -3,53 +3,25 @@ to an email, and their last end-user consent seen outbound. Pure choices (``know
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from sync.ledger.model import NewEvent
 from sync.ledger.schema import consents, identities
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Known:
-    """A person as the ledger knows them: a linked userId (``None``: none) and their last consent seen
-    outbound (category id -> granted; ``None``: never seen)."""
-
-    user_id: str | None = None
-    consent: dict[str, bool] | None = None
-
-
-class Decider(Protocol):
-    """Decides rows again, inside the transaction that records them, from what the ledger knows of their
-    people (``sync.intake.OnePerson``): ``asked`` names the identifiers to look up."""
-
-    def asked(self, rows: Sequence[NewEvent]) -> list[str]: ...
-
-    def __call__(self, rows: Sequence[NewEvent], found: Mapping[str, Known]) -> list[NewEvent]: ...
+from sync.model import Decider as Decider
+from sync.model import Known as Known
+from sync.model import NewEvent
+from sync.model import known as known
 
 
 async def decided(conn: AsyncConnection, rows: list[NewEvent], decide: Decider | None) -> list[NewEvent]:
     """``rows`` as ``decide`` decides them, after one look-up of the identifiers it asks for."""
     wanted = decide.asked(rows) if decide else []
     return decide(rows, await people_known(conn, wanted)) if decide and wanted else rows
-
-
-def known(asked: str, links: Mapping[str, str], consents_seen: Sequence[tuple[str, dict[str, bool]]]) -> Known:
-    """``asked``'s userId and last consent, given ``links`` (identifier -> person) of the person's identifiers
-    and the consents stored under them, newest first. Several userIds (an alias joined two): the smallest."""
-    person = links.get(asked)
-    if person is None:
-        return Known()
-    mine = sorted(ident for ident, p in links.items() if p == person)
-    user_ids = [ident.removeprefix("u:") for ident in mine if ident.startswith("u:")]
-    seen = [categories for ident, categories in consents_seen if ident in mine]
-    return Known(user_id=user_ids[0] if user_ids else None, consent=seen[0] if seen else None)
 
 
 def consent_rows(batch: Sequence[NewEvent], now: datetime) -> list[dict[str, Any]]:

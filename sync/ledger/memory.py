@@ -12,7 +12,7 @@ from typing import Any
 from sync import people
 from sync.ledger import forget, links
 from sync.ledger.forget import Stored
-from sync.ledger.model import (
+from sync.model import (
     TERMINAL,
     Claim,
     Direction,

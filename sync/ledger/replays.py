@@ -11,9 +11,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from sync import people
-from sync.ledger.model import Direction, Row, Status
 from sync.ledger.schema import events, identities, replays
 from sync.ledger.store import NOT_FORGOTTEN, Ledger, _row
+from sync.model import Direction, Row, Status
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -130,7 +130,7 @@ consents = sa.Table(  # each identifier's last consent seen outbound (SPEC secti
     "consents",
     metadata,
     sa.Column("identifier", sa.String(255), primary_key=True),
-    sa.Column("categories", sa.JSON(), nullable=False),  # category -> bool, as sync.consent reads it
+    sa.Column("categories", sa.JSON(), nullable=False),  # category -> bool, as sync.outbound.consent reads it
     sa.Column("updated_at", UTCDateTime(), nullable=False),
 )
 

@@ -18,7 +18,9 @@ from sync import people
 from sync.errors import LedgerNotMigrated, LedgerUnavailable
 from sync.ledger import forget, history, links
 from sync.ledger.leases import Leases
-from sync.ledger.model import (
+from sync.ledger.schema import cursors, downtime, events, identities
+from sync.ledger.timeouts import DatabaseTimeouts
+from sync.model import (
     TERMINAL,
     Claim,
     Direction,
@@ -33,8 +35,6 @@ from sync.ledger.model import (
     Status,
     claimable,
 )
-from sync.ledger.schema import cursors, downtime, events, identities
-from sync.ledger.timeouts import DatabaseTimeouts
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
 PAUSE_KINDS = ("paused", "manual")  # downtime kinds that stop a direction (the other, "ledger", is an outage)

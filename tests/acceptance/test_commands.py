@@ -15,10 +15,11 @@ from typing import Any
 
 import pytest
 
+from sync.app import Daemon
 from sync.config import Config
-from sync.daemon import Daemon
-from sync.ledger import Claim, Direction, Ledger, NewEvent, Settlement, Status, migrate
-from sync.ledger.store import create_engine
+from sync.ledger import migrate
+from sync.ledger.store import Ledger, create_engine
+from sync.model import Claim, Direction, NewEvent, Settlement, Status
 from sync.sandbox import FakeIterable, FakeSegment, Fault
 from sync.sandbox.samples import ITERABLE_WEBHOOKS
 from tests.processes import ROOT

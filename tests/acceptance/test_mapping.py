@@ -81,8 +81,9 @@ async def test_remap_refuses_to_reroute_a_row_whose_last_try_had_no_answer(
     """A timeout may have been applied by Iterable: re-routing it elsewhere could make a second record."""
     from datetime import UTC, datetime
 
-    from sync.ledger import Claim, Direction, Ledger, Settlement, migrate
-    from sync.ledger.store import create_engine
+    from sync.ledger import migrate
+    from sync.ledger.store import Ledger, create_engine
+    from sync.model import Claim, Direction, Settlement
 
     fake, iterable_url = fake_iterable
     port = free_port()
@@ -94,7 +95,7 @@ async def test_remap_refuses_to_reroute_a_row_whose_last_try_had_no_answer(
     await migrate.upgrade(engine)
     store = Ledger(engine)
     from sync.config import load
-    from sync.intake import outbound_options, outbound_rows
+    from sync.engine.intake import outbound_options, outbound_rows
 
     rows, _ = outbound_rows([{"type": "track", "userId": "r", "event": "Checkout Completed", "messageId": "co-1",
                               "properties": {"revenue": 5}}], outbound_options(load(path)))

@@ -20,11 +20,11 @@ from urllib.parse import quote_from_bytes
 import aiohttp
 import pytest
 
-from sync.daemon import sqlite_owner
+from sync.app import sqlite_owner
 from sync.errors import LedgerLocked
-from sync.ingress import MAX_EVENTS_PER_REQUEST
-from sync.ledger import Direction, Ledger, Status
-from sync.ledger.store import create_engine
+from sync.http.ingress import MAX_EVENTS_PER_REQUEST
+from sync.ledger.store import Ledger, create_engine
+from sync.model import Direction, Status
 from tests.processes import ROOT, Serve, free_port
 from tests.support import WEBHOOK_TOKEN, WRITE_KEY, daemon_config, sign
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import asyncpg
 
-from sync.ledger import Direction, Ledger, Status
-from sync.ledger.store import create_engine
+from sync.ledger.store import Ledger, create_engine
+from sync.model import Direction, Status
 from sync.sandbox import FakeIterable, Fault
 from tests.conftest import _reset_pg
 from tests.processes import free_port, http_json

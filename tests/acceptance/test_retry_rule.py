@@ -8,8 +8,9 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from sync.ledger import Direction, Ledger, NewEvent, Status
 from sync.ledger.schema import attempts
+from sync.ledger.store import Ledger
+from sync.model import Direction, NewEvent, Status
 from tests.acceptance.test_commands import cli, write_config
 
 

@@ -12,8 +12,9 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from bench.backlog import postgres_backlog, sqlite_backlog
-from sync.ledger import Claim, Direction, Ledger, Settlement, migrate
-from sync.ledger.store import create_engine
+from sync.ledger import migrate
+from sync.ledger.store import Ledger, create_engine
+from sync.model import Claim, Direction, Settlement
 from tests.conftest import _reset_pg
 
 ROWS = {"sqlite": 20_000, "postgresql": 80_000}  # PostgreSQL's planner rightly scans small tables

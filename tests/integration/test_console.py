@@ -15,8 +15,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from sync.daemon import Daemon
-from sync.ledger import Direction, Status
+from sync.app import Daemon
+from sync.model import Direction, Status
 from sync.sandbox import FakeIterable, FakeSegment
 from tests.conftest import started
 from tests.support import ITERABLE_KEY, WRITE_KEY, make_config, wait_for
@@ -93,7 +93,7 @@ async def test_no_page_and_no_action_without_a_session(daemon: Daemon,
 
 
 def session_cookie() -> str:
-    from sync.console.session import COOKIE
+    from sync.http.console.session import COOKIE
     return COOKIE
 
 

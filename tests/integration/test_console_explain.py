@@ -10,8 +10,8 @@ from typing import Any
 
 import aiohttp
 
-from sync.daemon import Daemon
-from sync.ledger import Direction, Status
+from sync.app import Daemon
+from sync.model import Direction, Status
 from sync.sandbox import FakeIterable
 from tests.integration.test_console import base, daemon, logged_in, send
 from tests.support import wait_for
@@ -136,7 +136,7 @@ async def test_malformed_inputs_get_a_400_or_a_redirect_never_a_500(daemon: Daem
 
 
 async def test_login_failures_are_budgeted_per_client_address(daemon: Daemon) -> None:
-    from sync.console.views import CONSOLE
+    from sync.http.console.views import CONSOLE
     console = daemon.app[CONSOLE]  # type: ignore[attr-defined]
     console.logins.limit = 3
     async with aiohttp.ClientSession() as http:

@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
-from sync.daemon import Daemon
-from sync.ledger import Direction, Status
+from sync.app import Daemon
 from sync.ledger import replays as history
 from sync.ledger.schema import events
+from sync.model import Direction, Status
 from sync.sandbox import FakeIterable
 from tests.integration.test_console import base, daemon, logged_in, send  # noqa: F401 - the console daemon
 from tests.support import wait_for

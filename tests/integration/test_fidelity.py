@@ -16,9 +16,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from sync.app import Daemon
 from sync.config import Config
-from sync.daemon import Daemon
-from sync.ledger import Direction, Status
+from sync.model import Direction, Status
 from sync.sandbox import FakeIterable, FakeSegment
 from tests.conftest import started
 from tests.integration.test_outbound import post, url

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from sync.ledger import Direction, Ledger, NewEvent, Status
-from sync.ledger.links import Known
 from sync.ledger.memory import MemoryLedger
+from sync.ledger.store import Ledger
+from sync.model import Direction, Known, NewEvent, Status
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 OUT, IN = Direction.OUTBOUND, Direction.INBOUND

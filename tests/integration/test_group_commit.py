@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
+from sync.engine.intake import GroupCommit
 from sync.errors import LedgerUnavailable
-from sync.intake import GroupCommit
-from sync.ledger import Direction, Ledger, NewEvent
+from sync.ledger.store import Ledger
+from sync.model import Direction, NewEvent
 
 
 def event(key: str) -> NewEvent:

@@ -11,9 +11,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from sync.app import Daemon
 from sync.config import Config
-from sync.daemon import Daemon
-from sync.ledger import Direction, Status
+from sync.model import Direction, Status
 from sync.sandbox import FakeIterable
 from tests.conftest import started
 from tests.support import ITERABLE_KEY, WRITE_KEY, wait_for
@@ -133,7 +133,7 @@ PUBLIC = "https://sync.example.com"
 async def watching(stack_config: Config, ledger_url: str, fake_iterable: tuple[FakeIterable, str],
                    monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Daemon]:
     """The daemon with ``server.public_url`` set, its webhook already set up in Iterable as it should be."""
-    monkeypatch.setattr("sync.daemon.FIRST_RUN_SECONDS", 0.2)  # the hourly jobs' first run, soon
+    monkeypatch.setattr("sync.app.FIRST_RUN_SECONDS", 0.2)  # the hourly jobs' first run, soon
     fake_iterable[0].add_webhook(f"{PUBLIC}/iterable/webhook?campaign={{{{campaignId}}}}")
     config = replace(stack_config, server=replace(stack_config.server, public_url=PUBLIC))
     async with started(config, ledger_url) as running_daemon:

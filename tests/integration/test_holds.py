@@ -7,11 +7,11 @@ import asyncio
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+from sync.app import Daemon
 from sync.config import mapping_digest
-from sync.daemon import Daemon
-from sync.intake import Intake, outbound_options, outbound_rows
-from sync.ledger import Direction, Status
+from sync.engine.intake import Intake, outbound_options, outbound_rows
 from sync.metrics import Metrics
+from sync.model import Direction, Status
 from tests.integration.test_outbound import post
 
 VISITORS = 40

@@ -11,10 +11,10 @@ from typing import Any
 import aiohttp
 import pytest
 
+from sync.app import Daemon, running
 from sync.config import Config
-from sync.daemon import Daemon, running
-from sync.inbound import SEGMENT_NAMES
-from sync.ledger import Direction, Status
+from sync.inbound.mapper import SEGMENT_NAMES
+from sync.model import Direction, Status
 from sync.sandbox import FakeSegment, Fault
 from sync.sandbox.samples import ITERABLE_WEBHOOKS
 from tests.support import SEGMENT_KEY, WEBHOOK_TOKEN, wait_for

@@ -10,16 +10,17 @@ from typing import Any
 import aiohttp
 import pytest
 
-from sync.backfill import ExportPuller
+from sync.app import iterable_client, running
 from sync.config import Config
-from sync.daemon import iterable_client, running
-from sync.intake import Intake
-from sync.ledger import Claim, Direction, Ledger, NewEvent, Settlement, Status, migrate
-from sync.ledger.store import create_engine
+from sync.engine.intake import Intake
+from sync.inbound.export import ExportPuller
+from sync.jobs import Jobs, guarded
+from sync.ledger import migrate
+from sync.ledger.store import Ledger, create_engine
 from sync.metrics import Metrics
+from sync.model import Claim, Direction, NewEvent, Settlement, Status
 from sync.sandbox import FakeIterable, FakeSegment
 from sync.sandbox.samples import ITERABLE_WEBHOOKS
-from sync.scheduler import Jobs, guarded
 from tests.support import lapse_leases, make_config, wait_for
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -93,7 +94,7 @@ async def test_a_failing_job_is_logged_and_does_not_raise(caplog: pytest.LogCapt
     async def broken() -> None:
         raise RuntimeError("database went away")
 
-    with caplog.at_level(logging.ERROR, logger="sync.scheduler"):
+    with caplog.at_level(logging.ERROR, logger="sync.jobs"):
         await guarded("retention", broken)()
     assert "scheduled job failed" in caplog.text
 

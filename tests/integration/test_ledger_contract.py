@@ -9,8 +9,8 @@ import pytest
 import sqlalchemy as sa
 
 from sync.errors import LedgerUnavailable
-from sync.ledger import Claim, Direction, Ledger, NewEvent, Settlement, Status
-from sync.ledger.store import create_engine
+from sync.ledger.store import Ledger, create_engine
+from sync.model import Claim, Direction, NewEvent, Settlement, Status
 from tests.support import lapse_leases
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)

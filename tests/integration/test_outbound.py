@@ -11,8 +11,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from sync.daemon import Daemon
-from sync.ledger import Direction, Status
+from sync.app import Daemon
+from sync.model import Direction, Status
 from sync.sandbox import FakeIterable, Fault
 from tests.support import WRITE_KEY, sign, wait_for
 
@@ -376,7 +376,7 @@ async def test_a_row_the_mapper_cannot_handle_is_dead_lettered_not_a_crash_loop(
         daemon: Daemon, fake_iterable: tuple[FakeIterable, str], fake_segment: Any) -> None:
     from datetime import UTC, datetime
 
-    from sync.ledger import NewEvent
+    from sync.model import NewEvent
 
     fake, _ = fake_iterable
     broken = [NewEvent(direction=Direction.OUTBOUND, key="broken-1", kind="track", payload={"type": "track"},

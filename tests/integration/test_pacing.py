@@ -7,9 +7,9 @@ import time
 
 import pytest
 
+from sync.engine.throttle import HEADROOM, Throttle
 from sync.ledger.pacing import SharedPacing
 from sync.ledger.store import create_engine
-from sync.throttle import HEADROOM, Throttle
 from tests.conftest import _reset_pg
 
 pytestmark = pytest.mark.postgres

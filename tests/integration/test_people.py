@@ -11,10 +11,10 @@ import aiohttp
 import pytest
 import sqlalchemy as sa
 
+from sync.app import Daemon
 from sync.config import Config
-from sync.daemon import Daemon
-from sync.ledger import Direction, Status
 from sync.ledger.schema import events, identities
+from sync.model import Direction, Status
 from sync.sandbox import FakeIterable, FakeSegment, Fault
 from tests.conftest import started
 from tests.integration.test_outbound import post, url
@@ -206,7 +206,7 @@ async def test_an_anonymous_visitors_journey_arrives_after_sign_up_in_order_with
 async def test_held_events_expire_and_the_hold_is_bounded(daemon: Daemon) -> None:
     from datetime import UTC, datetime, timedelta
 
-    from sync import anonymous
+    from sync.outbound import anonymous
 
     events = [{"type": "track", "anonymousId": "flood", "event": "E", "messageId": f"fl-{n}"}
               for n in range(anonymous.MAX_PER_VISITOR + 5)]

@@ -16,10 +16,10 @@ import pytest
 import sqlalchemy as sa
 
 from sync import logs
+from sync.app import Daemon
 from sync.config import Config, ConsentConfig
-from sync.daemon import Daemon
-from sync.ledger import Direction, Status
 from sync.ledger.schema import consents, events, identities
+from sync.model import Direction, Status
 from sync.sandbox import FakeIterable, FakeSegment, Fault
 from sync.sandbox.iterable import FORGETS_PER_DAY
 from tests.conftest import started
@@ -134,7 +134,7 @@ async def test_iterables_message_naming_the_user_is_stored_and_logged_masked(
     assert reason == "HTTP 400 InvalidEmailAddressError: Invalid email: [email] (userId [userId])"
     logs.setup(fmt="json")
     try:
-        logging.getLogger("sync.delivery").warning("event dead-lettered", extra={
+        logging.getLogger("sync.engine.worker").warning("event dead-lettered", extra={
             "reason": "HTTP 400: Invalid email: Mask.Me@Example.com"})
     finally:
         logging.getLogger().handlers.clear()

@@ -12,11 +12,11 @@ import pytest
 import sqlalchemy as sa
 
 from sync import cli
-from sync.daemon import Daemon
+from sync.app import Daemon
 from sync.guard_commands import replay
-from sync.ledger import Direction, Status
 from sync.ledger import replays as history
 from sync.ledger.schema import events
+from sync.model import Direction, Status
 from sync.sandbox import FakeIterable, FakeSegment
 from sync.sandbox.samples import ITERABLE_WEBHOOKS
 from tests.support import WEBHOOK_TOKEN, WRITE_KEY, wait_for

@@ -6,8 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sync.daemon import Daemon
-from sync.ledger import Direction, Status
+from sync.app import Daemon
+from sync.model import Direction, Status
 from sync.sandbox import FakeIterable
 from tests.integration.test_outbound import post
 from tests.support import wait_for

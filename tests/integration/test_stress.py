@@ -12,15 +12,16 @@ import aiohttp
 import pytest
 
 from sync import people
-from sync.backfill import ExportPuller
+from sync.app import Daemon, iterable_client
 from sync.config import Config
-from sync.daemon import Daemon, iterable_client
-from sync.delivery import Worker
-from sync.intake import Intake
-from sync.iterable_sink import IterableSink
-from sync.ledger import Claim, Direction, Ledger, NewEvent, Settlement, Status
+from sync.engine.intake import Intake
+from sync.engine.worker import Worker
+from sync.inbound.export import ExportPuller
+from sync.iterable.sink import IterableSink
+from sync.ledger.store import Ledger
 from sync.metrics import Metrics
-from sync.outbound import Options
+from sync.model import Claim, Direction, NewEvent, Settlement, Status
+from sync.outbound.mapper import Options
 from sync.sandbox import FakeIterable
 from tests.integration.test_outbound import BASIC, post, url
 from tests.support import SHARED_SECRET, sign, wait_for
@@ -42,7 +43,7 @@ async def test_two_replicas_with_a_round_longer_than_the_lease_deliver_each_row_
     fake.enforce_rate_limits = False
     fake.faults.latency = 0.15
     events = [purchase(n, f"buyer{n % 3}") for n in range(16)]
-    from sync.intake import outbound_rows
+    from sync.engine.intake import outbound_rows
 
     rows, _ = outbound_rows(events, Options())
     await ledger.record(rows, datetime.now(UTC))
@@ -188,11 +189,11 @@ async def test_a_non_ascii_authorization_header_is_401_not_500(daemon: Daemon, h
 
 async def test_an_unauthenticated_body_is_not_parsed(daemon: Daemon, monkeypatch: pytest.MonkeyPatch) -> None:
     """Item 12: a write key only in the body used to cost a full parse before it was checked."""
-    import sync.ingress
+    import sync.http.ingress
 
     parsed: list[int] = []
-    real = sync.ingress.strict_loads
-    monkeypatch.setattr(sync.ingress, "strict_loads", lambda raw: parsed.append(len(raw)) or real(raw))
+    real = sync.http.ingress.strict_loads
+    monkeypatch.setattr(sync.http.ingress, "strict_loads", lambda raw: parsed.append(len(raw)) or real(raw))
     big = {"batch": [{"type": "track", "userId": "x", "event": "E" * 500} for _ in range(1500)], "writeKey": "nope"}
     status, _ = await post(daemon, "/v1/batch", big, headers={})
     assert status == 401 and parsed == []
@@ -227,7 +228,7 @@ async def test_unsigned_array_tails_can_be_refused(
     """Item 15: `outbound.accept_unsigned_array_tails = false` refuses arrays nobody signed past element 0."""
     import dataclasses
 
-    from sync.ingress import CONFIG
+    from sync.http.ingress import CONFIG
 
     config = daemon.app[CONFIG]
     strict = dataclasses.replace(config, outbound=dataclasses.replace(config.outbound,
@@ -295,7 +296,7 @@ async def _attempted(daemon: Daemon) -> bool:
 
 async def test_overload_is_a_quick_503_with_retry_after(daemon: Daemon, monkeypatch: pytest.MonkeyPatch) -> None:
     """Item 14 over HTTP: when too much waits for the ledger, the sender is told to come back, at once."""
-    from sync.ingress import INTAKE
+    from sync.http.ingress import INTAKE
 
     commits = daemon.app[INTAKE].commits
     gate = asyncio.Event()

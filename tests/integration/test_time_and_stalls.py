@@ -16,17 +16,17 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from sync import people, remap
-from sync.daemon import Daemon
-from sync.delivery import Failure, Results, Worker
+from sync import people
+from sync.app import Daemon
+from sync.engine import remap
+from sync.engine.worker import Failure, Results, Worker
 from sync.errors import LedgerUnavailable
-from sync.ledger import Claim, Direction, Ledger, NewEvent, Row, Status
-from sync.ledger.model import Remapped
-from sync.ledger.store import _lock_id, create_engine
+from sync.jobs import Jobs
+from sync.ledger.store import Ledger, _lock_id, create_engine
 from sync.ledger.timeouts import DatabaseTimeouts
 from sync.metrics import Metrics
+from sync.model import Claim, Direction, NewEvent, Remapped, Row, Status
 from sync.sandbox import FakeIterable, FakeSegment, Fault
-from sync.scheduler import Jobs
 from tests.conftest import _reset_pg, started
 from tests.reliability.conftest import BASIC
 from tests.support import make_config, wait_for

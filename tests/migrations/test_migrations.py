@@ -13,9 +13,9 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from sync.errors import LedgerNotMigrated
-from sync.ledger import Ledger, migrate
+from sync.ledger import migrate
 from sync.ledger.schema import metadata
-from sync.ledger.store import create_engine
+from sync.ledger.store import Ledger, create_engine
 from tests.conftest import IN_CI, _empty_pg
 
 

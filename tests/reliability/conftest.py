@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 
-from sync.inbound import inbound_key, message_id
+from sync.inbound.mapper import inbound_key, message_id
 from sync.sandbox import FakeIterable, FakeSegment
 from tests.support import WEBHOOK_TOKEN, WRITE_KEY, daemon_config  # noqa: F401 - re-exported
 

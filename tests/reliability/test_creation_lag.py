@@ -8,7 +8,7 @@ import json
 import time
 from pathlib import Path
 
-from sync.ledger import Direction, Status
+from sync.model import Direction, Status
 from sync.sandbox import FakeIterable, FakeSegment
 from tests.conftest import started
 from tests.integration.test_outbound import post

@@ -17,8 +17,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from sync.daemon import Daemon, running
-from sync.ledger import Direction
+from sync.app import Daemon, running
+from sync.model import Direction
 from sync.sandbox import FakeIterable, FakeSegment
 from tests.processes import free_port
 from tests.reliability.conftest import BASIC, Load, audit, daemon_config, known_users

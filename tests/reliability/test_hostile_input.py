@@ -23,9 +23,9 @@ from aiohttp.test_utils import TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sync.auth import first_element
-from sync.daemon import Daemon, running
-from sync.ledger import Direction, Status
+from sync.app import Daemon, running
+from sync.http.auth import first_element
+from sync.model import Direction, Status
 from sync.sandbox import FakeIterable, FakeSegment
 from sync.sandbox.samples import ITERABLE_WEBHOOKS
 from tests.support import (
@@ -223,7 +223,7 @@ def test_a_chunked_oversize_body_is_cut_off_at_the_limit(live: Live) -> None:
 
 
 def test_a_slow_body_times_out_without_holding_the_daemon(live: Live, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("sync.ingress.BODY_READ_SECONDS", 1.0)
+    monkeypatch.setattr("sync.http.ingress.BODY_READ_SECONDS", 1.0)
     body = json.dumps(ITERABLE_WEBHOOKS[0]).encode()
     head = (b"POST /iterable/webhook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             b"Authorization: " + WEBHOOK_TOKEN.encode() + b"\r\nContent-Length: " + str(len(body)).encode() +

@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
-from sync.ledger import Claim, Direction, Ledger, NewEvent, Settlement, Status, migrate
-from sync.ledger.model import TERMINAL
-from sync.ledger.store import create_engine
+from sync.ledger import migrate
+from sync.ledger.store import Ledger, create_engine
+from sync.model import TERMINAL, Claim, Direction, NewEvent, Settlement, Status
 
 KEYS = [f"e{n}" for n in range(10)]
 USERS = ["u1", "u2", "u3"]

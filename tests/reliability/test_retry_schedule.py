@@ -9,10 +9,11 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sync import schedule
-from sync.delivery import Failure, Results, Worker
-from sync.ledger import Direction, Ledger, NewEvent, Row, Status
+from sync.engine import retry as schedule
+from sync.engine.worker import Failure, Results, Worker
+from sync.ledger.store import Ledger
 from sync.metrics import Metrics
+from sync.model import Direction, NewEvent, Row, Status
 from tests.acceptance.test_commands import cli, write_config
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -11,8 +11,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from sync import auth
-from sync.daemon import Daemon
+from sync.app import Daemon
+from sync.http import auth
 from sync.sandbox import FakeIterable, FakeSegment, Fault
 from tests.processes import free_port, http_json
 from tests.reliability.conftest import BASIC, daemon_config, known_users

@@ -11,8 +11,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from sync.daemon import Daemon
-from sync.ledger import Status
+from sync.app import Daemon
+from sync.model import Status
 from sync.sandbox import FakeIterable, FakeSegment, Fault
 from sync.sandbox.samples import ITERABLE_WEBHOOKS
 from tests.reliability.conftest import BASIC, known_users

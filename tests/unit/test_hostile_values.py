@@ -10,13 +10,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from sync import auth, outbound, people, schedule
+from sync import people
+from sync.engine import retry as schedule
+from sync.engine.intake import inbound_row, outbound_options, outbound_rows
 from sync.errors import InvalidEvent
-from sync.inbound import MAX_MESSAGE_BYTES, to_track
-from sync.intake import inbound_row, outbound_options, outbound_rows
-from sync.iterable_bulk import bulk_failures
-from sync.ledger import Status
-from sync.segment_events import validate
+from sync.http import auth
+from sync.inbound.mapper import MAX_MESSAGE_BYTES, to_track
+from sync.iterable.bulk import bulk_failures
+from sync.model import Status
+from sync.outbound import mapper as outbound
+from sync.segment.spec import validate
 from sync.wire import TooMany, array_slices, non_finite, segment_size, strict_loads
 from tests.support import make_config
 

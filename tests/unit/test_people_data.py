@@ -11,10 +11,11 @@ from typing import Any
 
 import pytest
 
-from sync import consent, inbound_people, masking, people
-from sync.delivery import Failure, deletion_retry
-from sync.ledger import Direction, NewEvent, Status
-from sync.ledger.links import Known
+from sync import masking, people
+from sync.engine.worker import Failure, deletion_retry
+from sync.inbound import people as inbound_people
+from sync.model import Direction, Known, NewEvent, Status
+from sync.outbound import consent
 
 NOW = datetime(2026, 11, 1, tzinfo=UTC)
 

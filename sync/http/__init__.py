@@ -1,0 +1,1 @@
+"""The HTTP surface: ingress (the endpoints), auth (credentials), console/ (operator pages)."""

@@ -1,0 +1,299 @@
+"""The Iterable sink: outbound rows become Iterable API requests, batched and in per-person order.
+
+The rules (waves, reading bulk answers) are pure, in ``sync.iterable.bulk``; this module does the I/O."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import unquote
+
+import aiohttp
+
+from sync import masking
+from sync.engine import retry as schedule
+from sync.engine.batches import chunks
+from sync.engine.throttle import Throttle
+from sync.engine.worker import Failure, Results
+from sync.errors import InvalidEvent, RetryableUpstream
+from sync.iterable.bulk import (
+    MAX_BULK_BYTES,
+    MAX_BULK_ITEMS,
+    Item,
+    Plan,
+    bulk_failures,
+    group_of,
+    plan,
+    waves,
+)
+from sync.metrics import Metrics
+from sync.model import Direction, Row, excerpt
+from sync.outbound import mapper as outbound
+from sync.outbound.mapper import BULK_FORM, EVENTS_TRACK, USERS_UPDATE, IterableCall, Options, Skip
+from sync.wire import json_size
+
+RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reply:
+    status: int
+    body: Any
+    retry_after: float | None = None
+
+    def describe(self) -> str:
+        body = self.body if isinstance(self.body, dict) else {}
+        return f"HTTP {self.status} {body.get('code', '')}: {str(body.get('msg', ''))[:300]}".strip()
+
+    @property
+    def not_found(self) -> bool:
+        """A single call refused because Iterable cannot see the user yet (creation lags)."""
+        body = self.body if isinstance(self.body, dict) else {}
+        return self.status == 400 and "does not exist" in str(body.get("msg", "")).lower()
+
+
+def _path_id(call: IterableCall) -> list[str]:
+    """The userId a deletion's path names (``users/byUserId/<id>``)."""
+    head, _, tail = call.endpoint.rpartition("/")
+    return [unquote(tail)] if call.method == "DELETE" and head.endswith("byUserId") and tail else []
+
+
+class IterableClient:
+    """One persistent aiohttp session to Iterable; network failures become ``RetryableUpstream``."""
+
+    def __init__(self, session: aiohttp.ClientSession, *, base_url: str, api_key: str, timeout: float,
+                 throttle: Throttle, metrics: Metrics,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.session, self.base_url, self.api_key = session, base_url.rstrip("/"), api_key
+        self.timeout, self.throttle, self.metrics, self.clock = aiohttp.ClientTimeout(total=timeout), throttle, metrics, clock
+        self.holds: dict[str, float] = {}  # rate-limit bucket -> monotonic time its Retry-After ends
+
+    def held(self, label: str) -> float:
+        """Seconds Iterable asked us to keep off this endpoint (its own ``Retry-After``; no other endpoint's)."""
+        return max(0.0, self.holds.get(label, 0.0) - time.monotonic())
+
+    async def post(self, endpoint: str, body: dict[str, Any], *, method: str = "POST",
+                   limit: str | None = None) -> Reply:
+        """A JSON request; ``limit`` names the rate-limit bucket (and the metric label) when the path holds
+        an identifier (deletions), so no user id reaches a metric or a log."""
+        if method == "DELETE":
+            status, raw, retry_after = await self._call(method, endpoint, label=limit)
+            return Reply(status=status, body=_json(raw), retry_after=retry_after)
+        return await self.post_encoded(endpoint, encoded(body), method=method, limit=limit)
+
+    async def post_encoded(self, endpoint: str, data: bytes, *, method: str = "POST",
+                           limit: str | None = None) -> Reply:
+        """A request whose JSON body is already encoded (a bulk body joined from its items' bytes)."""
+        # a stream, not bytes: aiohttp writes a large bytes body in one go and warns that it blocks the loop
+        status, raw, retry_after = await self._call(method, endpoint, data=io.BytesIO(data), label=limit,
+                                                    headers={"Content-Type": "application/json"})
+        return Reply(status=status, body=_json(raw), retry_after=retry_after)
+
+    async def get(self, endpoint: str, params: dict[str, str]) -> tuple[int, bytes, float | None]:
+        """A throttled GET (the export API); returns status, raw body and any ``Retry-After``."""
+        return await self._call("GET", endpoint, params=params)
+
+    async def _call(self, method: str, endpoint: str, *, headers: dict[str, str] | None = None,
+                    label: str | None = None, **kwargs: Any) -> tuple[int, bytes, float | None]:
+        label = label or endpoint
+        if wait := self.held(label):
+            raise RetryableUpstream(f"{label}: Iterable asked to wait (Retry-After)", retry_after=wait)
+        await self.throttle.acquire(label)
+        headers = {"Api-Key": self.api_key, **(headers or {})}
+        try:
+            async with self.session.request(method, f"{self.base_url}/api/{endpoint}", headers=headers,
+                                            timeout=self.timeout, **kwargs) as response:
+                raw = await response.read()
+                retry_after = schedule.parse_retry_after(response.headers.get("Retry-After"), self.clock())
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            self.metrics.upstream.labels(target="iterable", endpoint=label, status="error").inc()
+            detail = "" if label != endpoint else f" {str(exc)[:200]}"  # a deletion's path names the user
+            raise RetryableUpstream(f"{label}: {type(exc).__name__}{detail}".strip()) from exc
+        self.metrics.upstream.labels(target="iterable", endpoint=label, status=str(status)).inc()
+        if retry_after and status in RETRYABLE_STATUSES:
+            self.holds[label] = time.monotonic() + retry_after
+        return status, raw, retry_after
+
+
+def encoded(body: Any) -> bytes:
+    """Compact JSON as Iterable receives it from us (the bytes ``wire.json_size`` counts)."""
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        return None
+
+
+NOT_FOUND_WINDOW = 15 * 60.0  # a user Iterable cannot see yet is retried this long (it asks for 60 s)
+NOT_FOUND_MAX_DELAY = 30.0  # between those tries, so the user's events follow soon after they appear
+QUEUE_SETTLE_SECONDS = 60.0  # Iterable asks for a 60 s buffer between a write and dependent calls
+
+
+class IterableSink:
+    """Delivers outbound rows: users and events in bulk, commerce and email changes singly, each
+    person's calls through one of Iterable's two processing queues at a time (``iterable_bulk.plan``)."""
+
+    direction = Direction.OUTBOUND
+    batch_limit = 2 * MAX_BULK_ITEMS
+
+    def __init__(self, client: IterableClient, options: Options, *, settle_seconds: float = QUEUE_SETTLE_SECONDS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.client, self.options = client, options
+        self.settle_seconds, self.clock = settle_seconds, clock
+        self.recent: OrderedDict[str, tuple[str, float]] = OrderedDict()  # person -> (queue, last call)
+
+    async def deliver(self, rows: Sequence[Row]) -> Results:
+        results = Results()
+        items: list[Item] = []
+        for row in rows:
+            call = self._call(row, results)
+            if call is not None:
+                items.append((row, call))
+        now = self.clock()
+        planned = self._plan(items, now)
+        for row_id, wait in planned.held.items():
+            results.failed.append(Failure(
+                row_id=row_id, retryable=True, wait=wait,
+                error=f"waiting {wait:.0f} s for Iterable's bulk queue (this person's earlier writes went through it)"))
+        run = DeliveryRound(self.client, results)
+        for wave in waves(planned.send, planned.singles):
+            for group in (USERS_UPDATE, EVENTS_TRACK, "single"):
+                if results.auth_error:
+                    return results
+                members = [item for item in wave if group_of(item[1], planned.singles, item[0].id) == group]
+                await (run.singles(members) if group == "single" else run.bulk(group, members))
+        return results
+
+    def _plan(self, items: Sequence[Item], now: float) -> Plan:
+        while self.recent and now - next(iter(self.recent.values()))[1] >= self.settle_seconds:
+            self.recent.popitem(last=False)
+        planned = plan(items, self.recent, now, self.settle_seconds)
+        for person, family in planned.families.items():
+            self.recent[person] = (family, now)
+            self.recent.move_to_end(person)
+        return planned
+
+    def _call(self, row: Row, results: Results) -> IterableCall | None:
+        if row.mapped is not None:  # decided at intake: a retry is the same request, whatever the config says now
+            return IterableCall.thawed(row.mapped, row.user_key)
+        try:  # a row recorded before the mapping was frozen at intake
+            call = outbound.map_event(row.payload, self.options)
+        except InvalidEvent as exc:
+            results.failed.append(Failure(row_id=row.id, error=str(exc), retryable=False))
+            return None
+        except Exception as exc:  # a row the mapper cannot handle must not crash-loop the daemon
+            results.failed.append(Failure(row_id=row.id, error=f"cannot map the event: {exc!r}"[:500],
+                                          retryable=False))
+            return None
+        if isinstance(call, Skip):
+            results.failed.append(Failure(row_id=row.id, error=f"no longer sendable: {call.reason}", retryable=False))
+            return None
+        return call
+
+
+class DeliveryRound:
+    """One delivery round: remembers people whose earlier row must be retried first."""
+
+    def __init__(self, client: IterableClient, results: Results) -> None:
+        self.client, self.results = client, results
+        self.blocked: set[str] = set()
+
+    def _live(self, items: Sequence[Item]) -> list[Item]:
+        return [item for item in items if not (item[0].user_key and item[0].user_key in self.blocked)]
+
+    async def bulk(self, endpoint: str, items: Sequence[Item]) -> None:
+        def size(item: Item) -> int:
+            return json_size(item[1].body)
+
+        for chunk in chunks(self._live(items), max_items=MAX_BULK_ITEMS, max_bytes=MAX_BULK_BYTES, size_of=size):
+            await self._bulk_chunk(endpoint, chunk)
+
+    async def _bulk_chunk(self, endpoint: str, chunk: list[Item]) -> None:
+        bulk_endpoint, field = BULK_FORM[endpoint]
+        # the client sees the body as a value (type learning reads it, sync.iterable.learning)
+        reply = await self._post(bulk_endpoint, {field: [call.body for _, call in chunk]}, chunk)
+        if reply is None:
+            return
+        if 200 <= reply.status < 300:
+            await self._bulk_answer(reply, chunk)
+        elif reply.status in (400, 413) and len(chunk) > 1:
+            # the request as a whole was refused: find the bad items with single calls, whose rate
+            # limit is 100x the bulk one, instead of bisecting at the bulk rate
+            await self.singles(chunk)
+        else:
+            self._settle(reply, chunk)
+
+    async def _bulk_answer(self, reply: Reply, chunk: list[Item]) -> None:
+        outcome = bulk_failures(reply.body, [call.body for _, call in chunk])
+        unsure = []
+        for index, (row, call) in enumerate(chunk):
+            if index in outcome.failed:
+                reason, retryable = outcome.failed[index]
+                named_by = reason.removeprefix("Iterable rejected the item: ").split(" ", 1)[0]
+                self.results.called([row.id], self.results.calls[row.id].endpoint, reply.status,
+                                    excerpt(reply.body, named_by=named_by))
+                self._fail(row, call, reason, retryable=retryable, not_found=retryable)
+            elif outcome.unmatched:
+                unsure.append((row, call))
+            else:
+                self.results.delivered.append(row.id)
+        if unsure:  # Iterable counted failures it did not name: no row is delivered on a guess
+            await self.singles(unsure)
+
+    async def singles(self, items: Sequence[Item]) -> None:
+        for row, call in items:
+            if self.results.auth_error:
+                return
+            if row.user_key and row.user_key in self.blocked:
+                continue
+            reply = await self._post(call.endpoint, call.body, [(row, call)], method=call.method, limit=call.limit)
+            if reply is not None:
+                self._settle(reply, [(row, call)], deletion=call.method == "DELETE")
+
+    async def _post(self, endpoint: str, body: dict[str, Any], chunk: Sequence[Item], *, method: str = "POST",
+                    limit: str | None = None) -> Reply | None:
+        ids = [row.id for row, _ in chunk]
+        try:
+            reply = await self.client.post(endpoint, body, method=method, limit=limit)
+        except RetryableUpstream as exc:
+            self.results.called(ids, endpoint, None)
+            for row, call in chunk:
+                self._fail(row, call, str(exc), retryable=True, wait=exc.retry_after)
+            return None
+        self.results.called(ids, endpoint, reply.status, excerpt(reply.body))
+        return reply
+
+    def _settle(self, reply: Reply, chunk: Sequence[Item], *, deletion: bool = False) -> None:
+        if 200 <= reply.status < 300 or deletion and (reply.status == 404 or reply.not_found):
+            self.results.delivered.extend(row.id for row, _ in chunk)  # deleting a user nobody has: done
+        elif reply.status in (401, 403):
+            self.results.auth_error = f"Iterable answered {reply.describe()}"
+        elif reply.not_found:
+            for row, call in chunk:
+                self._fail(row, call, reply.describe(), retryable=True, not_found=True)
+        else:
+            retryable = reply.status in RETRYABLE_STATUSES or reply.status >= 500
+            for row, call in chunk:
+                self._fail(row, call, reply.describe(), retryable=retryable, wait=reply.retry_after)
+
+    def _fail(self, row: Row, call: IterableCall, error: str, *, retryable: bool,
+              wait: float | None = None, not_found: bool = False) -> None:
+        """Record a failure; a user Iterable cannot see yet is retried for NOT_FOUND_WINDOW, not 72 h. ``wait``
+        (an endpoint's Retry-After) holds this row and its person only: the client holds that endpoint alone.
+        The upstream's message is stored without the person's email or userId (it may quote them)."""
+        error = masking.mask(error, [*masking.named_in(call.body), *_path_id(call)])
+        window = (NOT_FOUND_WINDOW, NOT_FOUND_MAX_DELAY) if not_found else (None, None)
+        self.results.failed.append(Failure(row_id=row.id, error=error, retryable=retryable, wait=wait,
+                                           window_seconds=window[0], max_delay=window[1]))
+        if retryable and row.user_key:
+            self.blocked.add(row.user_key)

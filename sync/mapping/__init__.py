@@ -1,0 +1,1 @@
+"""The shapeable mapping: its rules (pure) and how the config states them (reading)."""

@@ -1,0 +1,1 @@
+"""Segment, the upstream: how Segment reads events (spec, semantics, timestamps: pure) and the sink (sink)."""

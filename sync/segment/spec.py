@@ -1,0 +1,122 @@
+"""Segment-spec events as they arrive: shape checks, batch merging, identifiers and dates.
+
+Shared by the outbound mapper and the ingress; pure functions over plain dicts.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sync.errors import InvalidEvent
+from sync.iterable.identifiers import has_control
+from sync.iterable.identifiers import (
+    is_email as is_email,  # re-exported: the rules live in sync.iterable.identifiers
+)
+from sync.segment import timestamps
+from sync.wire import json_size, non_finite
+
+TYPES = ("identify", "track", "page", "screen", "group", "alias", "delete")  # delete: Webhooks (Classic)
+MAX_EVENT_BYTES = 32 * 1024
+MAX_MESSAGE_ID = 100
+
+TIME_FIELDS = ("timestamp", "originalTimestamp", "sentAt", "receivedAt")
+ID_FIELDS = ("userId", "anonymousId", "previousId")
+
+
+def storable(text: str) -> bool:
+    """Whether a string can be a database key: valid UTF-8 and no NUL (PostgreSQL refuses both)."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def require_storable(event: dict[str, Any], fields: tuple[str, ...]) -> None:
+    for name in fields:
+        value = event.get(name)
+        if isinstance(value, str) and not storable(value):
+            raise InvalidEvent(f"{name}: contains a NUL character or an unpaired surrogate")
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def text_id(value: Any) -> str | None:
+    """A Segment id (userId, anonymousId ...) as text; numbers are allowed, empty is absent."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float | str):
+        text = str(value).strip()
+        return text or None
+    return None
+
+
+def merge_batch_defaults(event: dict[str, Any], context: Any, integrations: Any) -> dict[str, Any]:
+    """Top-level ``context`` / ``integrations`` of a batch merge into each event (event wins)."""
+    merged = dict(event)
+    for name, shared in (("context", context), ("integrations", integrations)):
+        if isinstance(shared, dict) and shared:
+            merged[name] = {**shared, **as_dict(event.get(name))}
+    return merged
+
+
+def validate(event: Any) -> dict[str, Any]:
+    """Check an event's shape; return it with a ``messageId``. Raises ``InvalidEvent`` naming the field."""
+    if not isinstance(event, dict):
+        raise InvalidEvent("event: expected a JSON object")
+    kind = event.get("type")
+    if kind not in TYPES:
+        raise InvalidEvent(f"type: must be one of {', '.join(TYPES)}, got {str(kind)[:40]!r}")
+    for name in ("context", "integrations", "properties", "traits"):
+        if name in event and event[name] is not None and not isinstance(event[name], dict):
+            raise InvalidEvent(f"{name}: expected an object")
+    require_storable(event, ("messageId", "userId", "anonymousId", "previousId", "event", "name"))
+    overflow = non_finite(event)
+    if overflow:
+        raise InvalidEvent(f"{overflow}: a number too large to represent (not finite)")
+    if kind == "track" and not (isinstance(event.get("event"), str) and event["event"].strip()):
+        raise InvalidEvent("event: required for track (a non-empty string)")
+    for name in TIME_FIELDS:
+        timestamps.read_time(event, name)
+    timestamps.event_time(event)  # the clock correction must stay representable too
+    for name in ID_FIELDS:
+        if isinstance(event.get(name), str) and has_control(event[name]):
+            raise InvalidEvent(f"{name}: contains a control character")
+    message_id = event.get("messageId")
+    if message_id is None or message_id == "":
+        event = {**event, "messageId": str(uuid.uuid4())}
+    elif not isinstance(message_id, str) or len(message_id) > MAX_MESSAGE_ID:
+        raise InvalidEvent(f"messageId: must be a string of at most {MAX_MESSAGE_ID} characters")
+    if json_size(event) > MAX_EVENT_BYTES:
+        raise InvalidEvent(f"event: larger than Segment's {MAX_EVENT_BYTES // 1024} KB limit per event")
+    checked: dict[str, Any] = event
+    return checked
+
+
+def parse_time(value: Any) -> datetime | None:
+    """An aware UTC datetime from an ISO-8601 string as Segment reads it (naive means UTC); None otherwise."""
+    return timestamps.parse_iso(value)
+
+
+def event_time(event: dict[str, Any]) -> datetime | None:
+    """When the event happened, corrected for the device clock (``sync.segment.timestamps.event_time``)."""
+    found = timestamps.event_time(event)
+    return found.at if found else None
+
+
+def iterable_dates(value: Any, path: str = "") -> Any:
+    """ISO date-times anywhere inside become ``YYYY-MM-DD HH:mm:ss +00:00``; date-only strings stay. Raises
+    ``InvalidEvent`` naming the path of a date-time that cannot be read (a 30 February, year 1 with an offset)."""
+    if isinstance(value, dict):
+        return {k: iterable_dates(v, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [iterable_dates(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if timestamps.is_date_time(value):
+        return timestamps.iterable_text(value, path or "value")
+    return value

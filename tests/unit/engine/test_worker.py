@@ -1,0 +1,318 @@
+"""The delivery engine and group commit on the in-memory ledger: fast, no I/O (issue 10)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from sync.engine.intake import GroupCommit
+from sync.engine.worker import Failure, Results, Worker
+from sync.errors import LedgerUnavailable, Overloaded
+from sync.ledger.memory import MemoryLedger
+from sync.metrics import Metrics
+from sync.model import Claim, Direction, Downtime, NewEvent, Row, Settlement, Status
+
+OUT = Direction.OUTBOUND
+T0 = datetime(2026, 6, 1, tzinfo=UTC)
+
+
+def event(key: str, user: str = "u") -> NewEvent:
+    return NewEvent(direction=OUT, key=key, kind="track", payload={"k": key}, user_key=user)
+
+
+class Sink:
+    """A scripted sink: each call pops the next behaviour (``deliver``, ``raise``, a Failure factory)."""
+
+    direction = OUT
+    batch_limit = 100
+
+    def __init__(self, *script: object, delay: float = 0.0) -> None:
+        self.script, self.delay = list(script), delay
+        self.calls: list[list[str]] = []
+
+    async def deliver(self, rows: Sequence[Row]) -> Results:
+        self.calls.append([row.key for row in rows])
+        await asyncio.sleep(self.delay)
+        step = self.script.pop(0) if self.script else "deliver"
+        if step == "raise":
+            raise RuntimeError("a bug in the sink")
+        if callable(step):
+            return Results(failed=[step(row) for row in rows])
+        if isinstance(step, str) and step.startswith("auth"):
+            return Results(auth_error="HTTP 401")
+        return Results(delivered=[row.id for row in rows])
+
+
+def worker(ledger: MemoryLedger, sink: Sink, owner: str = "w1", **kw: object) -> Worker:
+    defaults: dict[str, object] = {"max_retry_hours": 72, "lease_seconds": 60, "idle_seconds": 0.01,
+                                   "probe_seconds": 0.01, "retry_base": 0.01}
+    return Worker(ledger, sink, Metrics(), owner=owner, **{**defaults, **kw})  # type: ignore[arg-type]
+
+
+async def test_a_settle_only_touches_rows_the_settling_process_still_owns() -> None:
+    ledger = MemoryLedger()
+    await ledger.record([event("a")], T0)
+    slow = await ledger.claim(Claim(direction=OUT, owner="slow", limit=10, lease_seconds=1), T0)
+    later = T0 + timedelta(seconds=2)  # the slow owner's lease ran out; another process claims the row
+    fast = await ledger.claim(Claim(direction=OUT, owner="fast", limit=10, lease_seconds=60), later)
+    assert [r.id for r in fast] == [r.id for r in slow]
+    await ledger.settle(Settlement(released=(slow[0].id,)), later, owner="slow")
+    row = ledger.rows[slow[0].id]
+    assert row.lease_owner == "fast" and row.status is Status.PENDING  # the slow one did not wipe the lease
+
+
+async def test_a_round_longer_than_the_lease_keeps_its_rows() -> None:
+    """Issue 10 item 1: a 1 s round with a 0.3 s lease; another worker must not get the same rows."""
+    ledger = MemoryLedger()
+    await ledger.record([event(f"e{i}", user=f"u{i}") for i in range(5)], datetime.now(UTC))
+    slow_sink, other_sink = Sink(delay=1.0), Sink()
+    slow = worker(ledger, slow_sink, "slow", lease_seconds=0.3)
+    other = worker(ledger, other_sink, "other", lease_seconds=0.3)
+    first = asyncio.create_task(slow.round())
+    await asyncio.sleep(0.6)  # two lease lengths into the slow round
+    assert await other.round() is False and other_sink.calls == []
+    assert await first is True
+    assert {row.status for row in ledger.rows.values()} == {Status.DELIVERED}
+
+
+async def test_an_exception_inside_a_round_releases_its_rows_and_the_worker_goes_on() -> None:
+    ledger = MemoryLedger()
+    await ledger.record([event("a")], datetime.now(UTC))
+    sink = Sink("raise", "deliver")
+    w = worker(ledger, sink)
+    task = asyncio.create_task(w.run())
+    for _ in range(200):
+        if ledger.rows[1].status is Status.DELIVERED:
+            break
+        await asyncio.sleep(0.01)
+    w.stop()
+    await task
+    assert ledger.rows[1].status is Status.DELIVERED and ledger.rows[1].attempts == 1
+    assert len(sink.calls) == 2
+
+
+async def test_an_infinite_retry_after_neither_kills_the_worker_nor_stalls_it_for_days() -> None:
+    ledger = MemoryLedger()
+    await ledger.record([event("a")], datetime.now(UTC))
+    sink = Sink(lambda row: Failure(row_id=row.id, error="HTTP 429", retryable=True, retry_after=float("inf")))
+    w = worker(ledger, sink)
+    assert await w.round() is True
+    assert 0 < w._held <= 3600
+    assert ledger.rows[1].status is Status.PENDING and ledger.rows[1].next_attempt_at < datetime.now(UTC) + \
+        timedelta(hours=2)
+
+
+async def test_time_paused_does_not_count_against_the_retry_window() -> None:
+    """Issue 10 item 3: 100 h after receipt, 40 h of them paused, the first 429 is retried, not dead."""
+    now = T0 + timedelta(hours=100)
+    ledger = MemoryLedger()
+    await ledger.record([event("a")], T0)
+    await ledger.add_downtime(Downtime(direction=OUT, kind="paused", reason="HTTP 401", started_at=T0 +
+                                       timedelta(hours=10), ended_at=T0 + timedelta(hours=50)))
+    sink = Sink(lambda row: Failure(row_id=row.id, error="HTTP 429", retryable=True))
+    assert await worker(ledger, sink, clock=lambda: now).round() is True
+    assert ledger.rows[1].status is Status.PENDING and ledger.rows[1].attempts == 1
+    unpaused = MemoryLedger()
+    await unpaused.record([event("a")], T0)
+    await worker(unpaused, Sink(lambda row: Failure(row_id=row.id, error="HTTP 429", retryable=True)),
+                 clock=lambda: now).round()
+    assert unpaused.rows[1].status is Status.DEAD  # the same row without the pause: past its window
+
+
+async def test_a_pause_recorded_before_a_restart_is_closed_by_the_first_success() -> None:
+    """Issue 10 item 7: a stale pause row kept `ledger stats` showing PAUSED forever."""
+    ledger = MemoryLedger()
+    await ledger.pause(OUT, "HTTP 401 from an earlier process", T0)
+    await ledger.record([event("a")], datetime.now(UTC))
+    assert await worker(ledger, Sink()).round() is True
+    assert [s.ended_at is not None for s in ledger.spans] == [True]
+
+
+async def test_a_ledger_outage_is_recorded_as_downtime_once_it_answers_again() -> None:
+    ledger = MemoryLedger()
+    failing = {"on": True}
+    real_claim = ledger.claim
+
+    async def claim(claim: Claim, now: datetime) -> list[Row]:
+        if failing["on"]:
+            raise LedgerUnavailable("ledger unavailable: connection refused")
+        return await real_claim(claim, now)
+
+    ledger.claim = claim  # type: ignore[method-assign]
+    w = worker(ledger, Sink())
+    task = asyncio.create_task(w.run())
+    await asyncio.sleep(0.1)
+    failing["on"] = False
+    for _ in range(100):
+        if ledger.spans:
+            break
+        await asyncio.sleep(0.01)
+    w.stop()
+    await task
+    assert [s.kind for s in ledger.spans] == ["ledger"] and "connection refused" in ledger.spans[0].reason
+
+
+class Refusing:
+    """A ledger that refuses any commit containing a row keyed ``poison`` (a database data error)."""
+
+    def __init__(self) -> None:
+        self.inner = MemoryLedger()
+        self.commits = 0
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    async def record(self, batch: Sequence[NewEvent], now: datetime) -> set[str]:
+        self.commits += 1
+        await self.gate.wait()
+        if any(e.key == "poison" for e in batch):
+            raise LedgerUnavailable("ledger unavailable: invalid input for type json")
+        return await self.inner.record(batch, now)
+
+
+async def test_a_group_commit_that_fails_for_one_request_does_not_fail_the_others() -> None:
+    """Issue 10 item 5: one request's poison made every request sharing its commit answer 503."""
+    ledger = Refusing()
+    commits = GroupCommit(ledger, lambda: T0)
+    ledger.gate.clear()
+    blocker = asyncio.create_task(commits.record([event("first")]))
+    await asyncio.sleep(0.01)  # the first commit is running; the next three share the following one
+    tasks = [asyncio.create_task(commits.record([event(key)])) for key in ("good-1", "poison", "good-2")]
+    await asyncio.sleep(0.01)
+    ledger.gate.set()
+    await blocker
+    outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    assert outcomes[0] == set() and outcomes[2] == set()
+    assert isinstance(outcomes[1], LedgerUnavailable)
+    assert await ledger.inner.get(OUT, "good-1") and await ledger.inner.get(OUT, "good-2")
+    assert await ledger.inner.get(OUT, "poison") is None
+
+
+async def test_ingest_is_refused_quickly_when_too_much_waits_for_the_ledger() -> None:
+    """Issue 10 item 14: with the ledger stuck, queued rows stay bounded and the excess gets Overloaded."""
+    ledger = Refusing()
+    commits = GroupCommit(ledger, lambda: T0, max_queued=250)
+    ledger.gate.clear()
+    first = asyncio.create_task(commits.record([event("stuck")]))
+    await asyncio.sleep(0.01)
+    queued = [asyncio.create_task(commits.record([event(f"q{i}-{n}") for n in range(100)])) for i in range(2)]
+    await asyncio.sleep(0.01)
+    with pytest.raises(Overloaded):
+        await asyncio.wait_for(commits.record([event(f"x{n}") for n in range(100)]), 0.5)
+    ledger.gate.set()
+    await first
+    assert all(r == set() for r in await asyncio.gather(*queued))
+    assert len(ledger.inner.rows) == 201
+
+
+async def test_the_first_copy_of_a_message_id_in_one_batch_wins() -> None:
+    """Issue 10 item 6 (the memory ledger keeps the store's semantics; the contract suite checks the store)."""
+    ledger = MemoryLedger()
+    valid = event("m1")
+    invalid = NewEvent(direction=OUT, key="m1", kind="track", payload={}, status=Status.REJECTED, reason="bad")
+    assert await ledger.record([valid, invalid], T0) == set()
+    row = await ledger.get(OUT, "m1")
+    assert row is not None and row.status is Status.PENDING
+
+
+class Counting(MemoryLedger):
+    """Records what the ledger was asked while a sink was sending."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sending = False
+        self.claims_while_sending = 0
+
+    async def claim(self, claim: Claim, now: datetime) -> list[Row]:
+        self.claims_while_sending += self.sending
+        return await super().claim(claim, now)
+
+
+async def test_the_next_claim_is_made_while_a_round_sends() -> None:
+    """Issue 13: claim, send and settle overlap, so upstream latency and ledger time do not add up."""
+    ledger = Counting()
+    await ledger.record([event(f"e{n}", user=f"u{n % 7}") for n in range(250)], datetime.now(UTC))
+
+    class Watched(Sink):
+        async def deliver(self, rows: Sequence[Row]) -> Results:
+            ledger.sending = True
+            try:
+                return await super().deliver(rows)
+            finally:
+                ledger.sending = False
+
+    sink = Watched(delay=0.05)
+    w = worker(ledger, sink)
+    task = asyncio.create_task(w.run())
+    await _until(lambda: all(r.status is Status.DELIVERED for r in ledger.rows.values()))
+    w.stop()
+    await task
+    assert ledger.claims_while_sending >= 2
+    sent = [key for call in sink.calls for key in call]
+    assert sorted(sent) == sorted(f"e{n}" for n in range(250))  # each once
+    for user in range(7):  # and each person's in order
+        mine = [int(k[1:]) for k in sent if int(k[1:]) % 7 == user]
+        assert mine == sorted(mine)
+
+
+async def test_a_failure_holds_back_that_persons_rows_already_claimed_for_the_next_round() -> None:
+    """Issue 13: the claim made ahead took u's later rows; u's earlier row failed, so they go back and wait."""
+    ledger = MemoryLedger()
+    await ledger.record([event(f"a{n}", user="u") for n in range(3)], datetime.now(UTC))
+    fail_first = 0
+
+    class OneFailure(Sink):
+        batch_limit = 1
+
+        async def deliver(self, rows: Sequence[Row]) -> Results:
+            nonlocal fail_first
+            self.calls.append([row.key for row in rows])
+            await asyncio.sleep(0.02)
+            if rows[0].key == "a0" and fail_first == 0:
+                fail_first += 1
+                return Results(failed=[Failure(row_id=rows[0].id, error="HTTP 503", retryable=True, wait=0.2)])
+            return Results(delivered=[row.id for row in rows])
+
+    sink = OneFailure()
+    w = worker(ledger, sink)
+    task = asyncio.create_task(w.run())
+    await _until(lambda: all(r.status is Status.DELIVERED for r in ledger.rows.values()))
+    w.stop()
+    await task
+    delivered = [call[0] for call in sink.calls]
+    assert delivered[0] == "a0"
+    assert delivered[1:] == ["a0", "a1", "a2"]  # a1 was claimed ahead while a0 failed: it waited for a0
+
+
+async def _until(predicate: object, within: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while not predicate():  # type: ignore[operator]
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+async def test_the_claim_made_ahead_waits_for_the_last_settlement_instead_of_idling() -> None:
+    """Issue 19: the claim made ahead ran before the previous round's settlement was written, so that round's
+    person still looked busy, the claim came back empty and the worker idled with their next row due."""
+
+    class SlowSettle(MemoryLedger):
+        async def settle(self, settlement: Settlement, now: datetime, *, owner: str) -> None:
+            await asyncio.sleep(0.05)
+            await super().settle(settlement, now, owner=owner)
+
+    ledger = SlowSettle()
+    await ledger.record([event(f"a{n}", user="u") for n in range(6)], datetime.now(UTC))
+
+    class OneAtATime(Sink):
+        batch_limit = 1
+
+    w = worker(ledger, OneAtATime(delay=0.01), idle_seconds=0.5)
+    started = asyncio.get_running_loop().time()
+    task = asyncio.create_task(w.run())
+    await _until(lambda: all(r.status is Status.DELIVERED for r in ledger.rows.values()))
+    elapsed = asyncio.get_running_loop().time() - started
+    w.stop()
+    await task
+    assert elapsed < 1.0  # six rounds of ~60 ms; each idle would add 0.5 s

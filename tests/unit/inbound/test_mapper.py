@@ -1,0 +1,140 @@
+"""SPEC section 6 on Iterable's sample webhooks, plus properties for any webhook-shaped input."""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sync.errors import InvalidEvent
+from sync.inbound.mapper import SEGMENT_NAMES, inbound_key, message_id, to_track, validate
+from sync.sandbox.samples import ITERABLE_WEBHOOKS
+
+NOW = datetime(2026, 5, 1, tzinfo=UTC)
+BY_NAME = {w["eventName"]: w for w in ITERABLE_WEBHOOKS}
+
+
+def track(webhook: dict[str, Any], names: str = "segment") -> Any:
+    return to_track(validate(webhook), event_names=names, received_at=NOW)
+
+
+@pytest.mark.parametrize("webhook", ITERABLE_WEBHOOKS, ids=lambda w: w["eventName"])
+def test_every_sample_maps_with_identity_context_and_timestamp(webhook: dict[str, Any]) -> None:
+    result = track(webhook)
+    fields = webhook["dataFields"]
+    assert result.event == SEGMENT_NAMES[webhook["eventName"]]
+    assert result.user_id == webhook.get("userId")
+    assert result.anonymous_id == (None if webhook.get("userId") else webhook["email"])
+    assert result.context["traits"] == {"email": webhook["email"]}
+    assert result.context["integration"]["name"] == "iterable"
+    assert result.integrations == {"Iterable": False}
+    assert result.timestamp == datetime.strptime(fields["createdAt"], "%Y-%m-%d %H:%M:%S %z")
+    assert {k: result.properties[k] for k in fields} == fields
+    assert result.message_id.startswith("iterable-") and len(result.message_id) < 100
+
+
+def test_email_open_has_email_spec_names_and_context_ip_user_agent() -> None:
+    result = track(BY_NAME["emailOpen"])
+    fields = BY_NAME["emailOpen"]["dataFields"]
+    assert result.event == "Email Opened"
+    assert result.context["ip"] == "66.249.84.204" and result.context["userAgent"] == fields["userAgent"]
+    assert result.properties["email_id"] == "c49313:t79190:docs@iterable.com"
+    assert result.properties["email_subject"] == "My subject"
+    assert (result.properties["campaign_id"], result.properties["campaign_name"]) == (49313, "My campaign name")
+
+
+def test_email_click_adds_link_fields() -> None:
+    result = track(BY_NAME["emailClick"])
+    assert result.event == "Email Link Clicked"
+    assert (result.properties["link_url"], result.properties["link_id"]) == ("https://www.iterable.com",
+                                                                           "3145668988")
+
+
+def test_push_events_keep_camel_case_properties_only() -> None:
+    result = track(BY_NAME["pushSend"])
+    assert result.event == "Push Delivered" and "email_id" not in result.properties
+    assert track(BY_NAME["pushUninstall"]).event == "Mobile App Uninstalled"
+
+
+@pytest.mark.parametrize(("name", "segment"), sorted(SEGMENT_NAMES.items()))
+def test_the_name_table(name: str, segment: str) -> None:
+    webhook = {"email": "a@example.com", "eventName": name, "dataFields": {"createdAt": "2026-01-01 00:00:00 +00:00"}}
+    assert track(webhook).event == segment
+    assert track(webhook, "iterable").event == name
+
+
+def test_unknown_event_names_pass_through() -> None:
+    assert track({"email": "a@example.com", "eventName": "journeyExit"}).event == "journeyExit"
+
+
+def test_missing_created_at_uses_the_receive_time() -> None:
+    assert track({"email": "a@example.com", "eventName": "emailOpen"}).timestamp == NOW
+
+
+@pytest.mark.parametrize(("webhook", "field"), [
+    ({"email": "a@example.com"}, "eventName"), ({"eventName": "emailOpen"}, "email"),
+    ({"eventName": "emailOpen", "dataFields": []}, "dataFields"), ([], "body"),
+])
+def test_bad_webhooks_name_the_field(webhook: Any, field: str) -> None:
+    with pytest.raises(InvalidEvent, match=field):
+        validate(webhook)
+
+
+def test_user_id_or_data_fields_email_is_enough() -> None:
+    assert track({"userId": "u9", "eventName": "pushOpen"}).user_id == "u9"
+    assert track({"eventName": "pushOpen", "dataFields": {"email": "d@example.com"}}).anonymous_id == "d@example.com"
+
+
+def test_inbound_key_is_stable_and_separates_distinct_events() -> None:
+    sample = BY_NAME["emailClick"]
+    assert inbound_key(sample) == inbound_key(copy.deepcopy(sample))
+    other_url = copy.deepcopy(sample)
+    other_url["dataFields"]["url"] = "https://example.com/other"
+    later = copy.deepcopy(sample)
+    later["dataFields"]["createdAt"] = "2016-12-02 20:31:40 +00:00"
+    assert len({inbound_key(sample), inbound_key(other_url), inbound_key(later)}) == 3
+
+
+def test_export_record_shape_dedupes_with_the_webhook() -> None:
+    webhook = BY_NAME["emailOpen"]
+    export = {**webhook["dataFields"], "eventName": "emailOpen"}  # export rows carry the fields at top level
+    export["dataFields"] = webhook["dataFields"]
+    assert inbound_key(export) == inbound_key(webhook)
+
+
+def test_oversized_messages_are_rejected() -> None:
+    with pytest.raises(InvalidEvent, match="32 KB"):
+        track({"email": "a@example.com", "eventName": "emailOpen", "dataFields": {"blob": "x" * 40000}})
+
+
+webhooks = st.fixed_dictionaries(
+    {"eventName": st.sampled_from([*SEGMENT_NAMES, "custom"]) | st.text(max_size=20)},
+    optional={
+        "email": st.sampled_from(["a@example.com", ""]) | st.text(max_size=30),
+        "userId": st.none() | st.text(max_size=20) | st.integers(),
+        "dataFields": st.dictionaries(
+            st.sampled_from(["createdAt", "messageId", "campaignId", "templateId", "ip", "userAgent", "url",
+                             "emailId", "linkUrl", "email", "blob"]),
+            st.none() | st.integers() | st.text(max_size=40) | st.sampled_from(
+                ["2026-01-01 00:00:00 +00:00", "x" * 34000]) | st.floats(allow_nan=False),
+            max_size=8),
+    },
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(webhooks, st.sampled_from(["segment", "iterable"]))
+def test_mapper_never_raises_unexpectedly_is_deterministic_and_small(webhook: dict[str, Any], names: str) -> None:
+    try:
+        valid = validate(webhook)
+        first = to_track(valid, event_names=names, received_at=NOW)
+    except InvalidEvent:
+        return
+    assert first == to_track(valid, event_names=names, received_at=NOW)
+    assert first.user_id or first.anonymous_id
+    assert first.timestamp.tzinfo is not None
+    assert first.message_id == message_id(inbound_key(valid)) and len(first.message_id) < 100

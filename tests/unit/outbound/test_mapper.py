@@ -1,0 +1,320 @@
+"""SPEC section 5, row by row, plus properties that hold for any Segment-shaped input."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sync.errors import InvalidEvent
+from sync.outbound.mapper import IterableCall, Options, Skip, map_event
+from sync.segment.spec import iterable_dates, validate
+
+HYBRID = Options()
+TS = "2026-03-04T05:06:07.890Z"
+TS_UNIX = 1772600767
+
+
+def mapped(event: dict[str, Any], options: Options = HYBRID) -> IterableCall | Skip:
+    return map_event(validate({"messageId": "mid-1", **event}), options)
+
+
+def call(event: dict[str, Any], options: Options = HYBRID) -> IterableCall:
+    result = mapped(event, options)
+    assert isinstance(result, IterableCall), result
+    return result
+
+
+def test_identify_becomes_users_update_with_converted_traits() -> None:
+    result = call({"type": "identify", "userId": "u1", "traits": {
+        "email": "ann@example.com", "phone": "+15551234567", "signedUpAt": "2026-01-02T03:04:05+02:00",
+        "birthday": "1990-05-06", "address": {"city": "Oslo", "since": "2020-01-01T00:00:00Z"}}})
+    assert result.endpoint == "users/update" and result.user_key == "u1"
+    assert result.body == {  # hybrid: named by userId; the email is set (or changed) through dataFields.email
+        "userId": "u1", "preferUserId": True, "mergeNestedObjects": False,
+        "dataFields": {"phoneNumber": "+15551234567", "signedUpAt": "2026-01-02 01:04:05 +00:00",
+                       "birthday": "1990-05-06", "address": {"city": "Oslo", "since": "2020-01-01 00:00:00 +00:00"},
+                       "email": "ann@example.com"},
+    }
+
+
+@pytest.mark.parametrize(("project_type", "expected"), [
+    ("email", {"email": "ann@example.com", "userId": "u1", "dataFields": {"plan": "pro"}}),
+    ("userId", {"userId": "u1", "preferUserId": True, "dataFields": {"plan": "pro", "email": "ann@example.com"}}),
+    ("hybrid", {"userId": "u1", "preferUserId": True, "dataFields": {"plan": "pro", "email": "ann@example.com"}}),
+])
+def test_identify_names_the_person_as_the_project_type_requires(project_type: str,
+                                                                expected: dict[str, Any]) -> None:
+    """Iterable takes an email or a userId, not both; userId and hybrid projects change email via dataFields."""
+    result = call({"type": "identify", "userId": "u1", "traits": {"email": "ann@example.com", "plan": "pro"}},
+                  Options(project_type=project_type))
+    assert result.body == {**expected, "mergeNestedObjects": False}
+
+
+@pytest.mark.parametrize(("project_type", "expected"), [
+    ("email", "users/updateEmail"), ("hybrid", "users/updateEmail"),
+    ("userId", "alias is not sent in a userId-based project"),
+])
+def test_alias_follows_the_project_type(project_type: str, expected: str) -> None:
+    result = mapped({"type": "alias", "previousId": "old@example.com", "userId": "new@example.com"},
+                    Options(project_type=project_type))
+    if isinstance(result, Skip):
+        assert expected in result.reason
+    else:
+        assert result.endpoint == expected and result.body == {"currentEmail": "old@example.com",
+                                                                "newEmail": "new@example.com"}
+
+
+@pytest.mark.parametrize(("integrations", "config", "expected"), [
+    ({}, False, False), ({}, True, True),
+    ({"Iterable": {"mergeNestedObjects": True}}, False, True),
+    ({"Iterable": {"mergeNestedObjects": False}}, True, False),
+])
+def test_merge_nested_objects_follows_integrations_then_config(integrations: dict[str, Any], config: bool,
+                                                                expected: bool) -> None:
+    result = call({"type": "identify", "userId": "u1", "integrations": integrations},
+                  Options(merge_nested_objects=config))
+    assert result.body["mergeNestedObjects"] is expected
+
+
+def test_track_becomes_events_track_with_id_created_at_and_campaign() -> None:
+    result = call({"type": "track", "event": "Played", "userId": "u1", "timestamp": TS,
+                   "context": {"traits": {"email": "ann@example.com"}},
+                   "properties": {"song": "x", "at": TS, "campaignId": 12, "templateId": "34", "bad": True}})
+    assert result.endpoint == "events/track"
+    assert result.body == {"userId": "u1", "eventName": "Played", "id": "mid-1",
+                           "createdAt": TS_UNIX, "campaignId": 12, "templateId": 34,
+                           "dataFields": {"song": "x", "at": "2026-03-04 05:06:07 +00:00", "campaignId": 12,
+                                          "templateId": "34", "bad": True}}
+
+
+def test_properties_email_wins_over_context_traits() -> None:
+    result = call({"type": "track", "event": "E", "properties": {"email": "p@example.com"},
+                   "context": {"traits": {"email": "c@example.com"}}})
+    assert result.body["email"] == "p@example.com" and "userId" not in result.body
+
+
+def test_email_falls_back_to_an_email_shaped_user_id() -> None:
+    email_project = Options(project_type="email")
+    assert call({"type": "track", "event": "E", "userId": "ann@example.com"}, email_project).body["email"] == \
+        "ann@example.com"
+    assert call({"type": "track", "event": "E", "userId": "ann@example.com"}).body["userId"] == "ann@example.com"
+    assert "email" not in call({"type": "track", "event": "E", "userId": "ann"}).body
+
+
+def test_order_completed_becomes_track_purchase() -> None:
+    result = call({"type": "track", "event": "Order Completed", "userId": "u1", "timestamp": TS,
+                   "context": {"traits": {"email": "ann@example.com", "phone": "+1555"}},
+                   "properties": {"order_id": "o-9", "total": "30.5", "currency": "EUR", "campaignId": 5,
+                                  "products": [{"product_id": "p1", "sku": "S1", "name": "Shoe", "price": 10.25,
+                                                "quantity": "2", "category": "Shoes", "url": "https://x/p1",
+                                                "image_url": "https://x/p1.png", "color": "red"}]}})
+    assert result.endpoint == "commerce/trackPurchase"
+    assert result.body == {
+        "id": "o-9", "total": 30.5, "createdAt": TS_UNIX, "campaignId": 5,
+        "user": {"userId": "u1", "preferUserId": True, "mergeNestedObjects": False,
+                 "dataFields": {"phoneNumber": "+1555"}},
+        "items": [{"id": "p1", "sku": "S1", "name": "Shoe", "price": 10.25, "quantity": 2, "categories": ["Shoes"],
+                   "url": "https://x/p1", "imageUrl": "https://x/p1.png", "dataFields": {"color": "red"}}],
+        "dataFields": {"order_id": "o-9", "currency": "EUR"},
+    }
+
+
+@pytest.mark.parametrize(("properties", "field"), [
+    ({"order_id": "o"}, "properties.total"), ({"order_id": "o", "total": "lots"}, "properties.total"),
+    ({"order_id": "o", "total": 5, "products": [{"name": "x"}]}, "properties.products[0].product_id"),
+])
+def test_order_completed_without_required_fields_is_rejected_naming_them(properties: dict[str, Any],
+                                                                         field: str) -> None:
+    with pytest.raises(InvalidEvent, match=field.replace("[", r"\[").replace("]", r"\]")):
+        mapped({"type": "track", "event": "Order Completed", "userId": "u1", "properties": properties})
+
+
+@pytest.mark.parametrize("name", ["Product Added", "Product Removed", "Cart Updated"])
+def test_cart_events_with_products_become_update_cart(name: str) -> None:
+    result = call({"type": "track", "event": name, "userId": "u1",
+                   "properties": {"products": [{"id": "p1", "name": "A", "price": 1, "quantity": 3}]}})
+    assert result.endpoint == "commerce/updateCart"
+    assert result.body["items"] == [{"id": "p1", "name": "A", "price": 1.0, "quantity": 3}]
+    assert result.body["user"]["userId"] == "u1"
+
+
+def test_cart_events_without_products_are_generic_tracks() -> None:
+    assert call({"type": "track", "event": "Product Added", "userId": "u1",
+                 "properties": {"product_id": "p"}}).endpoint == "events/track"
+
+
+@pytest.mark.parametrize(("event", "name"), [
+    ({"type": "page", "name": "Pricing"}, "Pricing page"), ({"type": "page"}, "Loaded a Page"),
+    ({"type": "screen", "name": "Home"}, "Home screen"), ({"type": "screen"}, "Loaded a Screen"),
+])
+def test_page_and_screen_become_named_tracks(event: dict[str, Any], name: str) -> None:
+    result = call({**event, "userId": "u1", "context": {"page": {"path": "/p", "title": "T"}},
+                   "properties": {"url": "https://x/p"}})
+    assert result.endpoint == "events/track" and result.body["eventName"] == name
+    if event["type"] == "page":
+        assert result.body["dataFields"]["path"] == "/p" and result.body["dataFields"]["url"] == "https://x/p"
+
+
+def test_alias_between_emails_becomes_update_email() -> None:
+    result = call({"type": "alias", "previousId": "old@example.com", "userId": "new@example.com"})
+    assert (result.endpoint, result.body) == ("users/updateEmail",
+                                             {"currentEmail": "old@example.com", "newEmail": "new@example.com"})
+
+
+@pytest.mark.parametrize(("event", "reason"), [
+    ({"type": "alias", "previousId": "anon-1", "userId": "u1"}, "alias needs previousId and userId"),
+    ({"type": "group", "userId": "u1", "groupId": "g"}, "group is not supported by Iterable"),
+    ({"type": "track", "event": "E", "anonymousId": "a1"}, "no email or userId"),
+    ({"type": "track", "event": "E", "userId": "u1", "integrations": {"Iterable": False}}, "integrations.Iterable"),
+    ({"type": "track", "event": "E", "userId": "u1", "integrations": {"All": False}}, "integrations.All"),
+    ({"type": "track", "event": "E", "userId": "u1", "context": {"integration": {"name": "iterable"}}},
+     "loop guard"),
+])
+def test_skipped_events_keep_their_reason(event: dict[str, Any], reason: str) -> None:
+    result = mapped(event)
+    assert isinstance(result, Skip) and reason in result.reason
+
+
+@pytest.mark.parametrize(("deletion", "project_type", "event", "expected"), [
+    ("delete", "hybrid", {"userId": "u 1/x"}, ("DELETE", "users/byUserId/u%201%2Fx", {})),
+    ("delete", "email", {"userId": "ann@x.io"}, ("DELETE", "users/byUserId/ann%40x.io", {})),
+    ("forget", "hybrid", {"userId": "u1"}, ("POST", "users/forget", {"userId": "u1"})),
+    ("forget", "email", {"userId": "ann@x.io"}, ("POST", "users/forget", {"email": "ann@x.io"})),
+    ("forget", "email", {"userId": "u1"}, "forget needs the email"),
+    ("skip", "hybrid", {"userId": "u1"}, "not forwarded"),
+])
+def test_a_deletion_request_by_mode_and_project_type(deletion: str, project_type: str, event: dict[str, Any],
+                                                     expected: Any) -> None:
+    result = mapped({"type": "delete", **event}, Options(project_type=project_type, deletion=deletion))
+    if isinstance(expected, str):
+        assert isinstance(result, Skip) and expected in result.reason
+    else:
+        assert isinstance(result, IterableCall) and (result.method, result.endpoint, result.body) == expected
+
+
+def test_all_false_with_iterable_true_is_sent() -> None:
+    assert isinstance(mapped({"type": "track", "event": "E", "userId": "u",
+                              "integrations": {"All": False, "Iterable": True}}), IterableCall)
+
+
+def test_project_type_decides_which_identifier_is_required() -> None:
+    email_only = {"type": "track", "event": "E", "properties": {"email": "a@example.com"}}
+    assert isinstance(mapped(email_only, Options(project_type="userId")), Skip)
+    assert isinstance(mapped({"type": "track", "event": "E", "userId": "u"}, Options(project_type="email")), Skip)
+    assert "preferUserId" not in call({"type": "identify", "userId": "u", "traits": {"email": "a@example.com"}},
+                                      Options(project_type="email")).body
+
+
+@pytest.mark.parametrize(("event", "field"), [
+    ({"type": "track"}, "event"), ({"type": "bogus"}, "type"), ({"type": "track", "event": "E", "properties": []},
+                                                                "properties"),
+    ({"type": "track", "event": "E", "timestamp": "yesterday"}, "timestamp"),
+    ({"type": "track", "event": "E", "messageId": "x" * 101}, "messageId"),
+    ({"type": "track", "event": "E", "properties": {"blob": "x" * 40000}}, "32 KB"),
+])
+def test_invalid_events_name_the_field(event: dict[str, Any], field: str) -> None:
+    with pytest.raises(InvalidEvent, match=field):
+        validate(event)
+
+
+def test_dates_convert_but_date_only_and_non_dates_stay() -> None:
+    assert iterable_dates({"b": "2026-02-03", "c": "not 2026-13-01", "d": ["2026-01-01T10:00:00-05:00"],
+                           "e": "2026-02-30 10:00 stand-up", "f": "2026-01-01T10:00:00Z\n"}) == {
+        "b": "2026-02-03", "c": "not 2026-13-01", "d": ["2026-01-01 15:00:00 +00:00"],
+        "e": "2026-02-30 10:00 stand-up", "f": "2026-01-01T10:00:00Z\n"}
+
+
+@pytest.mark.parametrize(("value", "path"), [
+    ({"a": "2026-02-30T00:00:00Z"}, "properties.a"),
+    ({"c": "2026-13-01T00:00:00Z"}, "properties.c"),
+    ({"d": [1, {"e": "0001-01-01T00:00:00+01:00"}]}, r"properties.d\[1\].e"),
+])
+def test_a_date_time_that_cannot_be_read_is_refused_naming_its_path(value: dict[str, Any], path: str) -> None:
+    with pytest.raises(InvalidEvent, match=f"^{path}: not a time"):
+        iterable_dates(value, "properties")
+
+
+# -- properties ---------------------------------------------------------------------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20)
+    | st.sampled_from(["2026-01-01T00:00:00Z", "2026-01-01", "a@b.co"]),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
+    max_leaves=12,
+)
+segment_events = st.fixed_dictionaries(
+    {"type": st.sampled_from(["identify", "track", "page", "screen", "group", "alias", "delete"])},
+    optional={
+        "event": st.sampled_from(["Order Completed", "Product Added", "Cart Updated", "Played", ""]) | st.text(),
+        "userId": st.none() | st.sampled_from(["u1", "ann@example.com", ""]) | st.integers() | st.text(max_size=60),
+        "anonymousId": st.text(max_size=10), "previousId": st.sampled_from(["old@example.com", "x"]),
+        "name": st.text(max_size=10) | st.none(),
+        "timestamp": st.sampled_from(["2026-01-01T00:00:00Z", "bad", None]),
+        "properties": st.dictionaries(st.sampled_from(["email", "total", "order_id", "products", "campaignId", "x"]),
+                                      json_values, max_size=5),
+        "traits": st.dictionaries(st.sampled_from(["email", "phone", "created", "y"]), json_values, max_size=4),
+        "context": st.dictionaries(st.sampled_from(["traits", "integration", "page"]), json_values, max_size=3),
+        "integrations": st.dictionaries(st.sampled_from(["All", "Iterable"]), json_values, max_size=2),
+        "messageId": st.text(min_size=1, max_size=30),
+    },
+)
+
+SCHEMA_FIELDS = {
+    "users/update": {"email", "userId", "dataFields", "preferUserId", "mergeNestedObjects"},
+    "events/track": {"email", "userId", "eventName", "id", "createdAt", "dataFields", "campaignId", "templateId"},
+    "commerce/trackPurchase": {"id", "user", "items", "total", "createdAt", "dataFields", "campaignId", "templateId"},
+    "commerce/updateCart": {"user", "items"},
+    "users/updateEmail": {"currentEmail", "newEmail"},
+    "users/forget": {"email", "userId"},
+}
+
+
+@settings(max_examples=300, deadline=None)
+@given(segment_events, st.sampled_from(["email", "userId", "hybrid"]))
+def test_mapper_never_raises_unexpectedly_is_deterministic_and_fits_the_schema(event: dict[str, Any],
+                                                                              project: str) -> None:
+    options = Options(project_type=project)
+    try:
+        valid = validate(event)
+        first = map_event(valid, options)
+    except InvalidEvent:
+        return
+    assert map_event(valid, options) == first
+    if isinstance(first, Skip):
+        assert first.reason
+        return
+    body = first.body
+    if first.method == "DELETE":  # a deletion names the user in its path and sends no body
+        assert first.endpoint.startswith(("users/byUserId/", "users/")) and body == {}
+        return
+    assert set(body) <= SCHEMA_FIELDS[first.endpoint]
+    user = body.get("user", body)
+    if first.endpoint != "users/updateEmail":
+        assert user.get("email") or user.get("userId")
+    if first.endpoint == "events/track":
+        assert isinstance(body["eventName"], str) and body["eventName"] and isinstance(body["id"], str)
+        assert isinstance(body.get("createdAt", 0), int)
+    for item in body.get("items", []):
+        assert {"id", "name", "price", "quantity"} <= set(item)
+        assert isinstance(item["price"], float) and isinstance(item["quantity"], int)
+    for key in ("campaignId", "templateId"):
+        assert isinstance(body.get(key, 0), int)
+
+
+def test_order_completed_without_order_id_is_sent_with_the_message_id_as_purchase_id() -> None:
+    """Issue 10 item 11: SPEC requires only ``total``; Iterable's purchase ``id`` is optional."""
+    result = call({"type": "track", "event": "Order Completed", "userId": "u1", "messageId": "msg-77",
+                   "properties": {"total": 5}})
+    assert result.endpoint == "commerce/trackPurchase" and result.body["id"] == "msg-77"
+    again = call({"type": "track", "event": "Order Completed", "userId": "u1", "messageId": "msg-77",
+                  "properties": {"total": 5}})
+    assert again.body == result.body  # a retry is the same purchase
+
+
+def test_a_null_phone_clears_phone_number() -> None:
+    """Issue 10 item 11: null is how Segment's destination clears ``phoneNumber`` in Iterable."""
+    result = call({"type": "identify", "userId": "u1", "traits": {"phone": None, "plan": "pro"}})
+    assert result.body["dataFields"] == {"phoneNumber": None, "plan": "pro"}
