@@ -190,7 +190,7 @@ async def send_deletion(url: str) -> None:
 
 
 async def send_type_mismatch(url: str) -> None:
-    """A value of another type than the one Iterable fixed for the field (user-7's ``plan`` went as a string):
+    """A value of another type than the one Iterable fixed for the field (``plan`` is a string in the project):
     the type guard (``outbound.type_guard``) refuses it at intake instead of a bulk request failing later."""
     event = {"userId": "user-7", "traits": {"plan": 3}, "messageId": "demo-type-mismatch", "writeKey": KEYS["write"]}
     async with aiohttp.ClientSession() as session, session.post(f"{url}/v1/identify", json=event) as response:
@@ -241,6 +241,9 @@ async def _until_interrupted() -> None:
 async def main() -> int:
     iterable, segment = FakeIterable(KEYS["iterable"]), FakeSegment(KEYS["segment"])
     iterable.poison_emails = {BROKEN_EMAIL}
+    # the project already has a string field `plan` (as a real project does once a first value was written): the
+    # daemon reads it from users/getFields at start, so its type guard knows it before the demo's traffic
+    iterable.project.field_types["plan"] = "string"
     (runner_i, iterable_url), (runner_s, segment_url) = await start(iterable.app()), await start(segment.app())
     with tempfile.TemporaryDirectory() as folder:
         port = free_port()
