@@ -15,6 +15,7 @@ from typing import Any
 from sync.engine.intake import Intake, inbound_row
 from sync.errors import AuthRejected, InvalidEvent, RequestRejected, RetryableUpstream, UpstreamError
 from sync.inbound.mapper import SPEC_MAPPING
+from sync.iterable import api
 from sync.iterable.sink import IterableClient
 from sync.ledger.store import Ledger
 from sync.mapping.rules import InboundMapping
@@ -23,21 +24,13 @@ from sync.wire import strict_loads
 
 log = logging.getLogger("sync.inbound.export")
 
-EXPORT = "export/data.json"
+EXPORT = api.EXPORT
 EXPORT_TIME = "%Y-%m-%d %H:%M:%S"
 RECORD_BATCH = 500
 MAX_TRIES = 6
 _NOT_FIELDS = ("itblInternal", "_type")
 
-EXPORT_TYPES = frozenset(
-    "emailSend emailOpen emailClick hostedUnsubscribeClick emailComplaint emailBounce emailSendSkip pushSend "
-    "pushOpen pushUninstall pushBounce pushSendSkip inAppSend inAppOpen inAppClick inAppClose inAppDelete "
-    "inAppDelivery inAppSendSkip inAppRecall inboxSession inboxMessageImpression smsSend smsBounce smsClick "
-    "smsReceived smsSendSkip webPushSend webPushClick webPushSendSkip rcsSend rcsSendSkip emailSubscribe "
-    "emailUnSubscribe purchase customEvent user smsUsageInfo embeddedSend embeddedSendSkip embeddedClick "
-    "embeddedReceived embeddedImpression embeddedSession unknownSession journeyExit whatsAppBounce whatsAppClick "
-    "whatsAppReceived whatsAppSeen whatsAppSend whatsAppSendSkip whatsAppUsageInfo".split()
-)
+EXPORT_TYPES = api.EXPORT_TYPES
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -149,7 +142,7 @@ class ExportPuller:
                 return raw
             if status in (401, 403):
                 raise AuthRejected(f"Iterable export refused the API key ({error})", status=status)
-            if status and status < 500 and status not in (408, 429):
+            if status and not api.retryable(status):
                 raise RequestRejected(f"Iterable export rejected {kind} {params['startDateTime']}: {error}",
                                       status=status)
             wait = retry_after if retry_after is not None else (60.0 if status == 429 else 5.0 * 2 ** attempt)

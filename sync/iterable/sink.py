@@ -22,6 +22,7 @@ from sync.engine.batches import chunks
 from sync.engine.throttle import Throttle
 from sync.engine.worker import Failure, Results
 from sync.errors import InvalidEvent, RetryableUpstream
+from sync.iterable import api
 from sync.iterable.bulk import (
     MAX_BULK_BYTES,
     MAX_BULK_ITEMS,
@@ -37,8 +38,6 @@ from sync.model import Direction, Row, excerpt
 from sync.outbound import mapper as outbound
 from sync.outbound.mapper import BULK_FORM, EVENTS_TRACK, USERS_UPDATE, IterableCall, Options, Skip
 from sync.wire import json_size
-
-RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -117,7 +116,7 @@ class IterableClient:
             detail = "" if label != endpoint else f" {str(exc)[:200]}"  # a deletion's path names the user
             raise RetryableUpstream(f"{label}: {type(exc).__name__}{detail}".strip()) from exc
         self.metrics.upstream.labels(target="iterable", endpoint=label, status=str(status)).inc()
-        if retry_after and status in RETRYABLE_STATUSES:
+        if retry_after and status in api.RETRYABLE_STATUSES:
             self.holds[label] = time.monotonic() + retry_after
         return status, raw, retry_after
 
@@ -282,7 +281,7 @@ class DeliveryRound:
             for row, call in chunk:
                 self._fail(row, call, reply.describe(), retryable=True, not_found=True)
         else:
-            retryable = reply.status in RETRYABLE_STATUSES or reply.status >= 500
+            retryable = api.retryable(reply.status)
             for row, call in chunk:
                 self._fail(row, call, reply.describe(), retryable=retryable, wait=reply.retry_after)
 

@@ -10,6 +10,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from sync.iterable.api import EVENT_TYPES
 from sync.mapping.rules import (
     CALL_TYPES,
     CALLS,
@@ -34,15 +35,8 @@ from sync.mapping.rules import (
 
 OUTBOUND_KEYS = ("identity", "filter", "pages", "screens", "properties", "traits", "events")
 INBOUND_KEYS = ("filter", "events", "properties", "email_spec_properties")
-# SPEC section 6's eventNames, and the other types the export API knows (a glob matches anything else)
-INBOUND_NAMES = frozenset(
-    "emailSend emailOpen emailClick emailBounce emailComplaint emailUnSubscribe emailSubscribe "
-    "hostedUnsubscribeClick emailSendSkip pushSend pushOpen pushBounce pushUninstall pushSendSkip smsSend "
-    "smsBounce smsClick smsReceived smsSendSkip inAppSend inAppDelivery inAppOpen inAppClick inAppSendSkip "
-    "inAppClose inAppDelete inAppRecall webPushSend webPushClick webPushSendSkip inboxSession "
-    "inboxMessageImpression embeddedSend embeddedSendSkip embeddedClick embeddedReceived embeddedImpression "
-    "embeddedSession smsUsageInfo journeyExit whatsAppBounce whatsAppClick whatsAppReceived whatsAppSeen "
-    "whatsAppSend whatsAppSendSkip whatsAppUsageInfo rcsSend rcsSendSkip".split())
+# SPEC section 6's eventNames, and the other types a webhook carries (a glob matches anything else)
+INBOUND_NAMES = EVENT_TYPES
 
 
 class _Reader:

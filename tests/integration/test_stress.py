@@ -320,3 +320,28 @@ async def test_overload_is_a_quick_503_with_retry_after(daemon: Daemon, monkeypa
         assert "overloaded" in (await reply.json())["error"]
     gate.set()
     assert (await first)[0] == 200 and (await second)[0] == 200
+
+
+async def test_backfill_tries_a_425_again_as_delivery_does(
+        ledger: Ledger, fake_iterable: tuple[FakeIterable, str]) -> None:
+    """One rule for what Iterable may answer differently next time (``sync.iterable.api.retryable``): the export
+    pull gave up on a 425 Too Early that the delivery sink retried."""
+    from sync.sandbox import Fault
+
+    fake, base = fake_iterable
+    fake.enforce_rate_limits = False
+    since = datetime(2020, 1, 1, tzinfo=UTC)
+    fake.export_records["emailOpen"] = [{"email": "t@x.io", "createdAt": "2020-01-01 06:00:00 +00:00",
+                                         "messageId": "t1"}]
+    fake.faults.add(Fault(endpoint="data.json", status=425))
+    waits: list[float] = []
+
+    async def no_wait(seconds: float) -> None:
+        waits.append(seconds)
+
+    metrics = Metrics()
+    async with aiohttp.ClientSession() as session:
+        puller = ExportPuller(iterable_client(_config(base), session, metrics), Intake(ledger, metrics), ledger,
+                              event_names="segment", sleep=no_wait)
+        progress = await puller.run(["emailOpen"], since, since + timedelta(days=1))
+    assert progress.new == 1 and len(waits) == 1

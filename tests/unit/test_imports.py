@@ -23,7 +23,7 @@ PURE = (
     "sync.model", "sync.people", "sync.wire", "sync.errors", "sync.config", "sync.masking", "sync.mapping",
     "sync.outbound", "sync.inbound.mapper", "sync.inbound.people", "sync.segment.spec",
     "sync.segment.semantics", "sync.segment.timestamps", "sync.iterable.bulk", "sync.iterable.identifiers",
-    "sync.iterable.field_types", "sync.engine",
+    "sync.iterable.field_types", "sync.iterable.api", "sync.engine",
 )
 IO_LIBRARIES = ("sqlalchemy", "aiohttp", "segment")
 
@@ -37,6 +37,7 @@ LAYERS = {
     "sync.people": 1, "sync.wire": 1, "sync.masking": 1, "sync.mapping": 1, "sync.outbound": 1,
     "sync.inbound": 1, "sync.segment.spec": 1, "sync.segment.semantics": 1, "sync.segment.timestamps": 1,
     "sync.iterable.identifiers": 1, "sync.iterable.field_types": 1, "sync.iterable.bulk": 1,
+    "sync.iterable.api": 1,
 }
 ADAPTERS = (
     "sync.http", "sync.ledger", "sync.iterable.sink", "sync.iterable.learning", "sync.segment.sink",
