@@ -41,7 +41,6 @@ from sync.ledger.store import Ledger, create_engine
 from sync.ledger.timeouts import DatabaseTimeouts
 from sync.metrics import Metrics
 from sync.model import Direction
-from sync.outbound.mapper import Options
 from sync.replay import Replayer
 from sync.segment.sink import SegmentSink
 
@@ -100,6 +99,7 @@ class Daemon:
     health: Health
     app: web.Application
     jobs: Jobs
+    digest: str = ""  # the mapping digest, computed once in build()
     guards: Guards | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     address: tuple[str, int] = ("", 0)
@@ -125,6 +125,7 @@ def iterable_client(config: Config, session: aiohttp.ClientSession, metrics: Met
 def build(config: Config, ledger: Ledger, session: aiohttp.ClientSession, metrics: Metrics) -> Daemon:
     owner = owner_name()
     client = iterable_client(config, session, metrics, ledger)
+    options, digest = outbound_options(config), mapping_digest(config)  # built once, passed to what needs them
     workers: list[Worker] = []
 
     def worker(sink: Sink) -> Worker:
@@ -134,8 +135,6 @@ def build(config: Config, ledger: Ledger, session: aiohttp.ClientSession, metric
                       lease_seconds=config.delivery.lease_seconds)
 
     if config.outbound.enabled:
-        options = Options(project_type=config.iterable.project_type,
-                          merge_nested_objects=config.outbound.merge_nested_objects)
         workers.append(worker(IterableSink(client, options, settle_seconds=config.iterable.queue_settle_seconds)))
     if config.inbound.enabled:
         workers.append(worker(SegmentSink(write_key=config.segment.write_key, host=config.segment.host,
@@ -146,8 +145,7 @@ def build(config: Config, ledger: Ledger, session: aiohttp.ClientSession, metric
         if direction in by_direction:
             by_direction[direction].notify()
 
-    digest = mapping_digest(config)
-    intake = Intake(ledger, metrics, notify=notify, options=outbound_options(config), digest=digest,
+    intake = Intake(ledger, metrics, notify=notify, options=options, digest=digest,
                     hold_hours=config.outbound.hold_anonymous_hours, **people_rules(config))
     puller = ExportPuller(client, intake, ledger, event_names=config.inbound.event_names,
                           mapping=config.inbound.mapping, digest=digest)
@@ -158,13 +156,13 @@ def build(config: Config, ledger: Ledger, session: aiohttp.ClientSession, metric
         client.watch(guards.types, guards.refresh_soon)
         intake.guard = guards.types
     health = Health(check=lambda: migrate.ensure_current(ledger.engine), detail=guards.detail)
-    app = create_app(config, intake, metrics, health)
+    app = create_app(config, intake, metrics, health, options=options, digest=digest)
     if config.console.enabled:
         console.install(app, config, ledger, workers, digest, metrics=metrics)
         console_replay.install(app, Replayer(ledger, console_replay.sinks_for(workers),
                                              retention_days=config.ledger.retention_days))
     daemon = Daemon(config=config, ledger=ledger, metrics=metrics, workers=workers, health=health, app=app,
-                    jobs=jobs, guards=guards)
+                    jobs=jobs, digest=digest, guards=guards)
     health.paused = daemon.paused
     return daemon
 
@@ -202,7 +200,7 @@ async def running(config: Config) -> AsyncIterator[Daemon]:
 
 async def _announce_mapping(daemon: Daemon) -> None:
     """Log which mapping is in force (and the one before), and export it: replicas that differ show."""
-    digest = mapping_digest(daemon.config)
+    digest = daemon.digest
     before = await daemon.ledger.cursor(MAPPING_CURSOR)
     if before != digest:
         await daemon.ledger.set_cursor(MAPPING_CURSOR, digest, now())

@@ -11,8 +11,8 @@ from typing import Any
 
 from aiohttp import web
 
-from sync.config import Config, mapping_digest, secrets
-from sync.engine.intake import Intake, Rejection, inbound_row, outbound_options, outbound_rows
+from sync.config import Config, secrets
+from sync.engine.intake import Intake, Rejection, inbound_row, outbound_rows
 from sync.errors import InvalidEvent, LedgerError, LedgerNotMigrated, Overloaded, Unauthenticated
 from sync.http import auth
 from sync.logs import Redactor
@@ -60,12 +60,15 @@ OPTIONS = web.AppKey("options", outbound.Options)
 DIGEST = web.AppKey("digest", str)
 
 
-def create_app(config: Config, intake: Intake, metrics: Metrics, health: Health) -> web.Application:
+def create_app(config: Config, intake: Intake, metrics: Metrics, health: Health, *, options: outbound.Options,
+               digest: str) -> web.Application:
+    """The HTTP surface. ``options`` and ``digest`` are the outbound mapper's options and the mapping digest,
+    built once by the wiring (``sync.app.build``)."""
     limit = max(config.server.max_body_bytes, config.server.webhook_max_body_bytes)
     app = web.Application(client_max_size=limit, middlewares=[_errors])
     app[CONFIG], app[INTAKE], app[METRICS], app[HEALTH] = config, intake, metrics, health
     app[REDACTOR] = Redactor(secrets(config))
-    app[OPTIONS], app[DIGEST] = outbound_options(config), mapping_digest(config)
+    app[OPTIONS], app[DIGEST] = options, digest
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_view)
