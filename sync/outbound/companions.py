@@ -33,11 +33,13 @@ class Derived:
     skip: str | None = None
 
 
-def derived(event: dict[str, Any], options: Options, user_key: str | None) -> list[Derived]:
-    """The companion calls of a validated event that is sent (identify or track)."""
+def derived(event: dict[str, Any], options: Options, user_key: str | None,
+            ids: dict[str, Any] | None = None) -> list[Derived]:
+    """The companion calls of a validated event that is sent (identify or track); ``ids`` are its ``raw_ids``
+    when the caller has them."""
     if event.get("type") not in ("identify", "track"):
         return []
-    ids = raw_ids(event, options.mapping.identity)
+    ids = raw_ids(event, options.mapping.identity) if ids is None else ids
     if not ids:
         return []
     found = [_token(event, options, ids, user_key)]

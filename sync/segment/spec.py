@@ -15,7 +15,7 @@ from sync.iterable.identifiers import (
     is_email as is_email,  # re-exported: the rules live in sync.iterable.identifiers
 )
 from sync.segment import timestamps
-from sync.wire import json_size, non_finite
+from sync.wire import finite_size, json_size, non_finite
 
 TYPES = ("identify", "track", "page", "screen", "group", "alias", "delete")  # delete: Webhooks (Classic)
 MAX_EVENT_BYTES = 32 * 1024
@@ -77,7 +77,8 @@ def validate(event: Any) -> dict[str, Any]:
         if name in event and event[name] is not None and not isinstance(event[name], dict):
             raise InvalidEvent(f"{name}: expected an object")
     require_storable(event, ("messageId", "userId", "anonymousId", "previousId", "event", "name"))
-    overflow = non_finite(event)
+    size = finite_size(event)  # None: a number is not finite (or the event is too deep to encode: see below)
+    overflow = non_finite(event) if size is None else None
     if overflow:
         raise InvalidEvent(f"{overflow}: a number too large to represent (not finite)")
     if kind == "track" and not (isinstance(event.get("event"), str) and event["event"].strip()):
@@ -90,10 +91,10 @@ def validate(event: Any) -> dict[str, Any]:
             raise InvalidEvent(f"{name}: contains a control character")
     message_id = event.get("messageId")
     if message_id is None or message_id == "":
-        event = {**event, "messageId": str(uuid.uuid4())}
+        event, size = {**event, "messageId": str(uuid.uuid4())}, None
     elif not isinstance(message_id, str) or len(message_id) > MAX_MESSAGE_ID:
         raise InvalidEvent(f"messageId: must be a string of at most {MAX_MESSAGE_ID} characters")
-    if json_size(event) > MAX_EVENT_BYTES:
+    if (json_size(event) if size is None else size) > MAX_EVENT_BYTES:
         raise InvalidEvent(f"event: larger than Segment's {MAX_EVENT_BYTES // 1024} KB limit per event")
     checked: dict[str, Any] = event
     return checked
