@@ -12,6 +12,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sync import people
+from sync.errors import LedgerUnavailable
 from sync.ledger import forget, history, links
 from sync.ledger.base import SqlLedger, _lock_id, _row
 from sync.ledger.schema import events, identities
@@ -34,14 +35,12 @@ class Ingest(SqlLedger):
             unique.setdefault((e.direction, e.key), e)
         if not unique:
             return set()
-        insert = (postgresql.insert if self.is_postgres else sqlite.insert)(events)
-        stmt = insert.on_conflict_do_nothing(index_elements=["direction", "key"]).returning(events.c.key)
         async with self._tx() as conn:
             if decide is not None:
                 unique = {(e.direction, e.key): e for e in await links.decided(conn, list(unique.values()), decide)}
             persons = await self._people(conn, [e.identities for e in unique.values() if e.identities])
-            values = [_insert_values(e, now, persons) for e in unique.values()]
-            inserted = {r.key for r in (await conn.execute(stmt, values)).all()}
+            insert = insert_returning if self.is_postgres else insert_in_writer_thread
+            inserted = await insert(conn, list(unique.values()), now, persons)
             await links.remember_consents(conn, [e for e in unique.values() if e.key in inserted], now)
             for e in unique.values():
                 if e.replaces and e.key in inserted:
@@ -139,6 +138,52 @@ class Ingest(SqlLedger):
         return known
 
     # -- delivery -------------------------------------------------------------------------------
+
+
+async def insert_returning(conn: AsyncConnection, rows: Sequence[NewEvent], now: datetime,
+                           persons: dict[str, str]) -> set[str]:
+    """Insert ``rows`` (first copy of each key wins) through SQLAlchemy; return the keys inserted."""
+    insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(events)
+    stmt = insert.on_conflict_do_nothing(index_elements=["direction", "key"]).returning(events.c.key)
+    values = [_insert_values(e, now, persons) for e in rows]
+    return {r.key for r in (await conn.execute(stmt, values)).all()}
+
+
+_COLUMNS = ("direction", "key", "kind", "user_key", "status", "attempts", "next_attempt_at", "reason", "payload",
+            "received_at", "updated_at", "retry_from", "mapped", "mapping_digest", "name", "reason_class")
+_SQLITE_INSERT = (f"INSERT INTO events ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))}) "
+                  "ON CONFLICT (direction, key) DO NOTHING")
+
+
+async def insert_in_writer_thread(conn: AsyncConnection, rows: Sequence[NewEvent], now: datetime,
+                                  persons: dict[str, str]) -> set[str]:
+    """``insert_returning`` on SQLite, with the same stored values (the columns' own bind conversions), but one
+    prepared statement run for every row by the driver's writer thread (aiosqlite's), which also encodes the
+    rows' JSON as it reads them: the event loop only hands the rows over.
+
+    The rows inserted are those with an id above the largest before the insert: the transaction is the only
+    writer (SQLite takes one writer at a time, and the ledger holds its file against a second process)."""
+    dialect = conn.dialect
+    moment = events.c.received_at.type.bind_processor(dialect)
+    encode = events.c.payload.type.bind_processor(dialect)
+    if moment is None or encode is None:  # SQLite's DATETIME and JSON both convert: a different dialect
+        return await insert_returning(conn, rows, now, persons)
+    when = moment(now)
+    before = (await conn.execute(sa.select(sa.func.max(events.c.id)))).scalar() or 0
+    driver = (await conn.get_raw_connection()).driver_connection
+    if driver is None:
+        raise LedgerUnavailable("the SQLite connection is closed")
+    await driver.executemany(_SQLITE_INSERT, [_sqlite_values(e, when, persons, encode) for e in rows])
+    return set((await conn.execute(sa.select(events.c.key).where(events.c.id > before))).scalars())
+
+
+def _sqlite_values(e: NewEvent, when: Any, persons: dict[str, str], encode: Any) -> tuple[Any, ...]:
+    """One row's parameters in ``_COLUMNS`` order, as SQLAlchemy binds ``_insert_values`` on SQLite."""
+    user_key = persons[e.identities[0]] if e.identities else e.user_key
+    return (e.direction.value, e.key, e.kind[:255], user_key[:255] if user_key else None, e.status.value, 0, when,
+            e.reason, encode(e.payload), when, when, when, encode(e.mapped), e.mapping_digest,
+            history.event_name(e.direction, e.kind, e.payload),
+            history.reason_class(e.reason) if e.reason else None)
 
 
 def _insert_values(e: NewEvent, now: datetime, persons: dict[str, str]) -> dict[str, Any]:
