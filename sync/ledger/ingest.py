@@ -4,7 +4,7 @@ an operator's forget (SPEC sections 4 and 11)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -39,7 +39,7 @@ class Ingest(SqlLedger):
             if decide is not None:
                 unique = {(e.direction, e.key): e for e in await links.decided(conn, list(unique.values()), decide)}
             persons = await self._people(conn, [e.identities for e in unique.values() if e.identities])
-            insert = insert_returning if self.is_postgres else insert_in_writer_thread
+            insert = insert_unnested if self.is_postgres else insert_in_writer_thread
             inserted = await insert(conn, list(unique.values()), now, persons)
             await links.remember_consents(conn, [e for e in unique.values() if e.key in inserted], now)
             for e in unique.values():
@@ -173,12 +173,42 @@ async def insert_in_writer_thread(conn: AsyncConnection, rows: Sequence[NewEvent
     driver = (await conn.get_raw_connection()).driver_connection
     if driver is None:
         raise LedgerUnavailable("the SQLite connection is closed")
-    await driver.executemany(_SQLITE_INSERT, [_sqlite_values(e, when, persons, encode) for e in rows])
+    await driver.executemany(_SQLITE_INSERT, [_row_values(e, when, persons, encode) for e in rows])
     return set((await conn.execute(sa.select(events.c.key).where(events.c.id > before))).scalars())
 
 
-def _sqlite_values(e: NewEvent, when: Any, persons: dict[str, str], encode: Any) -> tuple[Any, ...]:
-    """One row's parameters in ``_COLUMNS`` order, as SQLAlchemy binds ``_insert_values`` on SQLite."""
+_PG_TYPES = ("text", "text", "text", "text", "text", "int4", "timestamptz", "text", "text", "timestamptz",
+             "timestamptz", "timestamptz", "text", "text", "text", "text")
+_PG_CASTS = {"payload": "::json", "mapped": "::json"}
+_PG_INSERT = (f"INSERT INTO events ({', '.join(_COLUMNS)}) "
+              f"SELECT {', '.join(c + _PG_CASTS.get(c, '') for c in _COLUMNS)} FROM unnest("
+              + ", ".join(f"${n}::{t}[]" for n, t in enumerate(_PG_TYPES, 1))
+              + f") WITH ORDINALITY AS given({', '.join(_COLUMNS)}, position) ORDER BY position "
+              "ON CONFLICT (direction, key) DO NOTHING RETURNING key")
+
+
+async def insert_unnested(conn: AsyncConnection, rows: Sequence[NewEvent], now: datetime,
+                          persons: dict[str, str]) -> set[str]:
+    """``insert_returning`` on PostgreSQL, with the same stored values (JSON as SQLAlchemy's own encoder
+    writes it), as one statement over one array per column: asyncpg encodes 16 arrays, not 16 parameters per
+    row, and SQLAlchemy compiles nothing per commit. Rows get their ids in the order given."""
+    encode = events.c.payload.type.bind_processor(conn.dialect)
+    driver = (await conn.get_raw_connection()).driver_connection
+    if encode is None or driver is None:
+        return await insert_returning(conn, rows, now, persons)
+    if not driver.is_in_transaction():  # SQLAlchemy begins on its first statement: make this one part of it
+        await conn.execute(sa.text("SELECT 1"))
+    values = [_row_values(e, now.astimezone(UTC), persons, encode) for e in rows]
+    columns = [list(column) for column in zip(*values, strict=True)]
+    try:
+        return {r[0] for r in await driver.fetch(_PG_INSERT, *columns)}
+    except Exception as exc:  # the driver's own errors, converted as SQLAlchemy's DBAPIError would be
+        raise LedgerUnavailable(f"ledger unavailable: {str(exc).splitlines()[0][:300]}") from exc
+
+
+def _row_values(e: NewEvent, when: Any, persons: dict[str, str], encode: Any) -> tuple[Any, ...]:
+    """One row's parameters in ``_COLUMNS`` order, as SQLAlchemy binds ``_insert_values`` (``when``: ``now``
+    as the time columns bind it)."""
     user_key = persons[e.identities[0]] if e.identities else e.user_key
     return (e.direction.value, e.key, e.kind[:255], user_key[:255] if user_key else None, e.status.value, 0, when,
             e.reason, encode(e.payload), when, when, when, encode(e.mapped), e.mapping_digest,

@@ -1,17 +1,16 @@
-"""Issue 20: SQLite records through one prepared statement run by the driver's writer thread, not through
-SQLAlchemy's insert. The rows it stores must be the very rows SQLAlchemy stored, column by column, and it must
-find the duplicates the ``RETURNING`` insert found."""
+"""Issue 20: the ledger records without SQLAlchemy's insert (SQLite: one prepared statement run by the driver's
+writer thread; PostgreSQL: one statement over arrays). The rows stored must be the very rows SQLAlchemy stored,
+column by column, and the duplicates found the ones its ``RETURNING`` insert found."""
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from sync.ledger import migrate
-from sync.ledger.ingest import insert_in_writer_thread, insert_returning
-from sync.ledger.store import Ledger, create_engine
+import sqlalchemy as sa
+
+from sync.ledger.ingest import insert_in_writer_thread, insert_returning, insert_unnested
+from sync.ledger.store import Ledger
 from sync.model import Direction, NewEvent, Status
 
 NOW = datetime(2026, 6, 1, 12, 30, 45, 123456, tzinfo=UTC)
@@ -35,38 +34,37 @@ def rows() -> list[NewEvent]:
     ]
 
 
-async def stored(path: Path, insert: Any, batches: list[list[NewEvent]]) -> tuple[list[tuple[Any, ...]], list[set[str]]]:
-    engine = create_engine(f"sqlite:///{path}")
-    await migrate.upgrade(engine)
-    ledger, answers = Ledger(engine), []
-    try:
-        for batch in batches:
-            async with ledger._tx() as conn:
-                persons = await ledger._people(conn, [e.identities for e in batch if e.identities])
-                answers.append(await insert(conn, batch, NOW, persons))
-    finally:
-        await engine.dispose()
-    with sqlite3.connect(path) as db:
-        return db.execute("SELECT * FROM events ORDER BY id").fetchall(), answers
+async def stored(ledger: Ledger, insert: Any, batches: list[list[NewEvent]]
+                 ) -> tuple[list[tuple[Any, ...]], list[set[str]]]:
+    """The rows as the database holds them (JSON as its stored text), in id order, and each batch's answer."""
+    answers = []
+    for batch in batches:
+        async with ledger._tx() as conn:
+            persons = await ledger._people(conn, [e.identities for e in batch if e.identities])
+            answers.append(await insert(conn, batch, NOW, persons))
+    text = "::text" if ledger.is_postgres else ""
+    async with ledger._tx() as conn:
+        found = (await conn.execute(sa.text(f"SELECT *, payload{text} AS payload_text, mapped{text} AS mapped_text "
+                                            "FROM events ORDER BY id"))).all()
+        await conn.execute(sa.text("DELETE FROM events"))
+        await conn.execute(sa.text("DELETE FROM identities"))
+    return [tuple(row)[1:] for row in found], answers
 
 
-async def test_the_writer_thread_stores_exactly_what_sqlalchemy_stored(tmp_path: Path) -> None:
+async def test_the_fast_insert_stores_exactly_what_sqlalchemy_stored(ledger: Ledger) -> None:
+    """SQLite: executemany in the writer thread; PostgreSQL: one insert over arrays. Against SQLAlchemy's
+    RETURNING insert of the same batches, on the same database."""
+    fast = insert_unnested if ledger.is_postgres else insert_in_writer_thread
     first, again = rows(), [*rows()[1:3], NewEvent(direction=Direction.OUTBOUND, key="e", kind="track", payload={})]
-    expected = await stored(tmp_path / "a.db", insert_returning, [first, again])
-    found = await stored(tmp_path / "b.db", insert_in_writer_thread, [first, again])
+    expected = await stored(ledger, insert_returning, [first, again])
+    found = await stored(ledger, fast, [first, again])
     assert found == expected
     assert found[1] == [{"a", "b", "c", "d"}, {"e"}]  # the second batch's b and c were duplicates
-    assert len(found[0]) == 6 and all(len(row) == len(found[0][0]) for row in found[0])
+    assert len(found[0]) == 6
 
 
-async def test_record_on_sqlite_answers_duplicates_within_and_across_commits(tmp_path: Path) -> None:
-    engine = create_engine(f"sqlite:///{tmp_path}/ledger.db")
-    await migrate.upgrade(engine)
-    ledger = Ledger(engine)
-    try:
-        assert await ledger.record(rows(), NOW) == set()
-        event = NewEvent(direction=Direction.OUTBOUND, key="f", kind="track", payload={})
-        assert await ledger.record([*rows()[:2], event, event], NOW) == {"a", "b"}
-        assert sum((await ledger.stats()).counts.values()) == 6
-    finally:
-        await engine.dispose()
+async def test_record_answers_duplicates_within_and_across_commits(ledger: Ledger) -> None:
+    assert await ledger.record(rows(), NOW) == set()
+    event = NewEvent(direction=Direction.OUTBOUND, key="f", kind="track", payload={})
+    assert await ledger.record([*rows()[:2], event, event], NOW) == {"a", "b"}
+    assert sum((await ledger.stats()).counts.values()) == 6
