@@ -115,9 +115,22 @@ def iterable_dates(value: Any, path: str = "") -> Any:
     """ISO date-times anywhere inside become ``YYYY-MM-DD HH:mm:ss +00:00``; date-only strings stay. Raises
     ``InvalidEvent`` naming the path of a date-time that cannot be read (a 30 February, year 1 with an offset)."""
     if isinstance(value, dict):
-        return {k: iterable_dates(v, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+        return {k: _dated(v, path, key=k) if isinstance(v, dict | list | str) else v for k, v in value.items()}
     if isinstance(value, list):
-        return [iterable_dates(v, f"{path}[{i}]") for i, v in enumerate(value)]
+        return [_dated(v, path, index=i) if isinstance(v, dict | list | str) else v for i, v in enumerate(value)]
     if timestamps.is_date_time(value):
         return timestamps.iterable_text(value, path or "value")
     return value
+
+
+_AT_INDEX = object()
+
+
+def _dated(value: Any, path: str, *, key: Any = _AT_INDEX, index: int = 0) -> Any:
+    """``iterable_dates`` of the value at ``key`` (else ``index``) under ``path``; a string that is no date-time
+    is returned before its path is spelled (most values of an event)."""
+    if isinstance(value, str) and not timestamps.is_date_time(value):
+        return value
+    if key is _AT_INDEX:
+        return iterable_dates(value, f"{path}[{index}]")
+    return iterable_dates(value, f"{path}.{key}" if path else str(key))
