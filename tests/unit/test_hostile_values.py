@@ -22,6 +22,7 @@ from sync.iterable.bulk import bulk_failures
 from sync.model import Status
 from sync.outbound import mapper as outbound
 from sync.segment.spec import MAX_EVENT_BYTES, validate
+from sync.segment.timestamps import ITERABLE_FORMAT, iterable_text
 from sync.wire import TooMany, array_slices, finite_size, json_size, non_finite, segment_size, strict_loads
 from tests.support import make_config
 
@@ -221,3 +222,10 @@ json_trees = st.recursive(json_leaves, lambda children: st.lists(children, max_s
 def test_finite_size_is_json_size_where_every_number_is_finite(value: object) -> None:
     expected = json_size(value) if non_finite(value) is None else None
     assert finite_size(value) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.datetimes(timezones=st.just(UTC)))
+def test_iterable_date_text_is_what_strftime_writes(moment: datetime) -> None:
+    """Issue 20: the date text is formatted directly; strftime's is the reference (it does not pad years < 1000)."""
+    assert iterable_text(moment.isoformat(), "p") == moment.strftime(ITERABLE_FORMAT)
