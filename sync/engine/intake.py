@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -347,21 +348,27 @@ class Intake:
             raise
         rows = [self._decided.pop(id(row), row) for row in rows]  # the rows as the commit decided them
         counted: set[tuple[Direction, str]] = set()
+        tally: Counter[tuple[Any, ...]] = Counter()  # one increment per label set, not per row
         for row in rows:
             identity = (row.direction, row.key)
             if identity in known or identity in counted:
-                self.metrics.duplicates.labels(direction=row.direction.value).inc()
+                tally[("duplicates", row.direction.value)] += 1
                 continue
             counted.add(identity)
-            self._count(row)
+            tally.update(_counts(row))
+        for (metric, *labels), count in tally.items():
+            getattr(self.metrics, metric).labels(*labels).inc(count)
         for direction in {row.direction for row in rows if row.status is Status.PENDING}:
             self.notify(direction)
         return {key for _, key in known}
 
-    def _count(self, row: NewEvent) -> None:
-        direction = row.direction.value
-        self.metrics.received.labels(direction=direction, type=row.kind[:64]).inc()
-        if row.status is Status.SKIPPED:  # the label is the deciding rule or config key: bounded cardinality
-            self.metrics.skipped.labels(direction=direction, reason=row.label or row.reason or "").inc()
-        elif row.status is Status.REJECTED:
-            self.metrics.rejected.labels(direction=direction).inc()
+
+def _counts(row: NewEvent) -> list[tuple[str, ...]]:
+    """The metrics a recorded row counts in, with their labels (in the metrics' label order)."""
+    direction = row.direction.value
+    found: list[tuple[str, ...]] = [("received", direction, row.kind[:64])]
+    if row.status is Status.SKIPPED:  # the label is the deciding rule or config key: bounded cardinality
+        found.append(("skipped", direction, row.label or row.reason or ""))
+    elif row.status is Status.REJECTED:
+        found.append(("rejected", direction))
+    return found

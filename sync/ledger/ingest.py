@@ -206,11 +206,14 @@ async def insert_unnested(conn: AsyncConnection, rows: Sequence[NewEvent], now: 
         raise LedgerUnavailable(f"ledger unavailable: {str(exc).splitlines()[0][:300]}") from exc
 
 
+_TEXT: dict[Direction | Status, str] = {**{d: d.value for d in Direction}, **{s: s.value for s in Status}}
+
+
 def _row_values(e: NewEvent, when: Any, persons: dict[str, str], encode: Any) -> tuple[Any, ...]:
     """One row's parameters in ``_COLUMNS`` order, as SQLAlchemy binds ``_insert_values`` (``when``: ``now``
     as the time columns bind it)."""
     user_key = persons[e.identities[0]] if e.identities else e.user_key
-    return (e.direction.value, e.key, e.kind[:255], user_key[:255] if user_key else None, e.status.value, 0, when,
+    return (_TEXT[e.direction], e.key, e.kind[:255], user_key[:255] if user_key else None, _TEXT[e.status], 0, when,
             e.reason, encode(e.payload), when, when, when, encode(e.mapped), e.mapping_digest,
             history.event_name(e.direction, e.kind, e.payload),
             history.reason_class(e.reason) if e.reason else None)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -127,10 +127,17 @@ def stamp(event: Any, *, received_at: datetime, sent_at: Any = None, overwrite: 
         return event
     stamped = dict(event)
     if overwrite or stamped.get("receivedAt") is None:
-        stamped["receivedAt"] = received_at.isoformat().replace("+00:00", "Z")
+        stamped["receivedAt"] = _segment_text(received_at, received_at.utcoffset())
     if sent_at is not None and stamped.get("sentAt") is None:
         stamped["sentAt"] = sent_at
     return stamped
+
+
+@lru_cache(maxsize=8)  # every event of a request is stamped with the same time
+def _segment_text(moment: datetime, offset: timedelta | None) -> str:
+    """``moment`` as Segment writes a time; ``offset`` is part of the key (equal instants in two zones are
+    equal datetimes, but not the same text)."""
+    return moment.isoformat().replace("+00:00", "Z")
 
 
 def iterable_text(value: str, path: str) -> str:
