@@ -83,9 +83,7 @@ def validate(event: Any) -> dict[str, Any]:
         raise InvalidEvent(f"{overflow}: a number too large to represent (not finite)")
     if kind == "track" and not (isinstance(event.get("event"), str) and event["event"].strip()):
         raise InvalidEvent("event: required for track (a non-empty string)")
-    for name in TIME_FIELDS:
-        timestamps.read_time(event, name)
-    timestamps.event_time(event)  # the clock correction must stay representable too
+    timestamps.checked_time(event, TIME_FIELDS)  # each readable, and the clock correction representable too
     for name in ID_FIELDS:
         if isinstance(event.get(name), str) and has_control(event[name]):
             raise InvalidEvent(f"{name}: contains a control character")

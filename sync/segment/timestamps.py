@@ -108,7 +108,19 @@ def event_time(event: Mapping[str, Any]) -> EventTime | None:
     Segment already processed) is the device's time, else ``timestamp``. Raises ``InvalidEvent`` naming the
     field that cannot be read, or ``timestamp`` when the correction leaves the representable range."""
     original = read_time(event, "originalTimestamp") or read_time(event, "timestamp")
-    sent_at, received_at = read_time(event, "sentAt"), read_time(event, "receivedAt")
+    return _corrected(original, read_time(event, "sentAt"), read_time(event, "receivedAt"))
+
+
+def checked_time(event: Mapping[str, Any], names: tuple[str, ...]) -> EventTime | None:
+    """``read_time`` of each of ``names`` in turn (the first unreadable one raises), then ``event_time`` from the
+    values read (``names`` holds the four time fields): each field is read once."""
+    times = {name: read_time(event, name) for name in names}
+    original = times["originalTimestamp"] or times["timestamp"]
+    return _corrected(original, times["sentAt"], times["receivedAt"])
+
+
+def _corrected(original: datetime | None, sent_at: datetime | None, received_at: datetime | None
+               ) -> EventTime | None:
     if original is None:
         return EventTime(at=received_at, received_at=received_at) if received_at else None
     if sent_at is None or received_at is None:
