@@ -28,8 +28,7 @@ def new(key: str, *, direction: Direction = OUT, status: Status = Status.PENDING
 async def every_row(ledger: Any) -> list[Any]:
     found = []
     for status in Status:
-        found += await ledger.rows(status=status, limit=1000) if isinstance(ledger, Ledger) else \
-            [r for r in ledger.rows.values() if r.status is status]
+        found += await ledger.rows(status=status, limit=1000)
     return found
 
 
