@@ -249,10 +249,12 @@ def anonymous_of(row: Stored, wanted: set[str], holds: set[str]) -> bool:
 
 
 def scrub(text: str | None, identifiers: Iterable[str]) -> str | None:
-    """``text`` with every spelling of the person's identifiers taken out (Iterable's reasons may quote them)."""
+    """``text`` with every spelling of the person's identifiers taken out (Iterable's reasons may quote them).
+    The longest spellings go first: a userId that is part of the email (``ann``, ``ann@example.com``) must not
+    cut the email in two and leave its rest behind."""
     if not text:
         return text
-    for ident in identifiers:
-        for form in people.forms(ident.partition(":")[2]):
-            text = re.sub(re.escape(form), "[forgotten]", text, flags=re.IGNORECASE)
+    spellings = {form for ident in identifiers for form in people.forms(ident.partition(":")[2])}
+    for form in sorted(spellings, key=lambda f: (-len(f), f)):
+        text = re.sub(re.escape(form), "[forgotten]", text, flags=re.IGNORECASE)
     return text
