@@ -142,7 +142,8 @@ class MemoryLedger:
         stored = [_stored(r) for r in self.table.values()]
         mine = [r for r in stored if r.user_key in {person, *idents}]
         wanted, holds = decisions.originals(mine), decisions.visitors(mine)
-        mine += [r for r in stored if r not in mine and decisions.anonymous_of(r, wanted, holds)]
+        seen = {r.id for r in mine}
+        mine += [r for r in stored if r.id not in seen and decisions.anonymous_of(r, wanted, holds)]
         changes = [(r.id, decisions.forgetting(r, idents, digest, now, keep=keep, why=why)) for r in mine]
         for row_id, values in changes:
             self._change(row_id, values)
