@@ -136,7 +136,7 @@ class Operations(SqlLedger):
         if direction:
             stmt = stmt.where(events.c.direction == direction)
         async with self._tx() as conn:
-            return int((await conn.execute(stmt.values(**decisions.requeued(now)))).rowcount or 0)
+            return int((await conn.execute(stmt.values(**decisions.requeued(now), reason_class=None))).rowcount or 0)
 
     async def purge(self, older_than: datetime, *, chunk: int = 1000) -> int:
         """Delete terminal rows last changed before ``older_than``, ``chunk`` rows per transaction."""
