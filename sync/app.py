@@ -32,8 +32,9 @@ from sync.http.connections import LimitedSite, connection_limit
 from sync.http.console import replay as console_replay
 from sync.http.ingress import Health, create_app
 from sync.inbound.export import ExportPuller
+from sync.iterable.client import IterableClient
 from sync.iterable.learning import LearningClient
-from sync.iterable.sink import IterableClient, IterableSink
+from sync.iterable.sink import IterableSink
 from sync.jobs import Jobs
 from sync.ledger import migrate
 from sync.ledger.pacing import SharedPacing
