@@ -14,7 +14,7 @@ from urllib.parse import unquote
 from sync import masking
 from sync.engine.batches import chunks
 from sync.engine.worker import Failure, Results
-from sync.errors import InvalidEvent, RetryableUpstream
+from sync.errors import RetryableUpstream
 from sync.iterable import api
 from sync.iterable.bulk import (
     MAX_BULK_BYTES,
@@ -27,9 +27,8 @@ from sync.iterable.bulk import (
     waves,
 )
 from sync.iterable.client import IterableClient, Reply
-from sync.model import Direction, Row, excerpt
-from sync.outbound import mapper as outbound
-from sync.outbound.mapper import BULK_FORM, EVENTS_TRACK, USERS_UPDATE, IterableCall, Options, Skip
+from sync.model import UNDECIDED, Direction, Row, excerpt
+from sync.outbound.mapper import BULK_FORM, EVENTS_TRACK, USERS_UPDATE, IterableCall
 from sync.wire import json_size
 
 
@@ -51,9 +50,9 @@ class IterableSink:
     direction = Direction.OUTBOUND
     batch_limit = 2 * MAX_BULK_ITEMS
 
-    def __init__(self, client: IterableClient, options: Options, *, settle_seconds: float = QUEUE_SETTLE_SECONDS,
+    def __init__(self, client: IterableClient, *, settle_seconds: float = QUEUE_SETTLE_SECONDS,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.client, self.options = client, options
+        self.client = client
         self.settle_seconds, self.clock = settle_seconds, clock
         self.recent: OrderedDict[str, tuple[str, float]] = OrderedDict()  # person -> (queue, last call)
 
@@ -89,21 +88,11 @@ class IterableSink:
         return planned
 
     def _call(self, row: Row, results: Results) -> IterableCall | None:
-        if row.mapped is not None:  # decided at intake: a retry is the same request, whatever the config says now
-            return IterableCall.thawed(row.mapped, row.user_key)
-        try:  # a row recorded before the mapping was frozen at intake
-            call = outbound.map_event(row.payload, self.options)
-        except InvalidEvent as exc:
-            results.failed.append(Failure(row_id=row.id, error=str(exc), retryable=False))
+        """The call decided at intake: a retry is the same request, whatever the config says now."""
+        if row.mapped is None:
+            results.failed.append(Failure(row_id=row.id, error=UNDECIDED, retryable=False))
             return None
-        except Exception as exc:  # a row the mapper cannot handle must not crash-loop the daemon
-            results.failed.append(Failure(row_id=row.id, error=f"cannot map the event: {exc!r}"[:500],
-                                          retryable=False))
-            return None
-        if isinstance(call, Skip):
-            results.failed.append(Failure(row_id=row.id, error=f"no longer sendable: {call.reason}", retryable=False))
-            return None
-        return call
+        return IterableCall.thawed(row.mapped, row.user_key)
 
 
 class DeliveryRound:
