@@ -31,13 +31,6 @@ from sync.model import UNDECIDED, Direction, Row, excerpt
 from sync.outbound.mapper import BULK_FORM, EVENTS_TRACK, USERS_UPDATE, IterableCall
 from sync.wire import json_size
 
-
-def _path_id(call: IterableCall) -> list[str]:
-    """The userId a deletion's path names (``users/byUserId/<id>``)."""
-    head, _, tail = call.endpoint.rpartition("/")
-    return [unquote(tail)] if call.method == "DELETE" and head.endswith("byUserId") and tail else []
-
-
 NOT_FOUND_WINDOW = 15 * 60.0  # a user Iterable cannot see yet is retried this long (it asks for 60 s)
 NOT_FOUND_MAX_DELAY = 30.0  # between those tries, so the user's events follow soon after they appear
 QUEUE_SETTLE_SECONDS = 60.0  # Iterable asks for a 60 s buffer between a write and dependent calls
@@ -45,7 +38,7 @@ QUEUE_SETTLE_SECONDS = 60.0  # Iterable asks for a 60 s buffer between a write a
 
 class IterableSink:
     """Delivers outbound rows: users and events in bulk, commerce and email changes singly, each
-    person's calls through one of Iterable's two processing queues at a time (``iterable_bulk.plan``)."""
+    person's calls through one of Iterable's two processing queues at a time (``sync.iterable.bulk.plan``)."""
 
     direction = Direction.OUTBOUND
     batch_limit = 2 * MAX_BULK_ITEMS
@@ -191,3 +184,9 @@ class DeliveryRound:
                                            window_seconds=window[0], max_delay=window[1]))
         if retryable and row.user_key:
             self.blocked.add(row.user_key)
+
+
+def _path_id(call: IterableCall) -> list[str]:
+    """The userId a deletion's path names (``users/byUserId/<id>``)."""
+    head, _, tail = call.endpoint.rpartition("/")
+    return [unquote(tail)] if call.method == "DELETE" and head.endswith("byUserId") and tail else []
