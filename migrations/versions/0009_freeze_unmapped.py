@@ -33,6 +33,7 @@ Create Date: 2026-11-30
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -105,50 +106,72 @@ def _decision(row: Any, status: Status, reason: str, digest: str) -> NewEvent:
                     reason=reason, mapping_digest=digest)
 
 
-def upgrade() -> None:
-    config, which = settings()
-    digest = mapping_digest(config)
-    conn, now, after = op.get_bind(), datetime.now(UTC), 0
+def unmapped(conn: sa.Connection) -> Iterator[Sequence[Any]]:
+    """The rows to decide, ``CHUNK`` at a time in id order."""
     # SQL NULL: recorded before revision 0004; JSON null: recorded without a call (rejected or skipped) and
     # requeued as recorded since
     no_call = sa.or_(events.c.mapped.is_(None), sa.cast(events.c.mapped, sa.Text()) == "null")
     not_forgotten = sa.or_(events.c.user_key.is_(None), sa.not_(events.c.user_key.startswith("forgotten:")))
-    by_id = events.c.id == sa.bindparam("row_id")
-    freeze = events.update().where(by_id).values(
-        mapped=sa.bindparam("mapped"), mapping_digest=sa.bindparam("digest"), updated_at=now)
-    settle = events.update().where(by_id).values(
-        status=sa.bindparam("status"), reason=sa.bindparam("reason"), reason_class=sa.bindparam("cls"),
-        mapping_digest=sa.bindparam("digest"), updated_at=now)
+    statuses = [Status.PENDING.value, Status.DEAD.value, Status.DELIVERED.value]
+    after = 0
     while True:
         chunk = conn.execute(
             sa.select(events.c.id, events.c.direction, events.c.key, events.c.kind, events.c.user_key,
                       events.c.status, events.c.payload, events.c.received_at)
-            .where(events.c.id > after, no_call,
-                   events.c.status.in_([Status.PENDING.value, Status.DEAD.value, Status.DELIVERED.value]), not_forgotten)
+            .where(events.c.id > after, no_call, events.c.status.in_(statuses), not_forgotten)
             .order_by(events.c.id).limit(CHUNK)).all()
         if not chunk:
             return
+        yield chunk
         after = chunk[-1].id
-        frozen, settled, notes = [], [], []
+
+
+class Changes:
+    """One chunk's updates: calls to freeze, pending rows settled otherwise, and their history entries.
+    (A plain class: Alembic loads this module outside ``sys.modules``, where a dataclass cannot be built.)"""
+
+    def __init__(self, *, which: str, digest: str, now: datetime) -> None:
+        self.which, self.digest, self.now = which, digest, now  # which: "the configured mapping" or the default
+        self.frozen: list[dict[str, Any]] = []
+        self.settled: list[dict[str, Any]] = []
+        self.notes: list[dict[str, Any]] = []
+
+    def add(self, row: Any, decision: NewEvent) -> None:
+        if decision.status is Status.PENDING and decision.mapped is not None:
+            self.frozen.append({"row_id": row.id, "mapped": decision.mapped, "digest": self.digest})
+            if row.status != Status.DELIVERED:
+                self.note(row.id, "its call is frozen" + ("" if row.status == Status.PENDING else
+                                                           " (the row stays dead; `ledger retry` sends that call)"))
+        elif row.status == Status.PENDING:
+            reason = decision.reason or ""
+            self.settled.append({"row_id": row.id, "status": decision.status.value, "reason": reason,
+                                 "cls": reason_class(reason), "digest": self.digest})
+            self.note(row.id, f"{decision.status.value}: {reason}")
+        # a dead or delivered row the mapping gives no call stays as it was
+
+    def note(self, row_id: int, became: str) -> None:
+        detail = (f"recorded before the mapping was stored; decided when the ledger was migrated (revision 0009) "
+                  f"under {self.which} {self.digest[:12]}: {became}")
+        self.notes.append({"event_id": row_id, "at": self.now, "outcome": "redecided",
+                           "detail": detail[:DETAIL_CHARS]})
+
+
+def upgrade() -> None:
+    config, which = settings()
+    digest = mapping_digest(config)
+    conn, now = op.get_bind(), datetime.now(UTC)
+    by_id = events.c.id == sa.bindparam("row_id")
+    # a frozen call changes no status: ``updated_at`` stays (retention and the console's recent views read it)
+    freeze = events.update().where(by_id).values(mapped=sa.bindparam("mapped"), mapping_digest=sa.bindparam("digest"))
+    settle = events.update().where(by_id).values(
+        status=sa.bindparam("status"), reason=sa.bindparam("reason"), reason_class=sa.bindparam("cls"),
+        mapping_digest=sa.bindparam("digest"), updated_at=now)
+    for chunk in unmapped(conn):
+        changes = Changes(which=which, digest=digest, now=now)
         for row in chunk:
-            decision = decided(config, row, digest)
-            if decision.status is Status.PENDING and decision.mapped is not None:
-                frozen.append({"row_id": row.id, "mapped": decision.mapped, "digest": digest})
-                if row.status == Status.DELIVERED:
-                    continue
-                became = "its call is frozen" + ("" if row.status == Status.PENDING else
-                                                 " (the row stays dead; `ledger retry` sends that call)")
-            elif row.status == Status.PENDING:
-                reason = decision.reason or ""
-                settled.append({"row_id": row.id, "status": decision.status.value, "reason": reason,
-                                "cls": reason_class(reason), "digest": digest})
-                became = f"{decision.status.value}: {reason}"
-            else:
-                continue  # a dead or delivered row the mapping gives no call stays as it was
-            notes.append({"event_id": row.id, "at": now, "outcome": "redecided",
-                          "detail": f"recorded before the mapping was stored; decided when the ledger was migrated "
-                                    f"(revision 0009) under {which} {digest[:12]}: {became}"[:DETAIL_CHARS]})
-        for statement, values in ((freeze, frozen), (settle, settled), (attempts.insert(), notes)):
+            changes.add(row, decided(config, row, digest))
+        for statement, values in ((freeze, changes.frozen), (settle, changes.settled),
+                                  (attempts.insert(), changes.notes)):
             if values:
                 conn.execute(statement, values)
 

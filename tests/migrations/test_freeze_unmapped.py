@@ -129,7 +129,7 @@ async def test_rows_without_a_frozen_call_are_decided_with_the_configured_mappin
     assert rows["m4"]["notes"] == [f"recorded before the mapping was stored; decided when the ledger was migrated "
                                    f"(revision 0009) under the configured mapping {digest[:12]}: rejected: "
                                    f"{rows['m4']['reason']}"]
-    assert rows["m5"]["status"] == "delivered" and "notes" not in rows["m5"]
+    assert (rows["m5"]["status"], rows["m5"]["updated_at"]) == ("delivered", RECEIVED) and "notes" not in rows["m5"]
     assert rows["m5"]["mapped"] == outbound_row(validate(track(5)), options, digest).mapped
     for key in ("m6", "m7"):
         assert rows[key]["mapped"] is None and rows[key]["mapping_digest"] is None and "notes" not in rows[key]
