@@ -40,8 +40,8 @@ LAYERS = {
     "sync.iterable.api": 1,
 }
 ADAPTERS = (
-    "sync.http", "sync.ledger", "sync.iterable.sink", "sync.iterable.learning", "sync.segment.sink",
-    "sync.inbound.export", "sync.inbound.drift", "sync.replay", "sync.requeue",
+    "sync.http", "sync.ledger", "sync.iterable.client", "sync.iterable.sink", "sync.iterable.learning",
+    "sync.segment.sink", "sync.inbound.export", "sync.inbound.drift", "sync.replay", "sync.requeue",
 )
 # the package's face, and the stand-ins that the demo and the tests use
 UNLAYERED = ("sync.sandbox",)
