@@ -5,7 +5,7 @@ on that one alone."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,50 +13,15 @@ import pytest
 import sqlalchemy as sa
 
 from sync.errors import LedgerUnavailable
-from sync.ledger import migrate
-from sync.ledger.memory import MemoryLedger
 from sync.ledger.store import Ledger, create_engine
 from sync.model import Claim, Direction, Downtime, Known, NewEvent, Remapped, Settlement, Status
-from tests.conftest import _blocking, _reset_pg
+from tests import ledgers
+from tests.ledgers import AnyLedger, another_process
 from tests.support import lapse_leases
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 OUT, IN = Direction.OUTBOUND, Direction.INBOUND
-MEMORY = "memory:"
-AnyLedger = Ledger | MemoryLedger
-
-
-@pytest.fixture(params=["memory", "sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def ledger_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
-    """The conftest's ledgers, and the in-memory one."""
-    if request.param == "memory":
-        return MEMORY
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/ledger.db"
-    url: str = request.getfixturevalue("pg_url")
-    _blocking(_reset_pg(url))
-    return url
-
-
-@pytest.fixture
-async def ledger(ledger_url: str) -> AsyncIterator[AnyLedger]:
-    if ledger_url == MEMORY:
-        yield MemoryLedger()
-        return
-    engine = create_engine(ledger_url)
-    if ledger_url.startswith("sqlite"):
-        await migrate.upgrade(engine)
-    try:
-        yield Ledger(engine)
-    finally:
-        await engine.dispose()
-
-
-def another_process(ledger: AnyLedger, url: str) -> AnyLedger:
-    """A second process on the same ledger (to claim and die); in memory, the memory is the process."""
-    return ledger if isinstance(ledger, MemoryLedger) else Ledger(create_engine(url))
-
-
+ledger_url, ledger = ledgers.ledger_url, ledgers.ledger  # every ledger: memory, SQLite, PostgreSQL
 def event(key: str, user: str | None = "u1", direction: Direction = OUT, kind: str = "track", **kw: Any
           ) -> NewEvent:
     return NewEvent(direction=direction, key=key, kind=kind, payload={"key": key, "n": [1, "x"]}, user_key=user,
