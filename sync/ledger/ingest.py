@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sync import people
 from sync.errors import LedgerUnavailable
-from sync.ledger import forget, history, links
+from sync.ledger import decisions, forget, history, links
 from sync.ledger.base import SqlLedger, _lock_id, _row
 from sync.ledger.schema import events, identities
 from sync.model import Direction, NewEvent, Row, Status
@@ -46,8 +46,8 @@ class Ingest(SqlLedger):
                 if e.replaces and e.key in inserted:
                     await conn.execute(events.update().where(events.c.direction == e.direction,
                                                              events.c.key.in_(list(e.replaces)),
-                                                             events.c.status == Status.HELD)
-                                       .values(status=Status.SKIPPED, reason=f"released as {e.key}", updated_at=now))
+                                                             events.c.status == decisions.HOLD)
+                                       .values(**decisions.release_of(e, now)))
                 if e.forgets and e.key in inserted:  # whatever outbound.deletion is: "skip" skips only the call
                     person = persons[e.identities[0]] if e.identities else e.user_key
                     if person:
@@ -91,8 +91,7 @@ class Ingest(SqlLedger):
                 found = [r.id for r in (await conn.execute(ids.limit(chunk))).all()]
                 if found:
                     await conn.execute(events.update().where(events.c.id.in_(found), events.c.status == Status.HELD)
-                                       .values(status=Status.SKIPPED, reason="anonymous, never identified",
-                                               updated_at=now))
+                                       .values(**decisions.hold_expired(now)))
             total += len(found)
             if len(found) < chunk:
                 return total
@@ -119,7 +118,7 @@ class Ingest(SqlLedger):
         links, merges = people.link(known, groups)
         for old, new in merges.items():
             await conn.execute(identities.update().where(identities.c.person == old).values(person=new))
-            await conn.execute(events.update().where(events.c.user_key == old, events.c.status == Status.PENDING)
+            await conn.execute(events.update().where(events.c.user_key == old, events.c.status == decisions.MERGED)
                                .values(user_key=new))
         if links:
             upsert = (postgresql.insert if self.is_postgres else sqlite.insert)(identities)
@@ -157,9 +156,9 @@ _SQLITE_INSERT = (f"INSERT INTO events ({', '.join(_COLUMNS)}) VALUES ({', '.joi
 
 async def insert_in_writer_thread(conn: AsyncConnection, rows: Sequence[NewEvent], now: datetime,
                                   persons: dict[str, str]) -> set[str]:
-    """``insert_returning`` on SQLite, with the same stored values (the columns' own bind conversions), but one
-    prepared statement run for every row by the driver's writer thread (aiosqlite's), which also encodes the
-    rows' JSON as it reads them: the event loop only hands the rows over.
+    """``insert_returning`` on SQLite, with the same stored values (the columns' own bind conversions, applied on
+    the loop to plain tuples), but one prepared statement run for every row by the driver's writer thread
+    (aiosqlite's ``executemany``): no statement compiled and no per-row processing by SQLAlchemy.
 
     The rows inserted are those with an id above the largest before the insert: the transaction is the only
     writer (SQLite takes one writer at a time, and the ledger holds its file against a second process)."""
