@@ -68,3 +68,16 @@ async def test_record_answers_duplicates_within_and_across_commits(ledger: Ledge
     event = NewEvent(direction=Direction.OUTBOUND, key="f", kind="track", payload={})
     assert await ledger.record([*rows()[:2], event, event], NOW) == {"a", "b"}
     assert sum((await ledger.stats()).counts.values()) == 6
+
+
+async def test_the_inserted_rows_are_told_apart_after_the_newest_row_was_deleted(ledger: Ledger) -> None:
+    """SQLite reuses the largest id once its row is gone (retention purges old rows, never only the newest, but
+    nothing here may rely on that): the rows inserted are still exactly those of this commit."""
+    assert await ledger.record(rows(), NOW) == set()
+    async with ledger._tx() as conn:
+        await conn.execute(sa.text("DELETE FROM events WHERE id = (SELECT max(id) FROM events)"))  # "d"
+    event = NewEvent(direction=Direction.OUTBOUND, key="g", kind="track", payload={})
+    assert await ledger.record([rows()[4], rows()[0], event], NOW) == {"a"}
+    async with ledger._tx() as conn:
+        keys = (await conn.execute(sa.text("SELECT key FROM events ORDER BY id"))).scalars().all()
+    assert keys == ["a", "b", "c", "a", "d", "g"]
