@@ -172,7 +172,8 @@ async def insert_in_writer_thread(conn: AsyncConnection, rows: Sequence[NewEvent
     driver = (await conn.get_raw_connection()).driver_connection
     if driver is None:
         raise LedgerUnavailable("the SQLite connection is closed")
-    await driver.executemany(_SQLITE_INSERT, [_row_values(e, when, persons, encode) for e in rows])
+    cursor = await driver.executemany(_SQLITE_INSERT, [_row_values(e, when, persons, encode) for e in rows])
+    await cursor.close()
     return set((await conn.execute(sa.select(events.c.key).where(events.c.id > before))).scalars())
 
 
