@@ -39,9 +39,12 @@ chromium:
 promtool:
 	@bash .ci/ensure-promtool
 
+# mypy keeps its cache beside uv's, outside the checkout: a fresh clone checks only what changed
+MYPY_CACHE ?= $(HOME)/.cache/iterable-segment-sync/mypy
+
 lint: install
 	$(BIN)/ruff check sync tests bench
-	$(BIN)/mypy
+	$(BIN)/mypy --cache-dir $(MYPY_CACHE)
 
 # the parallel pass, then the few tests that disturb what others share (they restart PostgreSQL)
 test: install postgres chromium promtool lint
