@@ -100,7 +100,7 @@ async def test_an_infinite_retry_after_neither_kills_the_worker_nor_stalls_it_fo
     sink = Sink(lambda row: Failure(row_id=row.id, error="HTTP 429", retryable=True, retry_after=float("inf")))
     w = worker(ledger, sink)
     assert await w.round() is True
-    assert 0 < w._held <= 3600
+    assert 0 < w.gate.held() <= 3600
     assert ledger.rows[1].status is Status.PENDING and ledger.rows[1].next_attempt_at < datetime.now(UTC) + \
         timedelta(hours=2)
 
