@@ -51,7 +51,7 @@ async def acknowledged_are_recorded(daemon: Daemon, statuses: dict[str, int]) ->
 
 async def test_sqlite_locked_past_the_busy_timeout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                     fake_iterable: Any, fake_segment: Any) -> None:
-    monkeypatch.setattr("sync.ledger.store.SQLITE_BUSY_TIMEOUT_MS", 300)
+    monkeypatch.setattr("sync.ledger.base.SQLITE_BUSY_TIMEOUT_MS", 300)
     path = tmp_path / "ledger.db"
     async with sqlite_daemon(path, fake_iterable, fake_segment) as daemon:
         assert await post_track(daemon, "before") == 200
