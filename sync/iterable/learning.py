@@ -66,7 +66,7 @@ class LearningClient(IterableClient):
     def _read(self, endpoint: str, body: dict[str, Any], reply: Reply) -> None:
         assert self.types is not None
         single = _SINGLE_OF.get(endpoint, endpoint)
-        items = (body.get("users") or body.get("events") or []) if endpoint in _SINGLE_OF else [body]
+        items = (body.get(BULK_FORM[single][1]) or []) if endpoint in _SINGLE_OF else [body]
         answer = reply.body if isinstance(reply.body, dict) else {}
         if reply.status == 400 and answer.get("code") == TYPE_REFUSED:
             params = answer.get("params")

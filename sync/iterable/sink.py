@@ -24,6 +24,7 @@ from sync.engine.worker import Failure, Results
 from sync.errors import InvalidEvent, RetryableUpstream
 from sync.iterable import api
 from sync.iterable.bulk import (
+    GROUPS,
     MAX_BULK_BYTES,
     MAX_BULK_ITEMS,
     Item,
@@ -36,7 +37,7 @@ from sync.iterable.bulk import (
 from sync.metrics import Metrics
 from sync.model import Direction, Row, excerpt
 from sync.outbound import mapper as outbound
-from sync.outbound.mapper import BULK_FORM, EVENTS_TRACK, USERS_UPDATE, IterableCall, Options, Skip
+from sync.outbound.mapper import BULK_FORM, IterableCall, Options, Skip
 from sync.wire import json_size
 
 
@@ -166,7 +167,7 @@ class IterableSink:
                 error=f"waiting {wait:.0f} s for Iterable's bulk queue (this person's earlier writes went through it)"))
         run = DeliveryRound(self.client, results)
         for wave in waves(planned.send, planned.singles):
-            for group in (USERS_UPDATE, EVENTS_TRACK, "single"):
+            for group in GROUPS:
                 if results.auth_error:
                     return results
                 members = [item for item in wave if group_of(item[1], planned.singles, item[0].id) == group]
