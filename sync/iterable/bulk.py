@@ -106,6 +106,11 @@ def waves(items: Sequence[Item], singles: Collection[int] = ()) -> list[list[Ite
     return out
 
 
+def bulk_body(field: str, items: Sequence[bytes]) -> bytes:
+    """A bulk request's JSON body from its items' encoded bytes: ``{"<field>":[item,item,...]}``."""
+    return b"".join((b'{"', field.encode(), b'":[', b",".join(items), b"]}"))
+
+
 @dataclass(slots=True, kw_only=True)
 class BulkOutcome:
     """A 200 bulk answer read item by item: ``failed`` index -> (reason, retryable); ``unmatched`` is

@@ -4,6 +4,7 @@ The rules (waves, reading bulk answers) are pure, in ``sync.iterable.bulk``; thi
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import time
@@ -18,7 +19,7 @@ import aiohttp
 
 from sync import masking
 from sync.engine import retry as schedule
-from sync.engine.batches import chunks
+from sync.engine.batches import by_person
 from sync.engine.throttle import Throttle
 from sync.engine.worker import Failure, Results
 from sync.errors import InvalidEvent, RetryableUpstream
@@ -29,6 +30,7 @@ from sync.iterable.bulk import (
     MAX_BULK_ITEMS,
     Item,
     Plan,
+    bulk_body,
     bulk_failures,
     group_of,
     plan,
@@ -38,7 +40,6 @@ from sync.metrics import Metrics
 from sync.model import Direction, Row, excerpt
 from sync.outbound import mapper as outbound
 from sync.outbound.mapper import BULK_FORM, IterableCall, Options, Skip
-from sync.wire import json_size
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -87,6 +88,12 @@ class IterableClient:
             return Reply(status=status, body=_json(raw), retry_after=retry_after)
         return await self.post_encoded(endpoint, encoded(body), method=method, limit=limit)
 
+    async def post_bulk(self, endpoint: str, field: str, items: Sequence[bytes],
+                        values: Sequence[dict[str, Any]]) -> Reply:
+        """A bulk request whose items are already encoded: the body is their join (``bulk.bulk_body``), not a
+        second encoding; ``values`` are the same items decoded, for whoever reads the answer against them."""
+        return await self.post_encoded(endpoint, bulk_body(field, items))
+
     async def post_encoded(self, endpoint: str, data: bytes, *, method: str = "POST",
                            limit: str | None = None) -> Reply:
         """A request whose JSON body is already encoded (a bulk body joined from its items' bytes)."""
@@ -117,6 +124,7 @@ class IterableClient:
             detail = "" if label != endpoint else f" {str(exc)[:200]}"  # a deletion's path names the user
             raise RetryableUpstream(f"{label}: {type(exc).__name__}{detail}".strip()) from exc
         self.metrics.upstream.labels(target="iterable", endpoint=label, status=str(status)).inc()
+        self.throttle.answered(label, status)
         if retry_after and status in api.RETRYABLE_STATUSES:
             self.holds[label] = time.monotonic() + retry_after
         return status, raw, retry_after
@@ -201,6 +209,15 @@ class IterableSink:
         return call
 
 
+def _person(entry: tuple[Item, bytes]) -> str:
+    row = entry[0][0]
+    return row.user_key or f"row:{row.id}"
+
+
+def _length(entry: tuple[Item, bytes]) -> int:
+    return len(entry[1])
+
+
 class DeliveryRound:
     """One delivery round: remembers people whose earlier row must be retried first."""
 
@@ -212,18 +229,31 @@ class DeliveryRound:
         return [item for item in items if not (item[0].user_key and item[0].user_key in self.blocked)]
 
     async def bulk(self, endpoint: str, items: Sequence[Item]) -> None:
-        def size(item: Item) -> int:
-            return json_size(item[1].body)
-
-        for chunk in chunks(self._live(items), max_items=MAX_BULK_ITEMS, max_bytes=MAX_BULK_BYTES, size_of=size):
-            await self._bulk_chunk(endpoint, chunk)
-
-    async def _bulk_chunk(self, endpoint: str, chunk: list[Item]) -> None:
-        bulk_endpoint, field = BULK_FORM[endpoint]
-        # the client sees the body as a value (type learning reads it, sync.iterable.learning)
-        reply = await self._post(bulk_endpoint, {field: [call.body for _, call in chunk]}, chunk)
-        if reply is None:
+        """Each item encoded once (its size is its bytes' length, the request body their join); the requests
+        of one group go out at once, each person's items in one of them (``batches.by_person``), so Iterable's
+        latency does not cap a round at one request per round trip. The throttle still spaces them."""
+        live = [(item, encoded(item[1].body)) for item in self._live(items)]
+        parts, independent = by_person(live, person=_person, max_items=MAX_BULK_ITEMS, max_bytes=MAX_BULK_BYTES,
+                                        size_of=_length)
+        if independent and len(parts) > 1:
+            await asyncio.gather(*(self._bulk_chunk(endpoint, part) for part in parts))
             return
+        for part in parts:
+            await self._bulk_chunk(endpoint, part)
+
+    async def _bulk_chunk(self, endpoint: str, part: list[tuple[Item, bytes]]) -> None:
+        bulk_endpoint, field = BULK_FORM[endpoint]
+        chunk = [item for item, _ in part]
+        ids = [row.id for row, _ in chunk]
+        try:
+            reply = await self.client.post_bulk(bulk_endpoint, field, [data for _, data in part],
+                                                [call.body for _, call in chunk])
+        except RetryableUpstream as exc:
+            self.results.called(ids, bulk_endpoint, None)
+            for row, call in chunk:
+                self._fail(row, call, str(exc), retryable=True, wait=exc.retry_after)
+            return
+        self.results.called(ids, bulk_endpoint, reply.status, excerpt(reply.body))
         if 200 <= reply.status < 300:
             await self._bulk_answer(reply, chunk)
         elif reply.status in (400, 413) and len(chunk) > 1:
