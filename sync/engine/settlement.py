@@ -59,10 +59,11 @@ class Results:
         return max((f.retry_after for f in self.failed if f.retry_after), default=None)
 
     def held_back(self, rows: Sequence[Row]) -> tuple[set[str], frozenset[int]]:
-        """The people whose row failed in a way that will be retried (their later rows must wait behind it),
-        and those rows (their person may be merged with another before the next round)."""
-        failed = {f.row_id for f in self.failed if f.retryable}
-        mine = [row for row in rows if row.user_key and row.id in failed]
+        """The people whose row failed in a way that will be retried, or was not tried (it goes back to the
+        ledger as it was): their later rows must wait behind it. And those rows (their person may be merged
+        with another before the next round)."""
+        settled = set(self.delivered) | {f.row_id for f in self.failed if not f.retryable}
+        mine = [row for row in rows if row.user_key and row.id not in settled]
         return {row.user_key for row in mine if row.user_key}, frozenset(row.id for row in mine)
 
 

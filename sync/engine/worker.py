@@ -272,14 +272,13 @@ class Worker:
 
     def _count(self, rows: Sequence[Row], settlement: Settlement, now: datetime) -> None:
         direction = self.direction.value
-        received = {row.id: row.received_at for row in rows}
         self.metrics.delivered.labels(direction=direction).inc(len(settlement.delivered))
         self.metrics.dead.labels(direction=direction).inc(len(settlement.dead))
-        for row_id in settlement.delivered:
-            self.metrics.latency.observe(max(0.0, (now - received[row_id]).total_seconds()))
-        for tried in settlement.attempts:  # end-to-end latency per direction, dead letters by reason and name
+        latency, per_direction = self.metrics.latency, self.metrics.delivery_latency.labels(direction=direction)
+        for tried in settlement.attempts:  # end-to-end latency (a delivered row's), dead letters by reason and name
             if tried.latency is not None:
-                self.metrics.delivery_latency.labels(direction=direction).observe(tried.latency)
+                latency.observe(tried.latency)
+                per_direction.observe(tried.latency)
             elif tried.outcome == "dead":
                 self.metrics.failed(direction, tried.reason, tried.name)
         for row_id, reason in settlement.dead:

@@ -231,10 +231,13 @@ class DeliveryRound:
     async def bulk(self, endpoint: str, items: Sequence[Item]) -> None:
         """Each item encoded once (its size is its bytes' length, the request body their join); the requests
         of one group go out at once, each person's items in one of them (``batches.by_person``), so Iterable's
-        latency does not cap a round at one request per round trip. The throttle still spaces them."""
+        latency does not cap a round at one request per round trip. The throttle still spaces them. People who
+        do not fit in full requests are not tried in this round (released; the worker holds their later rows
+        back behind them), rather than costing a request of their own."""
         live = [(item, encoded(item[1].body)) for item in self._live(items)]
-        parts, independent = by_person(live, person=_person, max_items=MAX_BULK_ITEMS, max_bytes=MAX_BULK_BYTES,
-                                        size_of=_length)
+        parts, left, independent = by_person(live, person=_person, max_items=MAX_BULK_ITEMS,
+                                             max_bytes=MAX_BULK_BYTES, size_of=_length)
+        self.blocked.update(_person(entry) for entry in left)  # not tried: they go first in a later round
         if independent and len(parts) > 1:
             await asyncio.gather(*(self._bulk_chunk(endpoint, part) for part in parts))
             return

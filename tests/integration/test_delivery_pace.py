@@ -86,3 +86,19 @@ async def test_a_rounds_bulk_requests_are_in_flight_at_once_each_person_in_one_o
     assert not people[0] & people[1]
     assert all(raw.startswith(b'{"events":[{') and b" " not in raw for raw in upstream.raw)  # compact
     assert types.events == {"Paced": {"n": "long"}}  # learned from the answer against the items as values
+
+
+async def test_people_who_do_not_fit_in_full_requests_wait_for_the_next_round_whole() -> None:
+    """2,000 rows of 600 people: two full requests, not a third nearly empty one spending a tenth of a second of
+    the endpoint's limit; the people left out are not tried at all (their rows go back as they were)."""
+    upstream = Upstream()
+    rows = [row(n, f"p{n % 600}") for n in range(1, 2001)]
+    async with serving(upstream.app()) as base, aiohttp.ClientSession() as session:
+        client = LearningClient(session, base_url=base, api_key=KEY, timeout=10,
+                                throttle=Throttle({"events/trackBulk": 10.0}), metrics=Metrics())
+        results = await IterableSink(client, Options()).deliver(rows)
+    assert len(upstream.bodies) == 2 and not results.failed
+    sent = {item["id"] for body in upstream.bodies for item in body["events"]}
+    assert {f"e-{n}" for n in results.delivered} == sent and 1900 < len(sent) <= 2000
+    untried = [r for r in rows if r.id not in results.delivered]
+    assert not {r.user_key for r in untried} & {item["userId"] for body in upstream.bodies for item in body["events"]}

@@ -18,9 +18,9 @@ def people(pairs: str) -> list[tuple[str, int]]:
 
 def test_each_persons_items_stay_in_one_request_and_in_their_order() -> None:
     items = people("a1 b1 c1 a2 d1 b2 a3 e1")
-    parts, independent = by_person(items, person=lambda i: i[0], max_items=4, max_bytes=10_000,
-                                   size_of=lambda _: 10)
-    assert independent and all(len(part) <= 4 for part in parts)
+    parts, left, independent = by_person(items, person=lambda i: i[0], max_items=4, max_bytes=10_000,
+                                         size_of=lambda _: 10)
+    assert independent and left == [] and [len(part) for part in parts] == [4, 4]  # no more requests than needed
     assert sorted(i for part in parts for i in part) == sorted(items)  # nothing lost or repeated
     for person in "abcde":
         holding = [n for n, part in enumerate(parts) if any(p == person for p, _ in part)]
@@ -28,17 +28,27 @@ def test_each_persons_items_stay_in_one_request_and_in_their_order() -> None:
         assert [k for p, k in parts[holding[0]] if p == person] == sorted(k for p, k in items if p == person)
 
 
-def test_the_byte_limit_cuts_between_people_too() -> None:
-    parts, independent = by_person(people("a1 b1 a2 b2 c1"), person=lambda i: i[0], max_items=100,
-                                   max_bytes=64 + 2 * 11, size_of=lambda _: 10)
-    assert independent and [len(p) for p in parts] == [2, 2, 1]
+def test_people_who_do_not_fit_in_full_requests_are_left_whole_for_a_later_round() -> None:
+    """Two requests' worth of items (the fewest that can carry them) and no third, nearly empty request: the
+    latest person who fits nowhere waits, with all their items."""
+    items = people("a1 a2 a3 b1 b2 b3 c1 c2")
+    parts, left, independent = by_person(items, person=lambda i: i[0], max_items=4, max_bytes=10_000,
+                                         size_of=lambda _: 10)
+    assert independent and parts == [[("a", 1), ("a", 2), ("a", 3)], [("b", 1), ("b", 2), ("b", 3)]]
+    assert left == [("c", 1), ("c", 2)]
+
+
+def test_the_byte_limit_packs_people_too() -> None:
+    parts, left, independent = by_person(people("a1 b1 a2 b2 c1"), person=lambda i: i[0], max_items=100,
+                                         max_bytes=64 + 3 * 11, size_of=lambda _: 10)
+    assert independent and left == [] and parts == [[("a", 1), ("a", 2), ("c", 1)], [("b", 1), ("b", 2)]]
 
 
 def test_a_person_bigger_than_one_request_makes_the_requests_go_one_after_another() -> None:
-    parts, independent = by_person(people("a1 a2 a3 b1"), person=lambda i: i[0], max_items=2, max_bytes=10_000,
-                                   size_of=lambda _: 10)
-    assert not independent
-    assert parts == [[("a", 1), ("a", 2)], [("a", 3)], [("b", 1)]]
+    parts, left, independent = by_person(people("a1 a2 a3 b1"), person=lambda i: i[0], max_items=2,
+                                         max_bytes=10_000, size_of=lambda _: 10)
+    assert not independent and left == []
+    assert parts == [[("a", 1), ("a", 2)], [("a", 3), ("b", 1)]]  # as chunks cuts them, in received order
 
 
 def test_a_bulk_body_is_the_join_of_its_items_bytes() -> None:
