@@ -32,8 +32,9 @@ from sync.http.connections import LimitedSite, connection_limit
 from sync.http.console import replay as console_replay
 from sync.http.ingress import Health, create_app
 from sync.inbound.export import ExportPuller
+from sync.iterable.client import IterableClient
 from sync.iterable.learning import LearningClient
-from sync.iterable.sink import IterableClient, IterableSink
+from sync.iterable.sink import IterableSink
 from sync.jobs import Jobs
 from sync.ledger import migrate
 from sync.ledger.pacing import SharedPacing
@@ -135,10 +136,10 @@ def build(config: Config, ledger: Ledger, session: aiohttp.ClientSession, metric
                       lease_seconds=config.delivery.lease_seconds)
 
     if config.outbound.enabled:
-        workers.append(worker(IterableSink(client, options, settle_seconds=config.iterable.queue_settle_seconds)))
+        workers.append(worker(IterableSink(client, settle_seconds=config.iterable.queue_settle_seconds)))
     if config.inbound.enabled:
         workers.append(worker(SegmentSink(write_key=config.segment.write_key, host=config.segment.host,
-                                          event_names=config.inbound.event_names, metrics=metrics)))
+                                          metrics=metrics)))
     by_direction = {w.direction: w for w in workers}
 
     def notify(direction: Direction) -> None:
@@ -174,7 +175,7 @@ async def running(config: Config) -> AsyncIterator[Daemon]:
         resources.enter_context(sqlite_owner(config.ledger.url))
         engine = create_engine(config.ledger.url, DatabaseTimeouts.of(config.ledger))
         resources.push_async_callback(engine.dispose)
-        await migrate.upgrade(engine)
+        await migrate.upgrade(engine, config)
         session = await resources.enter_async_context(aiohttp.ClientSession())
         daemon = build(config, Ledger(engine), session, Metrics(event_names=config.delivery.metrics_event_names))
         await _announce_mapping(daemon)

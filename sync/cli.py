@@ -161,7 +161,7 @@ async def _serve(config: Config, args: argparse.Namespace) -> int:
 async def _migrate(config: Config, args: argparse.Namespace) -> int:
     engine = create_engine(config.ledger.url, DatabaseTimeouts.of(config.ledger))
     try:
-        await migrations.upgrade(engine)
+        await migrations.upgrade(engine, config)
         print(f"ledger migrated to {migrations.head_revision()}")
     finally:
         await engine.dispose()
@@ -292,7 +292,7 @@ async def _backfill(config: Config, args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, task.cancel)
     reporter = ProgressLine(sys.stderr)
     try:
-        await migrations.upgrade(engine)
+        await migrations.upgrade(engine, config)
         ledger, metrics = Ledger(engine), Metrics()
         async with aiohttp.ClientSession() as session:
             intake = Intake(ledger, metrics, **people_rules(config))

@@ -18,7 +18,6 @@ from sync.ledger.replays import ReplayFilter
 from sync.ledger.store import Ledger
 from sync.metrics import Metrics
 from sync.model import Direction, Row
-from sync.outbound.mapper import Options
 from sync.replay import Progress, Replayer
 from sync.segment.sink import SegmentSink
 
@@ -68,13 +67,10 @@ def replay_sinks(config: Config, session: aiohttp.ClientSession, metrics: Metric
 
     sinks: dict[Direction, Sink] = {}
     if config.outbound.enabled:
-        options = Options(project_type=config.iterable.project_type,
-                          merge_nested_objects=config.outbound.merge_nested_objects)
-        sinks[Direction.OUTBOUND] = IterableSink(iterable_client(config, session, metrics, ledger), options,
-                                                 settle_seconds=0)
+        sinks[Direction.OUTBOUND] = IterableSink(iterable_client(config, session, metrics, ledger), settle_seconds=0)
     if config.inbound.enabled:
         sinks[Direction.INBOUND] = SegmentSink(write_key=config.segment.write_key, host=config.segment.host,
-                                               event_names=config.inbound.event_names, metrics=metrics)
+                                               metrics=metrics)
     return sinks
 
 

@@ -14,8 +14,8 @@ from sync.config import Config
 from sync.inbound import drift as webhook_drift
 from sync.inbound.drift import WebhookReport
 from sync.iterable import learning as type_learning
+from sync.iterable.client import IterableClient
 from sync.iterable.field_types import FieldTypes
-from sync.iterable.sink import IterableClient
 from sync.jobs import guarded
 from sync.metrics import Metrics
 

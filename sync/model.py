@@ -265,3 +265,9 @@ def excerpt(answer: Any, *, named_by: str | None = None) -> str:
     elif answer:
         parts.append(str(answer))
     return scrub("; ".join(parts))[:DETAIL_CHARS]
+
+
+# why a sink settles a row without its frozen call dead (it never maps): recorded before the mapping was stored
+# (revision 0004), and not given a call by revision 0009 (a dead row the mapping gives none, requeued as recorded)
+UNDECIDED = ("cannot map the event: recorded before the mapping was stored, so it has no call to send; run "
+             "`python -m sync migrate`, or decide it again with `ledger retry --remap`")

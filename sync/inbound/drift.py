@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 from sync.config import Config
 from sync.errors import RetryableUpstream
 from sync.http import auth
-from sync.iterable.sink import IterableClient
+from sync.iterable.client import IterableClient
 
 WEBHOOKS = "webhooks"
 PATH = "/iterable/webhook"

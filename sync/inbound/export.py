@@ -16,7 +16,7 @@ from sync.engine.intake import Intake, inbound_row
 from sync.errors import AuthRejected, InvalidEvent, RequestRejected, RetryableUpstream, UpstreamError
 from sync.inbound.mapper import SPEC_MAPPING
 from sync.iterable import api
-from sync.iterable.sink import IterableClient
+from sync.iterable.client import IterableClient
 from sync.ledger.store import Ledger
 from sync.mapping.rules import InboundMapping
 from sync.model import NewEvent

@@ -17,8 +17,8 @@ from typing import Any
 
 from sync.errors import RetryableUpstream
 from sync.iterable.bulk import bulk_failures
+from sync.iterable.client import IterableClient, Reply
 from sync.iterable.field_types import FieldTypes
-from sync.iterable.sink import IterableClient, Reply
 from sync.outbound.mapper import BULK_FORM
 
 log = logging.getLogger("sync.iterable.field_types")

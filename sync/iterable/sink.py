@@ -1,28 +1,21 @@
 """The Iterable sink: outbound rows become Iterable API requests, batched and in per-person order.
 
-The rules (waves, reading bulk answers) are pure, in ``sync.iterable.bulk``; this module does the I/O."""
+The rules (waves, reading bulk answers) are pure, in ``sync.iterable.bulk``; the HTTP session is
+``sync.iterable.client``'s; this module decides what to send and reads the answers."""
 
 from __future__ import annotations
 
 import asyncio
-import io
-import json
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote
 
-import aiohttp
-
 from sync import masking
-from sync.engine import retry as schedule
 from sync.engine.batches import by_person
-from sync.engine.throttle import Throttle
 from sync.engine.worker import Failure, Results
-from sync.errors import InvalidEvent, RetryableUpstream
+from sync.errors import RetryableUpstream
 from sync.iterable import api
 from sync.iterable.bulk import (
     GROUPS,
@@ -30,117 +23,14 @@ from sync.iterable.bulk import (
     MAX_BULK_ITEMS,
     Item,
     Plan,
-    bulk_body,
     bulk_failures,
     group_of,
     plan,
     waves,
 )
-from sync.metrics import Metrics
-from sync.model import Direction, Row, excerpt
-from sync.outbound import mapper as outbound
-from sync.outbound.mapper import BULK_FORM, IterableCall, Options, Skip
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Reply:
-    status: int
-    body: Any
-    retry_after: float | None = None
-
-    def describe(self) -> str:
-        body = self.body if isinstance(self.body, dict) else {}
-        return f"HTTP {self.status} {body.get('code', '')}: {str(body.get('msg', ''))[:300]}".strip()
-
-    @property
-    def not_found(self) -> bool:
-        """A single call refused because Iterable cannot see the user yet (creation lags)."""
-        body = self.body if isinstance(self.body, dict) else {}
-        return self.status == 400 and "does not exist" in str(body.get("msg", "")).lower()
-
-
-def _path_id(call: IterableCall) -> list[str]:
-    """The userId a deletion's path names (``users/byUserId/<id>``)."""
-    head, _, tail = call.endpoint.rpartition("/")
-    return [unquote(tail)] if call.method == "DELETE" and head.endswith("byUserId") and tail else []
-
-
-class IterableClient:
-    """One persistent aiohttp session to Iterable; network failures become ``RetryableUpstream``."""
-
-    def __init__(self, session: aiohttp.ClientSession, *, base_url: str, api_key: str, timeout: float,
-                 throttle: Throttle, metrics: Metrics,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
-        self.session, self.base_url, self.api_key = session, base_url.rstrip("/"), api_key
-        self.timeout, self.throttle, self.metrics, self.clock = aiohttp.ClientTimeout(total=timeout), throttle, metrics, clock
-        self.holds: dict[str, float] = {}  # rate-limit bucket -> monotonic time its Retry-After ends
-
-    def held(self, label: str) -> float:
-        """Seconds Iterable asked us to keep off this endpoint (its own ``Retry-After``; no other endpoint's)."""
-        return max(0.0, self.holds.get(label, 0.0) - time.monotonic())
-
-    async def post(self, endpoint: str, body: dict[str, Any], *, method: str = "POST",
-                   limit: str | None = None) -> Reply:
-        """A JSON request; ``limit`` names the rate-limit bucket (and the metric label) when the path holds
-        an identifier (deletions), so no user id reaches a metric or a log."""
-        if method == "DELETE":
-            status, raw, retry_after = await self._call(method, endpoint, label=limit)
-            return Reply(status=status, body=_json(raw), retry_after=retry_after)
-        return await self.post_encoded(endpoint, encoded(body), method=method, limit=limit)
-
-    async def post_bulk(self, endpoint: str, field: str, items: Sequence[bytes],
-                        values: Sequence[dict[str, Any]]) -> Reply:
-        """A bulk request whose items are already encoded: the body is their join (``bulk.bulk_body``), not a
-        second encoding; ``values`` are the same items decoded, for whoever reads the answer against them."""
-        return await self.post_encoded(endpoint, bulk_body(field, items))
-
-    async def post_encoded(self, endpoint: str, data: bytes, *, method: str = "POST",
-                           limit: str | None = None) -> Reply:
-        """A request whose JSON body is already encoded (a bulk body joined from its items' bytes)."""
-        # a stream, not bytes: aiohttp writes a large bytes body in one go and warns that it blocks the loop
-        status, raw, retry_after = await self._call(method, endpoint, data=io.BytesIO(data), label=limit,
-                                                    headers={"Content-Type": "application/json"})
-        return Reply(status=status, body=_json(raw), retry_after=retry_after)
-
-    async def get(self, endpoint: str, params: dict[str, str]) -> tuple[int, bytes, float | None]:
-        """A throttled GET (the export API); returns status, raw body and any ``Retry-After``."""
-        return await self._call("GET", endpoint, params=params)
-
-    async def _call(self, method: str, endpoint: str, *, headers: dict[str, str] | None = None,
-                    label: str | None = None, **kwargs: Any) -> tuple[int, bytes, float | None]:
-        label = label or endpoint
-        if wait := self.held(label):
-            raise RetryableUpstream(f"{label}: Iterable asked to wait (Retry-After)", retry_after=wait)
-        await self.throttle.acquire(label)
-        headers = {"Api-Key": self.api_key, **(headers or {})}
-        try:
-            async with self.session.request(method, f"{self.base_url}/api/{endpoint}", headers=headers,
-                                            timeout=self.timeout, **kwargs) as response:
-                raw = await response.read()
-                retry_after = schedule.parse_retry_after(response.headers.get("Retry-After"), self.clock())
-                status = response.status
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            self.metrics.upstream.labels(target="iterable", endpoint=label, status="error").inc()
-            detail = "" if label != endpoint else f" {str(exc)[:200]}"  # a deletion's path names the user
-            raise RetryableUpstream(f"{label}: {type(exc).__name__}{detail}".strip()) from exc
-        self.metrics.upstream.labels(target="iterable", endpoint=label, status=str(status)).inc()
-        self.throttle.answered(label, status)
-        if retry_after and status in api.RETRYABLE_STATUSES:
-            self.holds[label] = time.monotonic() + retry_after
-        return status, raw, retry_after
-
-
-def encoded(body: Any) -> bytes:
-    """Compact JSON as Iterable receives it from us (the bytes ``wire.json_size`` counts)."""
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def _json(raw: bytes) -> Any:
-    try:
-        return json.loads(raw) if raw else None
-    except ValueError:
-        return None
-
+from sync.iterable.client import IterableClient, Reply, encoded
+from sync.model import UNDECIDED, Direction, Row, excerpt
+from sync.outbound.mapper import BULK_FORM, IterableCall
 
 NOT_FOUND_WINDOW = 15 * 60.0  # a user Iterable cannot see yet is retried this long (it asks for 60 s)
 NOT_FOUND_MAX_DELAY = 30.0  # between those tries, so the user's events follow soon after they appear
@@ -149,14 +39,14 @@ QUEUE_SETTLE_SECONDS = 60.0  # Iterable asks for a 60 s buffer between a write a
 
 class IterableSink:
     """Delivers outbound rows: users and events in bulk, commerce and email changes singly, each
-    person's calls through one of Iterable's two processing queues at a time (``iterable_bulk.plan``)."""
+    person's calls through one of Iterable's two processing queues at a time (``sync.iterable.bulk.plan``)."""
 
     direction = Direction.OUTBOUND
     batch_limit = 2 * MAX_BULK_ITEMS
 
-    def __init__(self, client: IterableClient, options: Options, *, settle_seconds: float = QUEUE_SETTLE_SECONDS,
+    def __init__(self, client: IterableClient, *, settle_seconds: float = QUEUE_SETTLE_SECONDS,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.client, self.options = client, options
+        self.client = client
         self.settle_seconds, self.clock = settle_seconds, clock
         self.recent: OrderedDict[str, tuple[str, float]] = OrderedDict()  # person -> (queue, last call)
 
@@ -192,21 +82,11 @@ class IterableSink:
         return planned
 
     def _call(self, row: Row, results: Results) -> IterableCall | None:
-        if row.mapped is not None:  # decided at intake: a retry is the same request, whatever the config says now
-            return IterableCall.thawed(row.mapped, row.user_key)
-        try:  # a row recorded before the mapping was frozen at intake
-            call = outbound.map_event(row.payload, self.options)
-        except InvalidEvent as exc:
-            results.failed.append(Failure(row_id=row.id, error=str(exc), retryable=False))
+        """The call decided at intake: a retry is the same request, whatever the config says now."""
+        if row.mapped is None:
+            results.failed.append(Failure(row_id=row.id, error=UNDECIDED, retryable=False))
             return None
-        except Exception as exc:  # a row the mapper cannot handle must not crash-loop the daemon
-            results.failed.append(Failure(row_id=row.id, error=f"cannot map the event: {exc!r}"[:500],
-                                          retryable=False))
-            return None
-        if isinstance(call, Skip):
-            results.failed.append(Failure(row_id=row.id, error=f"no longer sendable: {call.reason}", retryable=False))
-            return None
-        return call
+        return IterableCall.thawed(row.mapped, row.user_key)
 
 
 def _person(entry: tuple[Item, bytes]) -> str:
@@ -330,3 +210,9 @@ class DeliveryRound:
                                            window_seconds=window[0], max_delay=window[1]))
         if retryable and row.user_key:
             self.blocked.add(row.user_key)
+
+
+def _path_id(call: IterableCall) -> list[str]:
+    """The userId a deletion's path names (``users/byUserId/<id>``)."""
+    head, _, tail = call.endpoint.rpartition("/")
+    return [unquote(tail)] if call.method == "DELETE" and head.endswith("byUserId") and tail else []

@@ -12,7 +12,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sync import people
-from sync.ledger import forget, history, links
+from sync.ledger import decisions, forget, history, links
 from sync.ledger.base import SqlLedger, _lock_id, _row
 from sync.ledger.schema import events, identities
 from sync.model import Direction, NewEvent, Row, Status
@@ -47,8 +47,8 @@ class Ingest(SqlLedger):
                 if e.replaces and e.key in inserted:
                     await conn.execute(events.update().where(events.c.direction == e.direction,
                                                              events.c.key.in_(list(e.replaces)),
-                                                             events.c.status == Status.HELD)
-                                       .values(status=Status.SKIPPED, reason=f"released as {e.key}", updated_at=now))
+                                                             events.c.status == decisions.HOLD)
+                                       .values(**decisions.release_of(e, now)))
                 if e.forgets and e.key in inserted:  # whatever outbound.deletion is: "skip" skips only the call
                     person = persons[e.identities[0]] if e.identities else e.user_key
                     if person:
@@ -92,8 +92,7 @@ class Ingest(SqlLedger):
                 found = [r.id for r in (await conn.execute(ids.limit(chunk))).all()]
                 if found:
                     await conn.execute(events.update().where(events.c.id.in_(found), events.c.status == Status.HELD)
-                                       .values(status=Status.SKIPPED, reason="anonymous, never identified",
-                                               updated_at=now))
+                                       .values(**decisions.hold_expired(now)))
             total += len(found)
             if len(found) < chunk:
                 return total
@@ -120,7 +119,7 @@ class Ingest(SqlLedger):
         links, merges = people.link(known, groups)
         for old, new in merges.items():
             await conn.execute(identities.update().where(identities.c.person == old).values(person=new))
-            await conn.execute(events.update().where(events.c.user_key == old, events.c.status == Status.PENDING)
+            await conn.execute(events.update().where(events.c.user_key == old, events.c.status == decisions.MERGED)
                                .values(user_key=new))
         if links:
             upsert = (postgresql.insert if self.is_postgres else sqlite.insert)(identities)

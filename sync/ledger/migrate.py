@@ -14,6 +14,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from sync.config import Config
 from sync.errors import LedgerNotMigrated, LedgerUnavailable
 
 MIGRATION_LOCK = 0x5EC5_1715  # advisory lock id: replicas starting together migrate one at a time
@@ -41,11 +42,13 @@ def head_revision() -> str:
     return head
 
 
-def _upgrade(connection: Connection) -> None:
+def _upgrade(connection: Connection, settings: Config | None) -> None:
     if connection.dialect.name == "postgresql":
         connection.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATION_LOCK)))
     config = alembic_config()
     config.attributes["connection"] = connection
+    if settings is not None:  # a data migration decides rows with its mapping (revision 0009)
+        config.attributes["settings"] = settings
     command.upgrade(config, "head")
 
 
@@ -53,13 +56,14 @@ def _current(connection: Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
 
 
-async def upgrade(engine: AsyncEngine) -> None:
-    """Bring the ledger schema to head (idempotent, safe with several replicas)."""
+async def upgrade(engine: AsyncEngine, settings: Config | None = None) -> None:
+    """Bring the ledger schema to head (idempotent, safe with several replicas). ``settings``: the daemon's
+    config, whose mapping decides rows a data migration decides (without it, the default mapping)."""
     try:
         async with engine.begin() as conn:
             if engine.dialect.name == "postgresql":  # building an index on a large ledger may take minutes
                 await conn.execute(sa.text("SET LOCAL statement_timeout = 0"))
-            await conn.run_sync(_upgrade)
+            await conn.run_sync(_upgrade, settings)
     except (sa.exc.DBAPIError, sa.exc.TimeoutError, OSError) as exc:
         raise LedgerUnavailable(f"cannot migrate the ledger: {str(getattr(exc, 'orig', exc))[:300]}") from exc
 

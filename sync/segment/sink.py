@@ -19,7 +19,7 @@ from sync.engine.batches import chunks
 from sync.engine.worker import Failure, Results
 from sync.inbound import mapper as inbound
 from sync.metrics import Metrics
-from sync.model import Direction, Row
+from sync.model import UNDECIDED, Direction, Row
 from sync.wire import segment_size
 
 MAX_BATCH_EVENTS = 2500
@@ -34,10 +34,9 @@ class SegmentSink:
     direction = Direction.INBOUND
     batch_limit = MAX_BATCH_EVENTS
 
-    def __init__(self, *, write_key: str, host: str, event_names: str, metrics: Metrics,
-                 timeout: float = TIMEOUT_SECONDS,
+    def __init__(self, *, write_key: str, host: str, metrics: Metrics, timeout: float = TIMEOUT_SECONDS,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
-        self.write_key, self.host, self.event_names = write_key, host.rstrip("/"), event_names
+        self.write_key, self.host = write_key, host.rstrip("/")
         self.timeout = timeout
         self.metrics, self.clock = metrics, clock
         self.builder = Client(write_key, host=self.host, send=False)
@@ -58,14 +57,17 @@ class SegmentSink:
         return results
 
     def _message(self, row: Row, results: Results) -> Message | None:
+        """The Segment message of the track decided at intake (the sink never maps)."""
+        if row.mapped is None:
+            results.failed.append(Failure(row_id=row.id, error=UNDECIDED, retryable=False))
+            return None
         try:
-            track = inbound.thawed(row.mapped) if row.mapped is not None else \
-                inbound.to_track(row.payload, event_names=self.event_names, received_at=row.received_at)
+            track = inbound.thawed(row.mapped)
             _, message = self.builder.track(
                 user_id=track.user_id, anonymous_id=track.anonymous_id, event=track.event,
                 properties=track.properties, context=track.context, integrations=track.integrations,
                 timestamp=track.timestamp, message_id=track.message_id)
-        except Exception as exc:  # InvalidEvent, the library's AssertionError or RuntimeError (32 KB), a mapper bug
+        except Exception as exc:  # the library's AssertionError or RuntimeError (32 KB)
             results.failed.append(Failure(row_id=row.id, error=f"cannot build Segment message: {exc}",
                                           retryable=False))
             return None

@@ -18,7 +18,7 @@ from sync.iterable.learning import LearningClient
 from sync.iterable.sink import IterableSink
 from sync.metrics import Metrics
 from sync.model import Direction, Row, Status
-from sync.outbound.mapper import IterableCall, Options
+from sync.outbound.mapper import IterableCall
 from tests.conftest import serving
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
@@ -73,7 +73,7 @@ async def test_a_rounds_bulk_requests_are_in_flight_at_once_each_person_in_one_o
         client = LearningClient(session, base_url=base, api_key=KEY, timeout=10,
                                 throttle=Throttle({"events/trackBulk": 10.0}), metrics=Metrics())
         client.watch(types, lambda: refusals.append(1))
-        results = await IterableSink(client, Options()).deliver(rows)
+        results = await IterableSink(client).deliver(rows)
     assert sorted(results.delivered) == [r.id for r in rows] and not results.failed
     assert upstream.overlapped  # the second request went before the first was answered
     assert [len(body["events"]) for body in upstream.bodies] == [996, 804]  # whole people: 166 and 134
@@ -96,7 +96,7 @@ async def test_people_who_do_not_fit_in_full_requests_wait_for_the_next_round_wh
     async with serving(upstream.app()) as base, aiohttp.ClientSession() as session:
         client = LearningClient(session, base_url=base, api_key=KEY, timeout=10,
                                 throttle=Throttle({"events/trackBulk": 10.0}), metrics=Metrics())
-        results = await IterableSink(client, Options()).deliver(rows)
+        results = await IterableSink(client).deliver(rows)
     assert len(upstream.bodies) == 2 and not results.failed
     sent = {item["id"] for body in upstream.bodies for item in body["events"]}
     assert {f"e-{n}" for n in results.delivered} == sent and 1900 < len(sent) <= 2000

@@ -50,7 +50,7 @@ async def test_two_replicas_with_a_round_longer_than_the_lease_deliver_each_row_
     metrics = Metrics()
     async with aiohttp.ClientSession() as session:
         config = _config(base)
-        workers = [Worker(ledger, IterableSink(iterable_client(config, session, metrics), Options()), metrics,
+        workers = [Worker(ledger, IterableSink(iterable_client(config, session, metrics)), metrics,
                           owner=name, max_retry_hours=72, lease_seconds=0.6, idle_seconds=0.05)
                    for name in ("replica-a", "replica-b")]
         tasks = [asyncio.create_task(w.run()) for w in workers]

@@ -24,6 +24,7 @@ PURE = (
     "sync.outbound", "sync.inbound.mapper", "sync.inbound.people", "sync.segment.spec",
     "sync.segment.semantics", "sync.segment.timestamps", "sync.iterable.bulk", "sync.iterable.identifiers",
     "sync.iterable.field_types", "sync.iterable.api", "sync.engine", "sync.engine.gate", "sync.engine.settlement",
+    "sync.ledger.decisions", "sync.ledger.memory",
 )
 IO_LIBRARIES = ("sqlalchemy", "aiohttp", "segment")
 
@@ -40,8 +41,8 @@ LAYERS = {
     "sync.iterable.api": 1,
 }
 ADAPTERS = (
-    "sync.http", "sync.ledger", "sync.iterable.sink", "sync.iterable.learning", "sync.segment.sink",
-    "sync.inbound.export", "sync.inbound.drift", "sync.replay", "sync.requeue",
+    "sync.http", "sync.ledger", "sync.iterable.client", "sync.iterable.sink", "sync.iterable.learning",
+    "sync.segment.sink", "sync.inbound.export", "sync.inbound.drift", "sync.replay", "sync.requeue",
 )
 # the package's face, and the stand-ins that the demo and the tests use
 UNLAYERED = ("sync.sandbox",)

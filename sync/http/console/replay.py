@@ -49,7 +49,7 @@ def sinks_for(workers: Sequence[Worker]) -> dict[Direction, Sink]:
     for worker in workers:
         sink = worker.sink
         if isinstance(sink, IterableSink):
-            sink = IterableSink(sink.client, sink.options, settle_seconds=0)
+            sink = IterableSink(sink.client, settle_seconds=0)
         sinks[worker.direction] = sink
     return sinks
 

@@ -60,7 +60,7 @@ async def test_a_settle_only_touches_rows_the_settling_process_still_owns() -> N
     fast = await ledger.claim(Claim(direction=OUT, owner="fast", limit=10, lease_seconds=60), later)
     assert [r.id for r in fast] == [r.id for r in slow]
     await ledger.settle(Settlement(released=(slow[0].id,)), later, owner="slow")
-    row = ledger.rows[slow[0].id]
+    row = ledger.table[slow[0].id]
     assert row.lease_owner == "fast" and row.status is Status.PENDING  # the slow one did not wipe the lease
 
 
@@ -75,7 +75,7 @@ async def test_a_round_longer_than_the_lease_keeps_its_rows() -> None:
     await asyncio.sleep(0.6)  # two lease lengths into the slow round
     assert await other.round() is False and other_sink.calls == []
     assert await first is True
-    assert {row.status for row in ledger.rows.values()} == {Status.DELIVERED}
+    assert {row.status for row in ledger.table.values()} == {Status.DELIVERED}
 
 
 async def test_an_exception_inside_a_round_releases_its_rows_and_the_worker_goes_on() -> None:
@@ -85,12 +85,12 @@ async def test_an_exception_inside_a_round_releases_its_rows_and_the_worker_goes
     w = worker(ledger, sink)
     task = asyncio.create_task(w.run())
     for _ in range(200):
-        if ledger.rows[1].status is Status.DELIVERED:
+        if ledger.table[1].status is Status.DELIVERED:
             break
         await asyncio.sleep(0.01)
     w.stop()
     await task
-    assert ledger.rows[1].status is Status.DELIVERED and ledger.rows[1].attempts == 1
+    assert ledger.table[1].status is Status.DELIVERED and ledger.table[1].attempts == 1
     assert len(sink.calls) == 2
 
 
@@ -101,7 +101,7 @@ async def test_an_infinite_retry_after_neither_kills_the_worker_nor_stalls_it_fo
     w = worker(ledger, sink)
     assert await w.round() is True
     assert 0 < w.gate.held() <= 3600
-    assert ledger.rows[1].status is Status.PENDING and ledger.rows[1].next_attempt_at < datetime.now(UTC) + \
+    assert ledger.table[1].status is Status.PENDING and ledger.table[1].next_attempt_at < datetime.now(UTC) + \
         timedelta(hours=2)
 
 
@@ -114,12 +114,12 @@ async def test_time_paused_does_not_count_against_the_retry_window() -> None:
                                        timedelta(hours=10), ended_at=T0 + timedelta(hours=50)))
     sink = Sink(lambda row: Failure(row_id=row.id, error="HTTP 429", retryable=True))
     assert await worker(ledger, sink, clock=lambda: now).round() is True
-    assert ledger.rows[1].status is Status.PENDING and ledger.rows[1].attempts == 1
+    assert ledger.table[1].status is Status.PENDING and ledger.table[1].attempts == 1
     unpaused = MemoryLedger()
     await unpaused.record([event("a")], T0)
     await worker(unpaused, Sink(lambda row: Failure(row_id=row.id, error="HTTP 429", retryable=True)),
                  clock=lambda: now).round()
-    assert unpaused.rows[1].status is Status.DEAD  # the same row without the pause: past its window
+    assert unpaused.table[1].status is Status.DEAD  # the same row without the pause: past its window
 
 
 async def test_a_pause_recorded_before_a_restart_is_closed_by_the_first_success() -> None:
@@ -204,7 +204,7 @@ async def test_ingest_is_refused_quickly_when_too_much_waits_for_the_ledger() ->
     ledger.gate.set()
     await first
     assert all(r == set() for r in await asyncio.gather(*queued))
-    assert len(ledger.inner.rows) == 201
+    assert len(ledger.inner.table) == 201
 
 
 async def test_the_first_copy_of_a_message_id_in_one_batch_wins() -> None:
@@ -246,7 +246,7 @@ async def test_the_next_claim_is_made_while_a_round_sends() -> None:
     sink = Watched(delay=0.05)
     w = worker(ledger, sink)
     task = asyncio.create_task(w.run())
-    await _until(lambda: all(r.status is Status.DELIVERED for r in ledger.rows.values()))
+    await _until(lambda: all(r.status is Status.DELIVERED for r in ledger.table.values()))
     w.stop()
     await task
     assert ledger.claims_while_sending >= 2
@@ -278,7 +278,7 @@ async def test_a_failure_holds_back_that_persons_rows_already_claimed_for_the_ne
     sink = OneFailure()
     w = worker(ledger, sink)
     task = asyncio.create_task(w.run())
-    await _until(lambda: all(r.status is Status.DELIVERED for r in ledger.rows.values()))
+    await _until(lambda: all(r.status is Status.DELIVERED for r in ledger.table.values()))
     w.stop()
     await task
     delivered = [call[0] for call in sink.calls]
@@ -308,11 +308,11 @@ async def test_a_row_the_sink_did_not_try_holds_back_that_persons_rows_claimed_f
     sink = LeavesOneOut()
     w = worker(ledger, sink)
     task = asyncio.create_task(w.run())
-    await _until(lambda: all(r.status is Status.DELIVERED for r in ledger.rows.values()))
+    await _until(lambda: all(r.status is Status.DELIVERED for r in ledger.table.values()))
     w.stop()
     await task
     assert [call[0] for call in sink.calls] == ["a0", "a0", "a1", "a2"]
-    assert all(row.attempts == 1 for row in ledger.rows.values())  # leaving a row out is not an attempt
+    assert all(row.attempts == 1 for row in ledger.table.values())  # leaving a row out is not an attempt
 
 
 async def _until(predicate: object, within: float = 10.0) -> None:
@@ -340,7 +340,7 @@ async def test_the_claim_made_ahead_waits_for_the_last_settlement_instead_of_idl
     w = worker(ledger, OneAtATime(delay=0.01), idle_seconds=0.5)
     started = asyncio.get_running_loop().time()
     task = asyncio.create_task(w.run())
-    await _until(lambda: all(r.status is Status.DELIVERED for r in ledger.rows.values()))
+    await _until(lambda: all(r.status is Status.DELIVERED for r in ledger.table.values()))
     elapsed = asyncio.get_running_loop().time() - started
     w.stop()
     await task
