@@ -42,7 +42,7 @@ class IterableSink:
     person's calls through one of Iterable's two processing queues at a time (``sync.iterable.bulk.plan``)."""
 
     direction = Direction.OUTBOUND
-    batch_limit = 2 * MAX_BULK_ITEMS
+    batch_limit = 4 * MAX_BULK_ITEMS  # four requests in flight per round: rate x latency at 400 ms
 
     def __init__(self, client: IterableClient, *, settle_seconds: float = QUEUE_SETTLE_SECONDS,
                  clock: Callable[[], float] = time.monotonic) -> None:
