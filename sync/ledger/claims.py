@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
@@ -22,6 +23,29 @@ CLAIMED = [sa.type_coerce(c, sa.String()).label(c.name) if c.name in _RAW_TIMES 
            if c.name not in ("payload", "next_attempt_at", "lease_owner", "lease_expires_at")] + [
     sa.type_coerce(sa.case((events.c.mapped.is_(None), events.c.payload)), sa.JSON).label("payload")]
 
+
+
+_DIRECTIONS = {d.value: d for d in Direction}
+
+
+def _rows(found: Sequence[Any], owner: str, until: datetime) -> list[Row]:
+    """Claimed rows as values, for the cost of the claim's hot path: the direction looked up rather than
+    parsed, and a time read once per distinct value (a fresh row was received, updated and retried from the
+    same moment; a backlog's rows share moments)."""
+    moments: dict[Any, datetime] = {}
+
+    def moment(value: Any) -> datetime:
+        found = moments.get(value)
+        if found is None:
+            found = moments[value] = _moment(value)
+        return found
+
+    return [Row(id=r.id, direction=_DIRECTIONS[r.direction], key=r.key, kind=r.kind, user_key=r.user_key,
+                payload=r.payload or {}, status=Status.PENDING, attempts=r.attempts, next_attempt_at=until,
+                lease_owner=owner, lease_expires_at=until, last_error=r.last_error, reason=r.reason,
+                received_at=moment(r.received_at), updated_at=moment(r.updated_at),
+                retry_from=moment(r.retry_from or r.received_at),
+                mapped=r.mapped, mapping_digest=r.mapping_digest, name=r.name) for r in found]
 
 
 class Claims(SqlLedger):
@@ -60,12 +84,7 @@ class Claims(SqlLedger):
                                        lease_expires_at=self.leases.until(until, claim.lease_seconds)))
             found = (await conn.execute(sa.select(*CLAIMED).where(_ids_in(self.is_postgres, ids))
                                         .order_by(e.c.id))).all()
-            return [Row(id=r.id, direction=Direction(r.direction), key=r.key, kind=r.kind, user_key=r.user_key,
-                        payload=r.payload or {}, status=Status.PENDING, attempts=r.attempts, next_attempt_at=until,
-                        lease_owner=claim.owner, lease_expires_at=until, last_error=r.last_error, reason=r.reason,
-                        received_at=_moment(r.received_at), updated_at=_moment(r.updated_at),
-                        retry_from=_moment(r.retry_from or r.received_at),
-                        mapped=r.mapped, mapping_digest=r.mapping_digest, name=r.name) for r in found]
+            return _rows(found, claim.owner, until)
 
     async def _claimable(self, conn: AsyncConnection, claim: Claim, keys: list[str], up_to: int,
                          now: datetime) -> list[int]:

@@ -10,7 +10,14 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from sync.outbound.mapper import SUBSCRIPTION_FIELDS, IterableCall, Options, naming, raw_ids
+from sync.outbound.mapper import (
+    SUBSCRIPTION_FIELDS,
+    UPDATE_SUBSCRIPTIONS,
+    IterableCall,
+    Options,
+    naming,
+    raw_ids,
+)
 from sync.segment.semantics import destination_settings
 from sync.segment.spec import as_dict
 
@@ -94,6 +101,6 @@ def _subscriptions(event: dict[str, Any], options: Options, ids: dict[str, Any],
     changes = {k: traits[k] for k in SUBSCRIPTION_FIELDS if isinstance(traits.get(k), list)}
     if not changes:
         return None
-    call = IterableCall(endpoint="users/updateSubscriptions", body={**naming(ids, options), **changes},
+    call = IterableCall(endpoint=UPDATE_SUBSCRIPTIONS, body={**naming(ids, options), **changes},
                         user_key=user_key)
     return Derived(key=f"{event['messageId']}:subscriptions", kind="subscriptions", call=call)

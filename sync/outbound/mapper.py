@@ -39,8 +39,12 @@ EVENTS_TRACK = "events/track"
 TRACK_PURCHASE = "commerce/trackPurchase"
 UPDATE_CART = "commerce/updateCart"
 UPDATE_EMAIL = "users/updateEmail"
+UPDATE_SUBSCRIPTIONS = "users/updateSubscriptions"
 
-BULK_FORM = {USERS_UPDATE: ("users/bulkUpdate", "users"), EVENTS_TRACK: ("events/trackBulk", "events")}
+# a call Iterable also takes in its bulk queue: the bulk endpoint and the list its items go in (a person's
+# calls stay in one of the two queues, SPEC section 4, so each form is used where the person's calls already are)
+BULK_FORM = {USERS_UPDATE: ("users/bulkUpdate", "users"), EVENTS_TRACK: ("events/trackBulk", "events"),
+             UPDATE_SUBSCRIPTIONS: ("users/bulkUpdateSubscriptions", "updateSubscriptionsRequests")}
 BUILT_IN_CALLS = {"Order Completed": "purchase", "Product Added": "cart", "Product Removed": "cart",
                   "Cart Updated": "cart"}
 NO_EVENT_RULE = EventRule()

@@ -100,7 +100,7 @@ async def test_an_infinite_retry_after_neither_kills_the_worker_nor_stalls_it_fo
     sink = Sink(lambda row: Failure(row_id=row.id, error="HTTP 429", retryable=True, retry_after=float("inf")))
     w = worker(ledger, sink)
     assert await w.round() is True
-    assert 0 < w._held <= 3600
+    assert 0 < w.gate.held() <= 3600
     assert ledger.table[1].status is Status.PENDING and ledger.table[1].next_attempt_at < datetime.now(UTC) + \
         timedelta(hours=2)
 
@@ -284,6 +284,35 @@ async def test_a_failure_holds_back_that_persons_rows_already_claimed_for_the_ne
     delivered = [call[0] for call in sink.calls]
     assert delivered[0] == "a0"
     assert delivered[1:] == ["a0", "a1", "a2"]  # a1 was claimed ahead while a0 failed: it waited for a0
+
+
+async def test_a_row_the_sink_did_not_try_holds_back_that_persons_rows_claimed_for_the_next_round() -> None:
+    """Issue 19: the Iterable sink leaves out a person who does not fit in the round's full bulk requests; their
+    rows go back untried, and their later rows, already claimed ahead, must not go before them."""
+    ledger = MemoryLedger()
+    await ledger.record([event(f"a{n}", user="u") for n in range(3)], datetime.now(UTC))
+    left_out = 0
+
+    class LeavesOneOut(Sink):
+        batch_limit = 1
+
+        async def deliver(self, rows: Sequence[Row]) -> Results:
+            nonlocal left_out
+            self.calls.append([row.key for row in rows])
+            await asyncio.sleep(0.02)
+            if rows[0].key == "a0" and left_out == 0:
+                left_out += 1
+                return Results()  # not tried: released as it was
+            return Results(delivered=[row.id for row in rows])
+
+    sink = LeavesOneOut()
+    w = worker(ledger, sink)
+    task = asyncio.create_task(w.run())
+    await _until(lambda: all(r.status is Status.DELIVERED for r in ledger.table.values()))
+    w.stop()
+    await task
+    assert [call[0] for call in sink.calls] == ["a0", "a0", "a1", "a2"]
+    assert all(row.attempts == 1 for row in ledger.table.values())  # leaving a row out is not an attempt
 
 
 async def _until(predicate: object, within: float = 10.0) -> None:
