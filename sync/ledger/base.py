@@ -4,6 +4,7 @@ turns database failures into ``LedgerUnavailable``, and the row and id helpers (
 from __future__ import annotations
 
 import json
+import sqlite3
 import zlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -109,7 +110,9 @@ class SqlLedger:
             async with self.engine.begin() as conn:
                 yield conn
         except (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.DBAPIError, sa.exc.TimeoutError,
-                TimeoutError, OSError) as exc:  # sa.exc.TimeoutError: no free connection in the pool
+                TimeoutError, OSError, sqlite3.OperationalError) as exc:
+            # sa.exc.TimeoutError: no free connection in the pool; sqlite3's own error: the record path runs
+            # its insert on the driver in the writer thread (locked past the busy timeout, disk full)
             if _missing_table(exc):
                 raise LedgerNotMigrated("the ledger schema is missing: run `python -m sync migrate`") from exc
             raise LedgerUnavailable(f"ledger unavailable: {_short(exc)}") from exc
