@@ -26,7 +26,7 @@ from sync.http.ingress import MAX_EVENTS_PER_REQUEST
 from sync.ledger.store import Ledger, create_engine
 from sync.model import Direction, Status
 from tests.processes import ROOT, Serve, free_port
-from tests.support import WEBHOOK_TOKEN, WRITE_KEY, daemon_config, sign
+from tests.support import WEBHOOK_TOKEN, WRITE_KEY, daemon_config, sign, wait_for
 
 BASIC = {"Authorization": "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()}
 
@@ -246,7 +246,7 @@ async def latencies_while(serve: Serve, request: Any) -> tuple[Any, list[float],
 
     async with aiohttp.ClientSession() as session:
         poller = asyncio.create_task(poll(session))
-        await asyncio.sleep(0.1)
+        await wait_for(lambda: bool(single) or poller.done())  # the poller is under way (or failed: below)
         try:
             result = await request(session)
         finally:
