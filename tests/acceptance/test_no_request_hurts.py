@@ -1,6 +1,9 @@
 """No request can hurt the daemon (issue 20), against the real ``python -m sync serve`` process: the daemon
 stays up, answers quickly, and loses nothing it acknowledged."""
 
+# Real time on purpose: ``latencies_while`` asks every 20 ms and measures the answer times; a sender retries a
+# 503 after 0.2 s, as a real one does, until the trickling clients are gone.
+
 from __future__ import annotations
 
 import asyncio
