@@ -129,3 +129,19 @@ async def rss_at_a_million(kind: str, count: int = 1_000_000) -> dict[str, float
 
 def report(results: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v:,.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in results.items())
+
+
+def main() -> None:
+    """``python -m bench.drain KIND [COUNT] [USERS] [LATENCY] [REPLICAS]``: one drain, its figures on a line
+    (run it from two checkouts in turn, A B A B, to compare two versions on a busy machine)."""
+    import sys
+
+    kind, *rest = sys.argv[1:] or ["sqlite"]
+    count, users = (int(rest[0]) if rest else 30_000), (int(rest[1]) if len(rest) > 1 else 600)
+    latency = float(rest[2]) if len(rest) > 2 else LATENCY
+    replicas = int(rest[3]) if len(rest) > 3 else 1
+    print(report(asyncio.run(drain(kind, count, users, replicas, latency))))
+
+
+if __name__ == "__main__":
+    main()

@@ -43,6 +43,7 @@ DEFAULT_RATE_LIMITS: Mapping[str, float] = {
     "users/delete": 100.0,  # DELETE /api/users/{email} and /api/users/byUserId/{userId}
     "users/forget": 3.0,  # and at most 1,000 a day per project
     "users/updateSubscriptions": 500.0,
+    "users/bulkUpdateSubscriptions": 5.0,  # no limit documented: paced as users/bulkUpdate
     "users/registerDeviceToken": 500.0,
     "users/registerBrowserToken": 500.0,
 }

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from sync.config import Config
 from sync.engine import explain, remap
-from sync.ledger import history
+from sync.ledger import decisions, history
 from sync.ledger.browse import RETRYABLE, RowFilter
 from sync.ledger.schema import events
 from sync.ledger.store import NOT_FORGOTTEN, Ledger, _row
@@ -64,7 +64,7 @@ async def retry(ledger: Ledger, config: Config, digest: str, rows: AsyncIterator
     """Retry every row ``rows`` yields (pages of rows) under the rule above."""
     outcome = Outcome()
     async for page in rows:
-        plain = [r.id for r in page if r.status is Status.DEAD and not remap_all]
+        plain = [r.id for r in page if decisions.requeueable(r.status, r.user_key) and not remap_all]
         outcome.requeued += await _requeue(ledger, plain, now)
         changes = []
         for row in page:
@@ -82,9 +82,8 @@ async def retry(ledger: Ledger, config: Config, digest: str, rows: AsyncIterator
 async def _requeue(ledger: Ledger, ids: Sequence[int], now: datetime) -> int:
     if not ids:
         return 0
-    stmt = events.update().where(events.c.id.in_(list(ids)), events.c.status == Status.DEAD, NOT_FORGOTTEN).values(
-        status=Status.PENDING, next_attempt_at=now, retry_from=now, reason=None, reason_class=None, updated_at=now,
-        lease_owner=None, lease_expires_at=None).returning(events.c.id)
+    stmt = events.update().where(events.c.id.in_(list(ids)), events.c.status == decisions.REQUEUED, NOT_FORGOTTEN)
+    stmt = stmt.values(**decisions.requeued(now), reason_class=None).returning(events.c.id)
     async with ledger._tx() as conn:
         done = [r.id for r in (await conn.execute(stmt)).all()]
         await history.note(conn, done, "requeued", "retried by an operator: sent again as recorded", now)

@@ -104,6 +104,20 @@ def finite(value: Any) -> Any:
     return json.loads(json.dumps(value), parse_constant=str)
 
 
+_FINITE_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str, allow_nan=False)
+
+
+def finite_size(value: Any) -> int | None:
+    """``json_size(value)`` when every number inside is finite, else None; also None when the value cannot be
+    encoded here (nested past the encoder's recursion): one encoding in C where ``non_finite`` then ``json_size``
+    walk the value twice."""
+    try:
+        text = _FINITE_COMPACT.encode(value)
+    except (ValueError, RecursionError):
+        return None
+    return len(text.encode(errors="surrogatepass"))
+
+
 def json_size(value: Any) -> int:
     """UTF-8 bytes of compact JSON (what Iterable receives from us)."""
     text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)

@@ -215,7 +215,8 @@ async def started(config: Config, ledger_url: str) -> AsyncIterator[Daemon]:
         await _reset_pg(ledger_url)
     async with running(config) as running_daemon:
         for worker in running_daemon.workers:
-            worker.idle_seconds, worker.probe_seconds, worker._probe_delay = 0.05, 0.2, 0.2
+            worker.idle_seconds = 0.05
+            worker.gate.probe_every(0.2)
             worker.retry_base = 0.05
         yield running_daemon
 

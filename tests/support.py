@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -98,10 +99,17 @@ async def wait_for(predicate: Callable[[], bool | Awaitable[bool]], within: floa
 
 async def lapse_leases(ledger: Any, seconds: float) -> None:
     """Let ``seconds`` pass for every lease in the ledger, by the database's own terms (leases are judged by
-    the database's clock, so a test cannot move them on by passing a later ``now``)."""
+    the database's clock, so a test cannot move them on by passing a later ``now``; the in-memory ledger's
+    leases end as its rows say)."""
     import sqlalchemy as sa
 
+    from sync.ledger.memory import MemoryLedger
     from sync.ledger.schema import events
+
+    if isinstance(ledger, MemoryLedger):
+        for row in [r for r in ledger.table.values() if r.lease_expires_at is not None]:
+            ledger.table[row.id] = replace(row, lease_expires_at=row.lease_expires_at - timedelta(seconds=seconds))
+        return
 
     async with ledger.engine.begin() as conn:
         leased = (await conn.execute(sa.select(events.c.id, events.c.lease_expires_at)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -73,10 +74,10 @@ def outbound_rows(events: Sequence[Any], options: outbound.Options, digest: str 
             if deeper_than(raw, MAX_DEPTH):
                 raise InvalidEvent(f"event: objects and arrays nested deeper than {MAX_DEPTH} levels")
             event = segment_events.validate(raw)
-            row = outbound_row(event, options, digest)
+            row, who = _outbound_row(event, options, digest)
             if types is not None and (refused := types.check(row.mapped)):
                 raise InvalidEvent(refused)
-            rows += [row, *companions(event, options, row)]
+            rows += [row, *companions(event, options, row, who.ids)]
         except Exception as exc:  # noqa: BLE001 - any value error of one event is that event's rejection
             error = rejection_reason(exc)
             rejected.append(Rejection(index=index, error=error))
@@ -99,22 +100,29 @@ def rejection_reason(exc: Exception) -> str:
 
 def outbound_row(event: dict[str, Any], options: outbound.Options, digest: str | None) -> NewEvent:
     """One validated event as a row; raises ``InvalidEvent`` when the mapping rejects it."""
-    identity = options.mapping.identity
-    mapped = outbound.map_event(event, options)
+    return _outbound_row(event, options, digest)[0]
+
+
+def _outbound_row(event: dict[str, Any], options: outbound.Options, digest: str | None
+                  ) -> tuple[NewEvent, outbound.Named]:
+    """One validated event's row, and who it names (read once for the row and its companions)."""
+    who = outbound.named(event, options.mapping.identity)
+    mapped = outbound.map_event(event, options, who)
     seen = consent.preferences(event) if options.keep_consent else None  # for the person's inbound events
     forgets = event["type"] == "delete"  # whatever outbound.deletion is (SPEC section 11)
     if isinstance(mapped, outbound.Skip):
         return NewEvent(direction=Direction.OUTBOUND, key=event["messageId"], kind=event["type"], payload=event,
                         status=Status.SKIPPED, reason=mapped.reason, label=mapped.key, mapping_digest=digest,
-                        user_key=outbound.user_key(event, identity), identities=outbound.identities(event, identity),
-                        consent=seen, forgets=forgets)
+                        user_key=who.user_key, identities=who.identities, consent=seen, forgets=forgets), who
     return NewEvent(direction=Direction.OUTBOUND, key=event["messageId"], kind=event["type"], payload=event,
-                    user_key=mapped.user_key, identities=outbound.identities(event, identity),
-                    mapped=mapped.frozen(), mapping_digest=digest, forgets=forgets, consent=seen)
+                    user_key=mapped.user_key, identities=who.identities, mapped=mapped.frozen(),
+                    mapping_digest=digest, forgets=forgets, consent=seen), who
 
 
-def companions(event: dict[str, Any], options: outbound.Options, row: NewEvent) -> list[NewEvent]:
-    """The rows of the calls an event brings along (tokens, subscriptions), right after its own row."""
+def companions(event: dict[str, Any], options: outbound.Options, row: NewEvent,
+               ids: dict[str, Any] | None = None) -> list[NewEvent]:
+    """The rows of the calls an event brings along (tokens, subscriptions), right after its own row; ``ids``
+    are the event's ``outbound.raw_ids`` when the caller has them."""
     if row.status is not Status.PENDING:
         return []
     return [NewEvent(direction=Direction.OUTBOUND, key=d.key, kind=d.kind, payload=event, user_key=row.user_key,
@@ -122,7 +130,7 @@ def companions(event: dict[str, Any], options: outbound.Options, row: NewEvent) 
                      mapped=d.call.frozen() if d.call else None,
                      status=Status.PENDING if d.call else Status.SKIPPED, reason=d.skip,
                      label="iterable.push" if d.skip else None)
-            for d in derived(event, options, row.user_key)]
+            for d in derived(event, options, row.user_key, ids)]
 
 
 def _rejected_outbound(raw: Any, error: str, digest: str | None = None) -> NewEvent:
@@ -340,21 +348,27 @@ class Intake:
             raise
         rows = [self._decided.pop(id(row), row) for row in rows]  # the rows as the commit decided them
         counted: set[tuple[Direction, str]] = set()
+        tally: Counter[tuple[Any, ...]] = Counter()  # one increment per label set, not per row
         for row in rows:
             identity = (row.direction, row.key)
             if identity in known or identity in counted:
-                self.metrics.duplicates.labels(direction=row.direction.value).inc()
+                tally[("duplicates", row.direction.value)] += 1
                 continue
             counted.add(identity)
-            self._count(row)
+            tally.update(_counts(row))
+        for (metric, *labels), count in tally.items():
+            getattr(self.metrics, metric).labels(*labels).inc(count)
         for direction in {row.direction for row in rows if row.status is Status.PENDING}:
             self.notify(direction)
         return {key for _, key in known}
 
-    def _count(self, row: NewEvent) -> None:
-        direction = row.direction.value
-        self.metrics.received.labels(direction=direction, type=row.kind[:64]).inc()
-        if row.status is Status.SKIPPED:  # the label is the deciding rule or config key: bounded cardinality
-            self.metrics.skipped.labels(direction=direction, reason=row.label or row.reason or "").inc()
-        elif row.status is Status.REJECTED:
-            self.metrics.rejected.labels(direction=direction).inc()
+
+def _counts(row: NewEvent) -> list[tuple[str, ...]]:
+    """The metrics a recorded row counts in, with their labels (in the metrics' label order)."""
+    direction = row.direction.value
+    found: list[tuple[str, ...]] = [("received", direction, row.kind[:64])]
+    if row.status is Status.SKIPPED:  # the label is the deciding rule or config key: bounded cardinality
+        found.append(("skipped", direction, row.label or row.reason or ""))
+    elif row.status is Status.REJECTED:
+        found.append(("rejected", direction))
+    return found

@@ -36,6 +36,21 @@ def new_bucket(rate: float, now: float) -> Bucket:
     return Bucket(rate=rate * HEADROOM, capacity=1.0, tokens=1.0, updated=now)
 
 
+SLOWEST = 1 / 8  # a 429 halves an endpoint's pace, down to this share of its limit
+RECOVERY = 1 / 20  # each answer that is not a 429 gives back this share of the limit, up to the paced rate
+
+
+def adapted(bucket: Bucket, paced: float, *, refused: bool) -> Bucket:
+    """The bucket after an answer: a 429 (the upstream counts differently, or another client of the same
+    project spends its limit) halves the pace; each accepted request raises it back by a twentieth of
+    ``paced`` (the configured pace), so a lasting squeeze settles just under what is left (AIMD)."""
+    if refused:
+        return replace(bucket, rate=max(paced * SLOWEST, bucket.rate / 2))
+    if bucket.rate >= paced:
+        return bucket
+    return replace(bucket, rate=min(paced, bucket.rate + paced * RECOVERY))
+
+
 Shared = Callable[[str, float], Awaitable[float]]  # (endpoint, spacing) -> seconds to wait for the slot
 
 
@@ -47,6 +62,18 @@ class Throttle:
                  shared: Shared | None = None) -> None:
         self._clock, self._shared = clock, shared
         self._buckets = {name: new_bucket(rate, clock()) for name, rate in rates.items()}
+        self._paced = {name: bucket.rate for name, bucket in self._buckets.items()}
+
+    def rate(self, endpoint: str) -> float | None:
+        """Requests per second this endpoint is paced at now (None: not limited)."""
+        bucket = self._buckets.get(endpoint)
+        return None if bucket is None else bucket.rate
+
+    def answered(self, endpoint: str, status: int) -> None:
+        """Adapt the endpoint's pace to an answer (``adapted``): slower after a 429, back up after others."""
+        bucket = self._buckets.get(endpoint)
+        if bucket is not None:
+            self._buckets[endpoint] = adapted(bucket, self._paced[endpoint], refused=status == 429)
 
     async def acquire(self, endpoint: str) -> None:
         bucket = self._buckets.get(endpoint)

@@ -22,8 +22,15 @@ FAILURE_LISTS = {
     "forgottenEmails": False, "forgottenUserIds": False, "invalidDataEmails": False, "invalidDataUserIds": False,
     "notFoundEmails": True, "notFoundUserIds": True,
 }
+# users/bulkUpdateSubscriptions answers with top-level lists instead (BulkUpdateSubscriptionsResponse):
+# identifiers refused, and valid ones that failed on "internal error" (worth another try)
+TOP_LEVEL_LISTS = {"invalidEmails": False, "invalidUserIds": False, "validEmailFailures": True,
+                   "validUserIdFailures": True}
 
 Item = tuple[Row, IterableCall]
+
+# the request groups of one wave, in the order they go out: each bulk endpoint, then the single calls
+GROUPS = (*BULK_FORM, "single")
 
 
 def group_of(call: IterableCall, singles: Collection[int] = (), row_id: int = 0) -> str:
@@ -99,6 +106,11 @@ def waves(items: Sequence[Item], singles: Collection[int] = ()) -> list[list[Ite
     return out
 
 
+def bulk_body(field: str, items: Sequence[bytes]) -> bytes:
+    """A bulk request's JSON body from its items' encoded bytes: ``{"<field>":[item,item,...]}``."""
+    return b"".join((b'{"', field.encode(), b'":[', b",".join(items), b"]}"))
+
+
 @dataclass(slots=True, kw_only=True)
 class BulkOutcome:
     """A 200 bulk answer read item by item: ``failed`` index -> (reason, retryable); ``unmatched`` is
@@ -117,12 +129,11 @@ def bulk_failures(response: Any, bodies: Sequence[dict[str, Any]]) -> BulkOutcom
     if not isinstance(response, dict):
         return outcome
     failed: dict[str, Any] = response["failedUpdates"] if isinstance(response.get("failedUpdates"), dict) else {}
-    lists = [(f"failedUpdates.{k}", v) for k, v in failed.items()]
-    lists += [(k, response.get(k)) for k in ("invalidEmails", "invalidUserIds")]
-    for name, values in lists:
-        key = name.rsplit(".", 1)[-1]
-        if key in FAILURE_LISTS and isinstance(values, list) and values:
-            _match(outcome.failed, bodies, key, values, f"Iterable rejected the item: {name}")
+    lists = [(f"failedUpdates.{k}", v, FAILURE_LISTS.get(k)) for k, v in failed.items()]
+    lists += [(k, response.get(k), retryable) for k, retryable in TOP_LEVEL_LISTS.items()]
+    for name, values, retryable in lists:
+        if retryable is not None and isinstance(values, list) and values:
+            _match(outcome.failed, bodies, name, values, retryable)
     disallowed = set(response.get("disallowedEventNames") or [])
     for index, body in enumerate(bodies):
         if index not in outcome.failed and body.get("eventName") in disallowed:
@@ -134,15 +145,15 @@ def bulk_failures(response: Any, bodies: Sequence[dict[str, Any]]) -> BulkOutcom
     return outcome
 
 
-def _match(failures: dict[int, tuple[str, bool]], bodies: Sequence[dict[str, Any]], key: str,
-           values: list[Any], reason: str) -> None:
-    by_email = key.endswith("Emails")
+def _match(failures: dict[int, tuple[str, bool]], bodies: Sequence[dict[str, Any]], name: str,
+           values: list[Any], retryable: bool) -> None:
+    by_email = "Email" in name
     field_name = "email" if by_email else "userId"
     wanted = {_norm(v, by_email) for v in values}
     for index, body in enumerate(bodies):
         value = body.get(field_name)
         if index not in failures and value and _norm(value, by_email) in wanted:
-            failures[index] = (reason, FAILURE_LISTS[key])
+            failures[index] = (f"Iterable rejected the item: {name}", retryable)
 
 
 def _norm(value: Any, by_email: bool) -> str:

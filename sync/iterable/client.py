@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +19,7 @@ from sync.engine import retry as schedule
 from sync.engine.throttle import Throttle
 from sync.errors import RetryableUpstream
 from sync.iterable import api
+from sync.iterable.bulk import bulk_body
 from sync.metrics import Metrics
 
 
@@ -62,6 +63,12 @@ class IterableClient:
             return Reply(status=status, body=_json(raw), retry_after=retry_after)
         return await self.post_encoded(endpoint, encoded(body), method=method, limit=limit)
 
+    async def post_bulk(self, endpoint: str, field: str, items: Sequence[bytes],
+                        values: Sequence[dict[str, Any]]) -> Reply:
+        """A bulk request whose items are already encoded: the body is their join (``bulk.bulk_body``), not a
+        second encoding; ``values`` are the same items decoded, for whoever reads the answer against them."""
+        return await self.post_encoded(endpoint, bulk_body(field, items))
+
     async def post_encoded(self, endpoint: str, data: bytes, *, method: str = "POST",
                            limit: str | None = None) -> Reply:
         """A request whose JSON body is already encoded (a bulk body joined from its items' bytes)."""
@@ -92,6 +99,7 @@ class IterableClient:
             detail = "" if label != endpoint else f" {str(exc)[:200]}"  # a deletion's path names the user
             raise RetryableUpstream(f"{label}: {type(exc).__name__}{detail}".strip()) from exc
         self.metrics.upstream.labels(target="iterable", endpoint=label, status=str(status)).inc()
+        self.throttle.answered(label, status)
         if retry_after and status in api.RETRYABLE_STATUSES:
             self.holds[label] = time.monotonic() + retry_after
         return status, raw, retry_after

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -63,10 +63,19 @@ class LearningClient(IterableClient):
             self._read(endpoint, body, reply)
         return reply
 
+    async def post_bulk(self, endpoint: str, field: str, items: Sequence[bytes],
+                        values: Sequence[dict[str, Any]]) -> Reply:
+        """The bulk body goes out as its items' bytes; the answer is read against the same items as values
+        (already decoded: nothing is parsed or encoded again for learning)."""
+        reply = await super().post_bulk(endpoint, field, items, values)
+        if self.types is not None:
+            self._read(endpoint, {field: list(values)}, reply)
+        return reply
+
     def _read(self, endpoint: str, body: dict[str, Any], reply: Reply) -> None:
         assert self.types is not None
         single = _SINGLE_OF.get(endpoint, endpoint)
-        items = (body.get("users") or body.get("events") or []) if endpoint in _SINGLE_OF else [body]
+        items = (body.get(BULK_FORM[single][1]) or []) if endpoint in _SINGLE_OF else [body]
         answer = reply.body if isinstance(reply.body, dict) else {}
         if reply.status == 400 and answer.get("code") == TYPE_REFUSED:
             params = answer.get("params")

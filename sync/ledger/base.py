@@ -16,15 +16,16 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from sync.errors import LedgerNotMigrated, LedgerUnavailable
+from sync.ledger.decisions import FORGOTTEN_PREFIX
+from sync.ledger.decisions import PAUSE_KINDS as PAUSE_KINDS
 from sync.ledger.leases import Leases
 from sync.ledger.schema import events
 from sync.ledger.timeouts import DatabaseTimeouts
 from sync.model import Direction, Row, Status
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
-PAUSE_KINDS = ("paused", "manual")  # downtime kinds that stop a direction (the other, "ledger", is an outage)
-# a forgotten person's rows hold tombstones: requeueing one would send a tombstone upstream
-NOT_FORGOTTEN = sa.or_(events.c.user_key.is_(None), sa.not_(events.c.user_key.startswith("forgotten:")))
+# a forgotten person's rows hold tombstones: requeueing one would send a tombstone upstream (``decisions.forgotten``)
+NOT_FORGOTTEN = sa.or_(events.c.user_key.is_(None), sa.not_(events.c.user_key.startswith(FORGOTTEN_PREFIX)))
 
 
 def async_url(url: str) -> str:

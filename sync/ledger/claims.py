@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from sync.ledger import history
+from sync.ledger import decisions, history
 from sync.ledger.base import SqlLedger, _ids_in, _in, _lock_id, _moment
 from sync.ledger.schema import events
 from sync.model import Claim, Direction, Queued, Row, Settlement, Status, claimable
@@ -22,6 +23,29 @@ CLAIMED = [sa.type_coerce(c, sa.String()).label(c.name) if c.name in _RAW_TIMES 
            if c.name not in ("payload", "next_attempt_at", "lease_owner", "lease_expires_at")] + [
     sa.type_coerce(sa.case((events.c.mapped.is_(None), events.c.payload)), sa.JSON).label("payload")]
 
+
+
+_DIRECTIONS = {d.value: d for d in Direction}
+
+
+def _rows(found: Sequence[Any], owner: str, until: datetime) -> list[Row]:
+    """Claimed rows as values, for the cost of the claim's hot path: the direction looked up rather than
+    parsed, and a time read once per distinct value (a fresh row was received, updated and retried from the
+    same moment; a backlog's rows share moments)."""
+    moments: dict[Any, datetime] = {}
+
+    def moment(value: Any) -> datetime:
+        found = moments.get(value)
+        if found is None:
+            found = moments[value] = _moment(value)
+        return found
+
+    return [Row(id=r.id, direction=_DIRECTIONS[r.direction], key=r.key, kind=r.kind, user_key=r.user_key,
+                payload=r.payload or {}, status=Status.PENDING, attempts=r.attempts, next_attempt_at=until,
+                lease_owner=owner, lease_expires_at=until, last_error=r.last_error, reason=r.reason,
+                received_at=moment(r.received_at), updated_at=moment(r.updated_at),
+                retry_from=moment(r.retry_from or r.received_at),
+                mapped=r.mapped, mapping_digest=r.mapping_digest, name=r.name) for r in found]
 
 
 class Claims(SqlLedger):
@@ -60,12 +84,7 @@ class Claims(SqlLedger):
                                        lease_expires_at=self.leases.until(until, claim.lease_seconds)))
             found = (await conn.execute(sa.select(*CLAIMED).where(_ids_in(self.is_postgres, ids))
                                         .order_by(e.c.id))).all()
-            return [Row(id=r.id, direction=Direction(r.direction), key=r.key, kind=r.kind, user_key=r.user_key,
-                        payload=r.payload or {}, status=Status.PENDING, attempts=r.attempts, next_attempt_at=until,
-                        lease_owner=claim.owner, lease_expires_at=until, last_error=r.last_error, reason=r.reason,
-                        received_at=_moment(r.received_at), updated_at=_moment(r.updated_at),
-                        retry_from=_moment(r.retry_from or r.received_at),
-                        mapped=r.mapped, mapping_digest=r.mapping_digest, name=r.name) for r in found]
+            return _rows(found, claim.owner, until)
 
     async def _claimable(self, conn: AsyncConnection, claim: Claim, keys: list[str], up_to: int,
                          now: datetime) -> list[int]:
@@ -95,7 +114,7 @@ class Claims(SqlLedger):
         forgotten or decided again since it was claimed is not); rows gone from the ledger are left out."""
         if not ids:
             return {}
-        mine = sa.and_(events.c.status == Status.PENDING, events.c.lease_owner == owner)
+        mine = sa.and_(events.c.status == decisions.LEASED, events.c.lease_owner == owner)
         query = sa.select(events.c.id, events.c.user_key, sa.case((mine, 1), else_=0).label("mine")).where(
             _ids_in(self.is_postgres, ids))
         async with self._tx() as conn:
@@ -107,18 +126,19 @@ class Claims(SqlLedger):
         if not ids:
             return 0
         stmt = events.update().where(_ids_in(self.is_postgres, ids), events.c.lease_owner == owner,
-                                     events.c.status == Status.PENDING)
+                                     events.c.status == decisions.LEASED)
         expires = self.leases.until(until, lease_seconds)
         async with self._tx() as conn:
             return int((await conn.execute(stmt.values(lease_expires_at=expires, next_attempt_at=until))).rowcount
                        or 0)
 
     async def settle(self, settlement: Settlement, now: datetime, *, owner: str) -> None:
-        """Apply one delivery round's outcome; only pending rows ``owner`` still leases change. One statement
-        per kind of outcome (the retries and dead letters as one statement with many parameter sets)."""
+        """Apply one delivery round's outcome as ``decisions.settled`` decides it: only rows ``owner`` still
+        leases change. One statement per kind of outcome (the retries and dead letters as one statement with many
+        parameter sets)."""
         e = events
-        free = {"lease_owner": None, "lease_expires_at": None, "updated_at": now}
-        mine = sa.and_(e.c.status == Status.PENDING, e.c.lease_owner == owner)
+        free = {**decisions.FREED, "updated_at": now}
+        mine = sa.and_(e.c.status == decisions.LEASED, e.c.lease_owner == owner)
         tried = {**free, "attempts": e.c.attempts + 1}
         one = e.c.id == sa.bindparam("row_id")
         async with self._tx() as conn:
@@ -128,43 +148,41 @@ class Claims(SqlLedger):
             if settlement.retry:
                 stmt = e.update().where(one, mine).values(next_attempt_at=sa.bindparam("due"),
                                                           last_error=sa.bindparam("error"), **tried)
-                await conn.execute(stmt, [{"row_id": i, "due": at, "error": error[:2000]}
+                await conn.execute(stmt, [{"row_id": i, "due": at, "error": error[:decisions.TEXT_CHARS]}
                                           for i, at, error in settlement.retry])
             if settlement.dead:
                 stmt = e.update().where(one, mine).values(status=Status.DEAD, reason=sa.bindparam("why"), **tried)
-                await conn.execute(stmt, [{"row_id": i, "why": reason[:2000]} for i, reason in settlement.dead])
-            if settlement.released:  # due again now (while leased, a row's next attempt is its lease expiry)
+                await conn.execute(stmt, [{"row_id": i, "why": reason[:decisions.TEXT_CHARS]} for i, reason in settlement.dead])
+            if settlement.released:
                 stmt = e.update().where(_ids_in(self.is_postgres, settlement.released), mine)
-                await conn.execute(stmt.values(next_attempt_at=now, **free))
+                await conn.execute(stmt.values(**decisions.released(now)))
             if settlement.forgotten:
                 await self._forget_deletions(conn, settlement.forgotten)
             await history.record(conn, settlement.attempts, now)
 
     @staticmethod
     async def _forget_deletions(conn: AsyncConnection, ids: Sequence[int]) -> None:
-        """Delivered deletions become tombstones too (they named the user until Iterable accepted them)."""
-        query = sa.select(events.c.id, events.c.mapped).where(events.c.id.in_(list(ids)),
-                                                              events.c.status == Status.DELIVERED)
+        """Delivered deletions become tombstones too (``decisions.deletion_forgotten``)."""
+        query = sa.select(events.c.id, events.c.status, events.c.mapped).where(events.c.id.in_(list(ids)),
+                                                                               events.c.status == Status.DELIVERED)
         for row in (await conn.execute(query)).all():
-            digest = (row.mapped or {}).get("forget_hash", "")
-            await conn.execute(events.update().where(events.c.id == row.id).values(
-                payload={"forgotten": True, "identifiers_sha256": digest}, mapped=None,
-                user_key=f"forgotten:{digest[:32]}"))
+            values = decisions.deletion_forgotten(Status(row.status), row.mapped)
+            if values is not None:
+                await conn.execute(events.update().where(events.c.id == row.id).values(**values))
 
     async def release_owner(self, owner: str, now: datetime) -> int:
         """Give back every lease ``owner`` holds (clean shutdown)."""
         self.leases.live.discard(owner)
-        stmt = events.update().where(events.c.lease_owner == owner, events.c.status == Status.PENDING)
+        stmt = events.update().where(events.c.lease_owner == owner, events.c.status == decisions.LEASED)
         async with self._tx() as conn:
-            result = await conn.execute(stmt.values(lease_owner=None, lease_expires_at=None, next_attempt_at=now,
-                                                    updated_at=now))
+            result = await conn.execute(stmt.values(**decisions.released(now)))
             return int(result.rowcount or 0)
 
     async def reap_expired(self, now: datetime) -> int:
         """Return rows whose lease expired (their process died) to the pool; the lease's end is judged by the
         database (``sync.ledger.leases``), never by ``now`` alone."""
-        stmt = events.update().where(events.c.status == Status.PENDING, events.c.lease_owner.is_not(None),
+        stmt = events.update().where(events.c.status == decisions.LEASED, events.c.lease_owner.is_not(None),
                                      self.leases.expired(now))  # ix_events_leased: only leased rows
         async with self._tx() as conn:
-            result = await conn.execute(stmt.values(lease_owner=None, lease_expires_at=None))
+            result = await conn.execute(stmt.values(**decisions.reaped()))
             return int(result.rowcount or 0)

@@ -4,7 +4,7 @@ an operator's forget (SPEC sections 4 and 11)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -12,7 +12,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sync import people
-from sync.ledger import forget, history, links
+from sync.errors import LedgerUnavailable
+from sync.ledger import decisions, forget, history, links
 from sync.ledger.base import SqlLedger, _lock_id, _row
 from sync.ledger.schema import events, identities
 from sync.model import Direction, NewEvent, Row, Status
@@ -34,21 +35,19 @@ class Ingest(SqlLedger):
             unique.setdefault((e.direction, e.key), e)
         if not unique:
             return set()
-        insert = (postgresql.insert if self.is_postgres else sqlite.insert)(events)
-        stmt = insert.on_conflict_do_nothing(index_elements=["direction", "key"]).returning(events.c.key)
         async with self._tx() as conn:
             if decide is not None:
                 unique = {(e.direction, e.key): e for e in await links.decided(conn, list(unique.values()), decide)}
             persons = await self._people(conn, [e.identities for e in unique.values() if e.identities])
-            values = [_insert_values(e, now, persons) for e in unique.values()]
-            inserted = {r.key for r in (await conn.execute(stmt, values)).all()}
+            insert = insert_unnested if self.is_postgres else insert_in_writer_thread
+            inserted = await insert(conn, list(unique.values()), now, persons)
             await links.remember_consents(conn, [e for e in unique.values() if e.key in inserted], now)
             for e in unique.values():
                 if e.replaces and e.key in inserted:
                     await conn.execute(events.update().where(events.c.direction == e.direction,
                                                              events.c.key.in_(list(e.replaces)),
-                                                             events.c.status == Status.HELD)
-                                       .values(status=Status.SKIPPED, reason=f"released as {e.key}", updated_at=now))
+                                                             events.c.status == decisions.HOLD)
+                                       .values(**decisions.release_of(e, now)))
                 if e.forgets and e.key in inserted:  # whatever outbound.deletion is: "skip" skips only the call
                     person = persons[e.identities[0]] if e.identities else e.user_key
                     if person:
@@ -92,8 +91,7 @@ class Ingest(SqlLedger):
                 found = [r.id for r in (await conn.execute(ids.limit(chunk))).all()]
                 if found:
                     await conn.execute(events.update().where(events.c.id.in_(found), events.c.status == Status.HELD)
-                                       .values(status=Status.SKIPPED, reason="anonymous, never identified",
-                                               updated_at=now))
+                                       .values(**decisions.hold_expired(now)))
             total += len(found)
             if len(found) < chunk:
                 return total
@@ -120,7 +118,7 @@ class Ingest(SqlLedger):
         links, merges = people.link(known, groups)
         for old, new in merges.items():
             await conn.execute(identities.update().where(identities.c.person == old).values(person=new))
-            await conn.execute(events.update().where(events.c.user_key == old, events.c.status == Status.PENDING)
+            await conn.execute(events.update().where(events.c.user_key == old, events.c.status == decisions.MERGED)
                                .values(user_key=new))
         if links:
             upsert = (postgresql.insert if self.is_postgres else sqlite.insert)(identities)
@@ -139,6 +137,86 @@ class Ingest(SqlLedger):
         return known
 
     # -- delivery -------------------------------------------------------------------------------
+
+
+async def insert_returning(conn: AsyncConnection, rows: Sequence[NewEvent], now: datetime,
+                           persons: dict[str, str]) -> set[str]:
+    """Insert ``rows`` (first copy of each key wins) through SQLAlchemy; return the keys inserted."""
+    insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(events)
+    stmt = insert.on_conflict_do_nothing(index_elements=["direction", "key"]).returning(events.c.key)
+    values = [_insert_values(e, now, persons) for e in rows]
+    return {r.key for r in (await conn.execute(stmt, values)).all()}
+
+
+_COLUMNS = ("direction", "key", "kind", "user_key", "status", "attempts", "next_attempt_at", "reason", "payload",
+            "received_at", "updated_at", "retry_from", "mapped", "mapping_digest", "name", "reason_class")
+_SQLITE_INSERT = (f"INSERT INTO events ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))}) "
+                  "ON CONFLICT (direction, key) DO NOTHING")
+
+
+async def insert_in_writer_thread(conn: AsyncConnection, rows: Sequence[NewEvent], now: datetime,
+                                  persons: dict[str, str]) -> set[str]:
+    """``insert_returning`` on SQLite, with the same stored values (the columns' own bind conversions, applied on
+    the loop to plain tuples), but one prepared statement run for every row by the driver's writer thread
+    (aiosqlite's ``executemany``): no statement compiled and no per-row processing by SQLAlchemy.
+
+    The rows inserted are those with an id above the largest before the insert: the transaction is the only
+    writer (SQLite takes one writer at a time, and the ledger holds its file against a second process)."""
+    dialect = conn.dialect
+    moment = events.c.received_at.type.bind_processor(dialect)
+    encode = events.c.payload.type.bind_processor(dialect)
+    if moment is None or encode is None:  # SQLite's DATETIME and JSON both convert: a different dialect
+        return await insert_returning(conn, rows, now, persons)
+    when = moment(now)
+    before = (await conn.execute(sa.select(sa.func.max(events.c.id)))).scalar() or 0
+    driver = (await conn.get_raw_connection()).driver_connection
+    if driver is None:
+        raise LedgerUnavailable("the SQLite connection is closed")
+    cursor = await driver.executemany(_SQLITE_INSERT, [_row_values(e, when, persons, encode) for e in rows])
+    await cursor.close()
+    return set((await conn.execute(sa.select(events.c.key).where(events.c.id > before))).scalars())
+
+
+_PG_TYPES = ("text", "text", "text", "text", "text", "int4", "timestamptz", "text", "text", "timestamptz",
+             "timestamptz", "timestamptz", "text", "text", "text", "text")
+_PG_CASTS = {"payload": "::json", "mapped": "::json"}
+_PG_INSERT = (f"INSERT INTO events ({', '.join(_COLUMNS)}) "
+              f"SELECT {', '.join(c + _PG_CASTS.get(c, '') for c in _COLUMNS)} FROM unnest("
+              + ", ".join(f"${n}::{t}[]" for n, t in enumerate(_PG_TYPES, 1))
+              + f") WITH ORDINALITY AS given({', '.join(_COLUMNS)}, position) ORDER BY position "
+              "ON CONFLICT (direction, key) DO NOTHING RETURNING key")
+
+
+async def insert_unnested(conn: AsyncConnection, rows: Sequence[NewEvent], now: datetime,
+                          persons: dict[str, str]) -> set[str]:
+    """``insert_returning`` on PostgreSQL, with the same stored values (JSON as SQLAlchemy's own encoder
+    writes it), as one statement over one array per column: asyncpg encodes 16 arrays, not 16 parameters per
+    row, and SQLAlchemy compiles nothing per commit. Rows get their ids in the order given."""
+    encode = events.c.payload.type.bind_processor(conn.dialect)
+    driver = (await conn.get_raw_connection()).driver_connection
+    if encode is None or driver is None:
+        return await insert_returning(conn, rows, now, persons)
+    if not driver.is_in_transaction():  # SQLAlchemy begins on its first statement: make this one part of it
+        await conn.execute(sa.text("SELECT 1"))
+    values = [_row_values(e, now.astimezone(UTC), persons, encode) for e in rows]
+    columns = [list(column) for column in zip(*values, strict=True)]
+    try:
+        return {r[0] for r in await driver.fetch(_PG_INSERT, *columns)}
+    except Exception as exc:  # the driver's own errors, converted as SQLAlchemy's DBAPIError would be
+        raise LedgerUnavailable(f"ledger unavailable: {str(exc).splitlines()[0][:300]}") from exc
+
+
+_TEXT: dict[Direction | Status, str] = {**{d: d.value for d in Direction}, **{s: s.value for s in Status}}
+
+
+def _row_values(e: NewEvent, when: Any, persons: dict[str, str], encode: Any) -> tuple[Any, ...]:
+    """One row's parameters in ``_COLUMNS`` order, as SQLAlchemy binds ``_insert_values`` (``when``: ``now``
+    as the time columns bind it)."""
+    user_key = persons[e.identities[0]] if e.identities else e.user_key
+    return (_TEXT[e.direction], e.key, e.kind[:255], user_key[:255] if user_key else None, _TEXT[e.status], 0, when,
+            e.reason, encode(e.payload), when, when, when, encode(e.mapped), e.mapping_digest,
+            history.event_name(e.direction, e.kind, e.payload),
+            history.reason_class(e.reason) if e.reason else None)
 
 
 def _insert_values(e: NewEvent, now: datetime, persons: dict[str, str]) -> dict[str, Any]:

@@ -1,16 +1,17 @@
 """What the ledger knows of a person beyond their rows (SPEC section 14): the userId their identity links join
-to an email, and their last end-user consent seen outbound. Pure choices (``known``) and thin SQL."""
+to an email, and their last end-user consent seen outbound. Pure choices (``sync.model.known``,
+``sync.ledger.decisions.consent_rows``) and thin SQL."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from sync.ledger.decisions import consent_rows
 from sync.ledger.schema import consents, identities
 from sync.model import Decider as Decider
 from sync.model import Known as Known
@@ -22,15 +23,6 @@ async def decided(conn: AsyncConnection, rows: list[NewEvent], decide: Decider |
     """``rows`` as ``decide`` decides them, after one look-up of the identifiers it asks for."""
     wanted = decide.asked(rows) if decide else []
     return decide(rows, await people_known(conn, wanted)) if decide and wanted else rows
-
-
-def consent_rows(batch: Sequence[NewEvent], now: datetime) -> list[dict[str, Any]]:
-    """One consent row per identifier of each event that carried consent (the last event of a batch wins)."""
-    latest: dict[str, dict[str, bool]] = {}
-    for e in batch:
-        if e.consent is not None and not e.forgets:
-            latest.update(dict.fromkeys(e.identities, e.consent))
-    return [{"identifier": k, "categories": v, "updated_at": now} for k, v in latest.items()]
 
 
 async def remember_consents(conn: AsyncConnection, batch: Sequence[NewEvent], now: datetime) -> None:

@@ -11,10 +11,10 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sync.errors import LedgerUnavailable
-from sync.ledger import forget, history
+from sync.ledger import decisions, forget, history
 from sync.ledger.base import NOT_FORGOTTEN, PAUSE_KINDS, SqlLedger, _lock_id, _row, _short
 from sync.ledger.schema import cursors, downtime, events
-from sync.model import TERMINAL, Direction, Downtime, Pending, Remapped, Row, Stats, Status
+from sync.model import Direction, Downtime, Pending, Remapped, Row, Stats, Status
 
 
 class Operations(SqlLedger):
@@ -118,28 +118,25 @@ class Operations(SqlLedger):
         unclaimed = self.leases.free(now)
         async with self._tx() as conn:
             for change in changes:
-                stmt = events.update().where(events.c.id == change.id, events.c.status == change.was, unclaimed).values(
-                    status=change.status, mapped=change.mapped, mapping_digest=change.mapping_digest,
-                    reason=change.reason, next_attempt_at=now, retry_from=now, lease_owner=None,
-                    lease_expires_at=None, updated_at=now)
+                stmt = events.update().where(events.c.id == change.id, events.c.status == change.was, unclaimed)
+                stmt = stmt.values(**decisions.redecided(change, now))
                 count += int((await conn.execute(stmt)).rowcount or 0)
         return count
 
     async def requeue(
         self, now: datetime, *, status: Status | None = None, ids: Sequence[int] = (), direction: Direction | None = None
     ) -> int:
-        """Make dead (or other terminal) rows pending again, due now, with a fresh retry window.
-
-        ``received_at`` stays: it is when the event arrived.
+        """Send dead rows again as recorded (``decisions.requeueable``, the rule of ``sync.requeue``): pending,
+        due now, with a fresh retry window; ``received_at`` stays. Rows of another status, or a forgotten
+        person's, are left as they are (a rejected or skipped row is decided again instead: ``remap``).
         """
         stmt = events.update()
         stmt = stmt.where(events.c.status == status) if status else stmt.where(events.c.id.in_(list(ids)))
-        stmt = stmt.where(events.c.status != Status.PENDING, NOT_FORGOTTEN)
+        stmt = stmt.where(events.c.status == decisions.REQUEUED, NOT_FORGOTTEN)
         if direction:
             stmt = stmt.where(events.c.direction == direction)
-        values = {"status": Status.PENDING, "next_attempt_at": now, "reason": None, "updated_at": now}
         async with self._tx() as conn:
-            return int((await conn.execute(stmt.values(retry_from=now, **values))).rowcount or 0)
+            return int((await conn.execute(stmt.values(**decisions.requeued(now), reason_class=None))).rowcount or 0)
 
     async def purge(self, older_than: datetime, *, chunk: int = 1000) -> int:
         """Delete terminal rows last changed before ``older_than``, ``chunk`` rows per transaction."""
@@ -149,7 +146,7 @@ class Operations(SqlLedger):
         while True:
             ids = (
                 sa.select(events.c.id)
-                .where(events.c.status.in_(TERMINAL), events.c.updated_at < older_than)
+                .where(events.c.status.in_(decisions.PURGED), events.c.updated_at < older_than)
                 .limit(chunk)
             )
             async with self._tx() as conn:

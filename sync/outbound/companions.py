@@ -10,7 +10,14 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from sync.outbound.mapper import SUBSCRIPTION_FIELDS, IterableCall, Options, naming, raw_ids
+from sync.outbound.mapper import (
+    SUBSCRIPTION_FIELDS,
+    UPDATE_SUBSCRIPTIONS,
+    IterableCall,
+    Options,
+    naming,
+    raw_ids,
+)
 from sync.segment.semantics import destination_settings
 from sync.segment.spec import as_dict
 
@@ -33,11 +40,13 @@ class Derived:
     skip: str | None = None
 
 
-def derived(event: dict[str, Any], options: Options, user_key: str | None) -> list[Derived]:
-    """The companion calls of a validated event that is sent (identify or track)."""
+def derived(event: dict[str, Any], options: Options, user_key: str | None,
+            ids: dict[str, Any] | None = None) -> list[Derived]:
+    """The companion calls of a validated event that is sent (identify or track); ``ids`` are its ``raw_ids``
+    when the caller has them."""
     if event.get("type") not in ("identify", "track"):
         return []
-    ids = raw_ids(event, options.mapping.identity)
+    ids = raw_ids(event, options.mapping.identity) if ids is None else ids
     if not ids:
         return []
     found = [_token(event, options, ids, user_key)]
@@ -92,6 +101,6 @@ def _subscriptions(event: dict[str, Any], options: Options, ids: dict[str, Any],
     changes = {k: traits[k] for k in SUBSCRIPTION_FIELDS if isinstance(traits.get(k), list)}
     if not changes:
         return None
-    call = IterableCall(endpoint="users/updateSubscriptions", body={**naming(ids, options), **changes},
+    call = IterableCall(endpoint=UPDATE_SUBSCRIPTIONS, body={**naming(ids, options), **changes},
                         user_key=user_key)
     return Derived(key=f"{event['messageId']}:subscriptions", kind="subscriptions", call=call)

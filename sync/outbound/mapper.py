@@ -10,6 +10,7 @@ ledger keeps the call it decided; delivery sends it as stored.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
@@ -24,7 +25,6 @@ from sync.mapping.rules import (
     PageRules,
     dropped_by,
     event_layer,
-    lookup,
     matches,
     shape,
     template,
@@ -39,11 +39,16 @@ EVENTS_TRACK = "events/track"
 TRACK_PURCHASE = "commerce/trackPurchase"
 UPDATE_CART = "commerce/updateCart"
 UPDATE_EMAIL = "users/updateEmail"
+UPDATE_SUBSCRIPTIONS = "users/updateSubscriptions"
 
-BULK_FORM = {USERS_UPDATE: ("users/bulkUpdate", "users"), EVENTS_TRACK: ("events/trackBulk", "events")}
+# a call Iterable also takes in its bulk queue: the bulk endpoint and the list its items go in (a person's
+# calls stay in one of the two queues, SPEC section 4, so each form is used where the person's calls already are)
+BULK_FORM = {USERS_UPDATE: ("users/bulkUpdate", "users"), EVENTS_TRACK: ("events/trackBulk", "events"),
+             UPDATE_SUBSCRIPTIONS: ("users/bulkUpdateSubscriptions", "updateSubscriptionsRequests")}
 BUILT_IN_CALLS = {"Order Completed": "purchase", "Product Added": "cart", "Product Removed": "cart",
                   "Cart Updated": "cart"}
 NO_EVENT_RULE = EventRule()
+NO_FIELD_RULES = FieldRules()
 SPEC_IDENTITY = Identity()
 
 
@@ -91,22 +96,41 @@ class Skip:
     key: str = "spec"
 
 
-def map_event(event: dict[str, Any], options: Options) -> IterableCall | Skip:
-    """Map a validated Segment event. Raises ``InvalidEvent`` for one Iterable could never take."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Named:
+    """Who an event names, read once per event: its email and userId as ``[outbound.identity]`` finds them
+    (``raw_ids``), the key that orders them (``user_key``) and its ``sync.people`` identifiers."""
+
+    ids: dict[str, Any]
+    user_key: str | None
+    identities: tuple[str, ...]
+
+
+def named(event: dict[str, Any], identity: Identity = SPEC_IDENTITY) -> Named:
+    """Who a validated event names (``Named``)."""
+    ids = raw_ids(event, identity)
+    return Named(ids=ids, user_key=ids.get("userId") or ids.get("email"), identities=_identities(event, ids))
+
+
+def map_event(event: dict[str, Any], options: Options, who: Named | None = None) -> IterableCall | Skip:
+    """Map a validated Segment event; ``who`` is ``named(event, options.mapping.identity)`` when the caller
+    has it already. Raises ``InvalidEvent`` for one Iterable could never take."""
     skip = _opted_out(event) or _filtered(event, options.mapping) or _unconsented(event, options)
     if skip:
         return skip
     kind = event["type"]
     if kind == "alias":
         return _alias(event, options)
+    who = who or named(event, options.mapping.identity)
     if kind == "delete":
-        return _deletion(event, options)
-    ids = _identifiers(event, options)
-    if isinstance(ids, Skip):
-        return ids
+        return _deletion(who, options)
+    check_email(event, options.mapping.identity)
+    skipped = _unnamed(who.ids, options)
+    if skipped:
+        return skipped
     if kind == "identify":
-        return _identify(event, ids, options)
-    return _track_like(event, ids, options)
+        return _identify(event, who, options)
+    return _track_like(event, who, options)
 
 
 def user_key(event: dict[str, Any], identity: Identity = SPEC_IDENTITY) -> str | None:
@@ -117,10 +141,18 @@ def user_key(event: dict[str, Any], identity: Identity = SPEC_IDENTITY) -> str |
 
 def identities(event: dict[str, Any], identity: Identity = SPEC_IDENTITY) -> tuple[str, ...]:
     """The ``sync.people`` identifiers an event names; an alias names both of its ids."""
+    return _identities(event, raw_ids(event, identity))
+
+
+def _identities(event: dict[str, Any], ids: dict[str, Any]) -> tuple[str, ...]:
     if event.get("type") == "alias":
         return people.of(people.identifier(event.get("userId")), people.identifier(event.get("previousId")))
-    ids = raw_ids(event, identity)
-    return people.of(people.identifier(ids.get("userId")), people.email_identifier(ids.get("email")))
+    return _person(ids.get("userId"), ids.get("email"))
+
+
+@lru_cache(maxsize=8192)  # one person sends many events; normalising their identifiers is most of this
+def _person(user_id: str | None, email: str | None) -> tuple[str, ...]:
+    return people.of(people.identifier(user_id), people.email_identifier(email))
 
 
 # -- 1 to 4: what is sent at all ---------------------------------------------------------------
@@ -188,29 +220,64 @@ def _page_values(event: dict[str, Any]) -> dict[str, str]:
 # -- 6: who -------------------------------------------------------------------------------------
 
 
+Path = tuple[str, tuple[str, ...]]  # a dotted path, and its parts
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _IdentityPaths:
+    """``[outbound.identity]`` read once: its paths split, the email paths chosen per call type."""
+
+    user_id: tuple[Path, ...]
+    email_identify: tuple[Path, ...]
+    email_other: tuple[Path, ...]
+    email_from_user_id: bool
+
+
+@lru_cache(maxsize=64)
+def _identity_paths(identity: Identity) -> _IdentityPaths:
+    def split(paths: tuple[str, ...]) -> tuple[Path, ...]:
+        return tuple((p, tuple(p.split("."))) for p in paths)
+
+    return _IdentityPaths(user_id=split(identity.user_id_paths),
+                          email_identify=split(_email_paths("identify", identity)),
+                          email_other=split(_email_paths("other", identity)),
+                          email_from_user_id=identity.email_from_user_id)
+
+
+def _at(event: dict[str, Any], parts: tuple[str, ...]) -> Any:
+    """The value at a split dotted path, or None (``lookup``'s value)."""
+    value: Any = event
+    for part in parts:
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
 def raw_ids(event: dict[str, Any], identity: Identity) -> dict[str, Any]:
     """The event's email and userId, as ``[outbound.identity]`` says where to find them."""
+    paths = _identity_paths(identity)
     user_id = None
-    for path in identity.user_id_paths:
-        user_id = text_id(lookup(event, path)[1])
+    for _, parts in paths.user_id:
+        user_id = text_id(_at(event, parts))
         if user_id:
             break
     email = None
-    for path in _email_paths(event, identity):
-        found = lookup(event, path)[1]
+    for _, parts in paths.email_identify if event.get("type") == "identify" else paths.email_other:
+        found = _at(event, parts)
         if isinstance(found, str) and is_email(found.strip()):
             email = found.strip()
             break
-    if email is None and identity.email_from_user_id and is_email(user_id):
+    if email is None and paths.email_from_user_id and is_email(user_id):
         email = user_id
     ids = {"email": email} if email else {}
     return {**ids, "userId": user_id} if user_id else ids
 
 
-def _email_paths(event: dict[str, Any], identity: Identity) -> tuple[str, ...]:
+def _email_paths(kind: str, identity: Identity) -> tuple[str, ...]:
     """Paths absent for a call type are skipped: traits are an identify's, properties the others'. With the
     default paths an identify reads only its traits (SPEC section 5)."""
-    if event.get("type") == "identify":
+    if kind == "identify":
         paths = tuple(p for p in identity.email_paths if not p.startswith("properties."))
         return tuple(p for p in paths if p.startswith("traits.")) if identity == SPEC_IDENTITY else paths
     return tuple(p for p in identity.email_paths if not p.startswith("traits."))
@@ -218,8 +285,9 @@ def _email_paths(event: dict[str, Any], identity: Identity) -> tuple[str, ...]:
 
 def email_reading(event: dict[str, Any], identity: Identity) -> tuple[str, Any] | None:
     """(path, value) of the first email path that holds something (not null, not blank)."""
-    for path in _email_paths(event, identity):
-        found = lookup(event, path)[1]
+    paths = _identity_paths(identity)
+    for path, parts in paths.email_identify if event.get("type") == "identify" else paths.email_other:
+        found = _at(event, parts)
         if found is not None and not (isinstance(found, str) and not found.strip()):
             return path, found
     return None
@@ -234,16 +302,15 @@ def check_email(event: dict[str, Any], identity: Identity) -> None:
         raise InvalidEvent(f"{reading[0]}: {problem}")
 
 
-def _identifiers(event: dict[str, Any], options: Options) -> dict[str, Any] | Skip:
-    check_email(event, options.mapping.identity)
-    ids: dict[str, Any] = raw_ids(event, options.mapping.identity)
+def _unnamed(ids: dict[str, Any], options: Options) -> Skip | None:
+    """Why an event that names no one Iterable can take is skipped (None: it names someone)."""
     if not ids:
         return Skip(reason="no email or userId", key="no identifier")
     if options.project_type == "userId" and "userId" not in ids:
         return Skip(reason="no userId (userId-based Iterable project)", key="no identifier")
     if options.project_type == "email" and "email" not in ids:
         return Skip(reason="no email (email-based Iterable project)", key="no identifier")
-    return ids
+    return None
 
 
 def naming(ids: dict[str, Any], options: Options) -> dict[str, Any]:
@@ -292,7 +359,8 @@ SUBSCRIPTION_FIELDS = ("emailListIds", "unsubscribedChannelIds", "unsubscribedMe
                        "subscribedMessageTypeIds")
 
 
-def _identify(event: dict[str, Any], ids: dict[str, Any], options: Options) -> IterableCall:
+def _identify(event: dict[str, Any], who: Named, options: Options) -> IterableCall:
+    ids = who.ids
     traits = as_dict(event.get("traits"))
     if options.subscriptions == "update_subscriptions":  # they go through users/updateSubscriptions instead
         traits = {k: v for k, v in traits.items() if k not in SUBSCRIPTION_FIELDS}
@@ -300,22 +368,21 @@ def _identify(event: dict[str, Any], ids: dict[str, Any], options: Options) -> I
     if "userId" in body and body.get("preferUserId") and "email" in ids:
         # userId and hybrid projects change (or set) a user's email through dataFields.email
         body["dataFields"] = {**body["dataFields"], "email": ids["email"]}
-    return IterableCall(endpoint=USERS_UPDATE, body=body, user_key=user_key(event, options.mapping.identity))
+    return IterableCall(endpoint=USERS_UPDATE, body=body, user_key=who.user_key)
 
 
-def _track_like(event: dict[str, Any], ids: dict[str, Any], options: Options) -> IterableCall:
-    mapping = options.mapping
+def _track_like(event: dict[str, Any], who: Named, options: Options) -> IterableCall:
+    mapping, ids, key = options.mapping, who.ids, who.user_key
     kind = event["type"]
     name = str(event["event"]).strip() if kind == "track" else _page_name(event, kind, mapping)
     rule = mapping.events.get(name, NO_EVENT_RULE) if kind == "track" else NO_EVENT_RULE
+    per_event = rule is not NO_EVENT_RULE and rule.properties != NO_FIELD_RULES
     fields = shape(_fields(event), mapping.properties,
-                   event_layer(mapping.properties, rule.properties) if rule.properties != FieldRules() else None)
-    call = rule.call or (BUILT_IN_CALLS.get(semantic.spec_event(name) or name, "track") if kind == "track"
-                         else "track")
-    key = user_key(event, mapping.identity)
+                   event_layer(mapping.properties, rule.properties) if per_event else None)
+    call = rule.call or (_built_in_call(name) if kind == "track" else "track")
     products = fields.get("products")
     if call == "purchase":
-        return _purchase(event, ids, options, rule, fields, name)
+        return _purchase(event, who, options, rule, fields, name)
     if call == "cart" and isinstance(products, list):
         user = _user(ids, as_dict(as_dict(event.get("context")).get("traits")), event, options, rule)
         return IterableCall(endpoint=UPDATE_CART, body={"user": user, "items": items(products)}, user_key=key)
@@ -323,6 +390,12 @@ def _track_like(event: dict[str, Any], ids: dict[str, Any], options: Options) ->
             "dataFields": iterable_dates(fields, "properties")}
     return IterableCall(endpoint=EVENTS_TRACK, body={**body, **_created_at(event), **_campaign(fields)},
                         user_key=key)
+
+
+@lru_cache(maxsize=4096)
+def _built_in_call(name: str) -> str:
+    """The call a track name means without a rule: purchase, cart or track (the spec's names and aliases)."""
+    return BUILT_IN_CALLS.get(semantic.spec_event(name) or name, "track")
 
 
 def _page_name(event: dict[str, Any], kind: str, mapping: OutboundMapping) -> str:
@@ -355,7 +428,7 @@ def _campaign(properties: dict[str, Any]) -> dict[str, int]:
     return found
 
 
-def _purchase(event: dict[str, Any], ids: dict[str, Any], options: Options, rule: EventRule,
+def _purchase(event: dict[str, Any], who: Named, options: Options, rule: EventRule,
               properties: dict[str, Any], name: str) -> IterableCall:
     total_reading = semantic.pick(properties, semantic.ORDER_TOTAL)
     if total_reading is None:
@@ -366,12 +439,12 @@ def _purchase(event: dict[str, Any], ids: dict[str, Any], options: Options, rule
     order_id = order_id or event["messageId"]  # still idempotent without one
     products = properties.get("products")
     rest = {k: v for k, v in properties.items() if k not in ("products", "total", "campaignId", "templateId")}
-    user = _user(ids, as_dict(as_dict(event.get("context")).get("traits")), event, options, rule)
+    user = _user(who.ids, as_dict(as_dict(event.get("context")).get("traits")), event, options, rule)
     body = {"id": order_id, "user": user, "items": items(products if isinstance(products, list) else []),
             "total": total, "dataFields": iterable_dates(rest, "properties")}
     body.update(_created_at(event))
     body.update(_campaign(properties))
-    return IterableCall(endpoint=TRACK_PURCHASE, body=body, user_key=user_key(event, options.mapping.identity))
+    return IterableCall(endpoint=TRACK_PURCHASE, body=body, user_key=who.user_key)
 
 
 def _alias(event: dict[str, Any], options: Options) -> IterableCall | Skip:
@@ -385,13 +458,12 @@ def _alias(event: dict[str, Any], options: Options) -> IterableCall | Skip:
     return IterableCall(endpoint=UPDATE_EMAIL, body=body, user_key=previous)
 
 
-def _deletion(event: dict[str, Any], options: Options) -> IterableCall | Skip:
+def _deletion(who: Named, options: Options) -> IterableCall | Skip:
     """A deletion request (SPEC section 11): Iterable's delete by userId or email, or GDPR forget."""
     if options.deletion == "skip":
         return Skip(reason='user deletion is not forwarded to Iterable (outbound.deletion = "skip")',
                     key="outbound.deletion")
-    ids = raw_ids(event, options.mapping.identity)
-    key = user_key(event, options.mapping.identity)
+    ids, key = who.ids, who.user_key
     if options.deletion == "forget":
         if options.project_type == "email" and "email" not in ids or not ids:
             return Skip(reason="forget needs the email in an email-based project (and an identifier in any)",

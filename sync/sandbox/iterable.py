@@ -114,6 +114,7 @@ class FakeIterable:
             "events/track": self._events_track, "events/trackBulk": self._events_track_bulk,
             "commerce/trackPurchase": self._track_purchase, "commerce/updateCart": self._update_cart,
             "users/updateEmail": self._update_email, "users/updateSubscriptions": self._update_subscriptions,
+            "users/bulkUpdateSubscriptions": self._bulk_update_subscriptions,
             "users/registerDeviceToken": self._register_device, "users/registerBrowserToken": self._register_browser,
         }
         for endpoint, handler in routes.items():
@@ -349,10 +350,20 @@ class FakeIterable:
 
     def _update_subscriptions(self, body: dict[str, Any]) -> web.Response:
         try:
-            by, value = self.project.naming(body)
-            self.project._forgotten(by, value)
+            apply = self._subscriptions(body)
         except ItemError as exc:
             return refused(exc)
+        self.project.enqueue("single", self.clock(), "users/updateSubscriptions", apply)
+        return envelope("Subscriptions updated", "Success")
+
+    def _subscriptions(self, body: dict[str, Any]) -> Callable[[], None]:
+        """What one UpdateSubscriptionsRequest does, once its queue gets to it; ItemError if it is refused."""
+        by, value = self.project.naming(body)
+        self.project._forgotten(by, value)
+        for name in SUBSCRIPTION_FIELDS:
+            ids = body.get(name)
+            if ids is not None and not (isinstance(ids, list) and all(is_number(i) for i in ids)):
+                raise ItemError("", "", f"{name}: an array of numbers expected")
         changes = {k: v for k, v in body.items() if k in SUBSCRIPTION_FIELDS and v is not None}
 
         def apply() -> None:
@@ -360,8 +371,34 @@ class FakeIterable:
             user.setdefault("subscriptions", {}).update(changes)  # overwrites every non-null field
             self.subscription_events.append({by: value, **changes})
 
-        self.project.enqueue("single", self.clock(), "users/updateSubscriptions", apply)
-        return envelope("Subscriptions updated", "Success")
+        return apply
+
+    def _bulk_update_subscriptions(self, body: dict[str, Any]) -> web.Response:
+        """``POST /api/users/bulkUpdateSubscriptions``: UpdateSubscriptionsRequests in the bulk queue, answered
+        with BulkUpdateSubscriptionsResponse (every list required; refused identifiers under ``invalid*``)."""
+        requests = body.get("updateSubscriptionsRequests")
+        if not isinstance(requests, list):
+            return envelope("updateSubscriptionsRequests is required", "BadParams", None, 400)
+        answer: dict[str, Any] = {"successCount": 0, "failCount": 0, "invalidEmails": [], "invalidUserIds": [],
+                                  "validEmailFailures": [], "validUserIdFailures": []}
+        accepted = []
+        for item in requests:
+            try:
+                accepted.append(self._subscriptions(item if isinstance(item, dict) else {}))
+            except ItemError as exc:
+                answer["failCount"] += 1
+                named = item if isinstance(item, dict) else {}
+                by_email = "Email" in exc.kind or ("userId" not in named and "Id" not in exc.kind)
+                answer["invalidEmails" if by_email else "invalidUserIds"].append(
+                    exc.value or str(named.get("email" if by_email else "userId", "")))
+        answer["successCount"] = len(accepted)
+        if accepted:
+            def apply_all() -> None:
+                for apply in accepted:
+                    apply()
+
+            self.project.enqueue("bulk", self.clock(), "users/bulkUpdateSubscriptions", apply_all)
+        return web.json_response(answer)
 
     def _register_device(self, body: dict[str, Any]) -> web.Response:
         device = body.get("device")

@@ -15,7 +15,7 @@ from sync.iterable.identifiers import (
     is_email as is_email,  # re-exported: the rules live in sync.iterable.identifiers
 )
 from sync.segment import timestamps
-from sync.wire import json_size, non_finite
+from sync.wire import finite_size, json_size, non_finite
 
 TYPES = ("identify", "track", "page", "screen", "group", "alias", "delete")  # delete: Webhooks (Classic)
 MAX_EVENT_BYTES = 32 * 1024
@@ -77,23 +77,22 @@ def validate(event: Any) -> dict[str, Any]:
         if name in event and event[name] is not None and not isinstance(event[name], dict):
             raise InvalidEvent(f"{name}: expected an object")
     require_storable(event, ("messageId", "userId", "anonymousId", "previousId", "event", "name"))
-    overflow = non_finite(event)
+    size = finite_size(event)  # None: a number is not finite (or the event is too deep to encode: see below)
+    overflow = non_finite(event) if size is None else None
     if overflow:
         raise InvalidEvent(f"{overflow}: a number too large to represent (not finite)")
     if kind == "track" and not (isinstance(event.get("event"), str) and event["event"].strip()):
         raise InvalidEvent("event: required for track (a non-empty string)")
-    for name in TIME_FIELDS:
-        timestamps.read_time(event, name)
-    timestamps.event_time(event)  # the clock correction must stay representable too
+    timestamps.checked_time(event, TIME_FIELDS)  # each readable, and the clock correction representable too
     for name in ID_FIELDS:
         if isinstance(event.get(name), str) and has_control(event[name]):
             raise InvalidEvent(f"{name}: contains a control character")
     message_id = event.get("messageId")
     if message_id is None or message_id == "":
-        event = {**event, "messageId": str(uuid.uuid4())}
+        event, size = {**event, "messageId": str(uuid.uuid4())}, None
     elif not isinstance(message_id, str) or len(message_id) > MAX_MESSAGE_ID:
         raise InvalidEvent(f"messageId: must be a string of at most {MAX_MESSAGE_ID} characters")
-    if json_size(event) > MAX_EVENT_BYTES:
+    if (json_size(event) if size is None else size) > MAX_EVENT_BYTES:
         raise InvalidEvent(f"event: larger than Segment's {MAX_EVENT_BYTES // 1024} KB limit per event")
     checked: dict[str, Any] = event
     return checked
@@ -114,9 +113,22 @@ def iterable_dates(value: Any, path: str = "") -> Any:
     """ISO date-times anywhere inside become ``YYYY-MM-DD HH:mm:ss +00:00``; date-only strings stay. Raises
     ``InvalidEvent`` naming the path of a date-time that cannot be read (a 30 February, year 1 with an offset)."""
     if isinstance(value, dict):
-        return {k: iterable_dates(v, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+        return {k: _dated(v, path, key=k) if isinstance(v, dict | list | str) else v for k, v in value.items()}
     if isinstance(value, list):
-        return [iterable_dates(v, f"{path}[{i}]") for i, v in enumerate(value)]
+        return [_dated(v, path, index=i) if isinstance(v, dict | list | str) else v for i, v in enumerate(value)]
     if timestamps.is_date_time(value):
         return timestamps.iterable_text(value, path or "value")
     return value
+
+
+_AT_INDEX = object()
+
+
+def _dated(value: Any, path: str, *, key: Any = _AT_INDEX, index: int = 0) -> Any:
+    """``iterable_dates`` of the value at ``key`` (else ``index``) under ``path``; a string that is no date-time
+    is returned before its path is spelled (most values of an event)."""
+    if isinstance(value, str) and not timestamps.is_date_time(value):
+        return value
+    if key is _AT_INDEX:
+        return iterable_dates(value, f"{path}[{index}]")
+    return iterable_dates(value, f"{path}.{key}" if path else str(key))

@@ -1,5 +1,5 @@
 """What a forget erases and what the ledger knows of a person (issue 22): one contract, run on SQLite,
-PostgreSQL and the in-memory ledger alike (the decisions are ``sync.ledger.forget`` / ``links``)."""
+PostgreSQL and the in-memory ledger alike (the decisions are ``sync.ledger.decisions``; fixtures in ``tests.ledgers``)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ from typing import Any
 
 import pytest
 
-from sync.ledger.memory import MemoryLedger
-from sync.ledger.store import Ledger
 from sync.model import Direction, Known, NewEvent, Status
+from tests import ledgers
+from tests.ledgers import AnyLedger
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 OUT, IN = Direction.OUTBOUND, Direction.INBOUND
+ledger_url, ledger = ledgers.ledger_url, ledgers.ledger  # every ledger: memory, SQLite, PostgreSQL
 PERSON = ("u:ana-5", "e:ana5@example.com")
 
 
@@ -28,8 +29,7 @@ def new(key: str, *, direction: Direction = OUT, status: Status = Status.PENDING
 async def every_row(ledger: Any) -> list[Any]:
     found = []
     for status in Status:
-        found += await ledger.rows(status=status, limit=1000) if isinstance(ledger, Ledger) else \
-            [r for r in ledger.rows.values() if r.status is status]
+        found += await ledger.rows(status=status, limit=1000)
     return found
 
 
@@ -83,10 +83,5 @@ CONTRACT: list[Callable[[Any], Awaitable[None]]] = [
 
 
 @pytest.mark.parametrize("check", CONTRACT, ids=lambda c: c.__name__)
-async def test_sql_ledger(ledger: Ledger, check: Callable[[Any], Awaitable[None]]) -> None:
+async def test_every_ledger(ledger: AnyLedger, check: Callable[[Any], Awaitable[None]]) -> None:
     await check(ledger)
-
-
-@pytest.mark.parametrize("check", CONTRACT, ids=lambda c: c.__name__)
-async def test_memory_ledger(check: Callable[[Any], Awaitable[None]]) -> None:
-    await check(MemoryLedger())

@@ -283,7 +283,7 @@ async def test_hostile_retry_after_values_never_stop_delivery(
     # its lease expiry)
     assert (row.status is Status.DELIVERED or row.lease_owner is not None
             or row.next_attempt_at <= datetime.now(UTC) + timedelta(seconds=longest + 5))
-    assert daemon.workers[0]._held <= longest
+    assert daemon.workers[0].gate.held() <= longest
     assert not any(task.done() for task in daemon.tasks)  # the worker lives on
     if longest == 0:
         await wait_for(lambda: bool(fake.event_log))

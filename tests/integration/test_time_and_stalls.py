@@ -321,3 +321,83 @@ async def _put_off(ledger: Ledger, key: str, at_least: timedelta) -> bool:
 async def _status(ledger: Ledger, key: str, status: Status) -> bool:
     row = await ledger.get(OUT, key)
     return row is not None and row.status is status
+
+
+def _settling(config: Any, seconds: float) -> Any:
+    return replace(config, iterable=replace(config.iterable, queue_settle_seconds=seconds))
+
+
+async def test_a_subscription_change_after_a_bulk_identify_goes_in_the_bulk_queue_without_waiting(
+        stack_config: Any, ledger_url: str, fake_iterable: tuple[FakeIterable, str]) -> None:
+    """Issue 19 item 7: a person whose identify went through `users/bulkUpdate` had their subscription change
+    (`users/updateSubscriptions`, the single queue) held for Iterable's 60 s buffer. Iterable offers the same
+    call in bulk (`users/bulkUpdateSubscriptions`): it goes there, behind the identify, at once."""
+    fake, _ = fake_iterable
+    first = {"type": "identify", "userId": "q1", "messageId": "q-1", "traits": {"email": "q1@example.com"}}
+    later = {"type": "identify", "userId": "q1", "messageId": "q-2", "traits": {"plan": "pro", "emailListIds": [3]}}
+    async with started(_settling(stack_config, 60.0), ledger_url) as daemon:
+        assert (await _post(daemon, first)) == 200
+        await wait_for(lambda: _status(daemon.ledger, "q-1", Status.DELIVERED))
+        assert (await _post(daemon, later)) == 200
+        await wait_for(lambda: _delivered_all(daemon), within=10)
+        await wait_for(lambda: fake.idle)
+    assert fake.subscription_events == [{"userId": "q1", "emailListIds": [3]}]
+    assert [e for e, _ in fake.requests] == ["users/bulkUpdate", "users/bulkUpdate", "users/bulkUpdateSubscriptions"]
+    assert {queue for queue, _ in fake.project.applied} == {"bulk"}  # one queue: in order
+
+
+async def test_a_profile_update_after_a_token_registration_follows_it_in_the_single_queue_without_waiting(
+        stack_config: Any, ledger_url: str, fake_iterable: tuple[FakeIterable, str]) -> None:
+    """Issue 19 item 7: an identify that registers a device token (a single call) must not hold the person's
+    next `users/update` for 60 s: it goes as a single call too."""
+    from sync.config import PushConfig
+
+    fake, _ = fake_iterable
+    config = _settling(stack_config, 60.0)
+    config = replace(config, iterable=replace(config.iterable, push=PushConfig(gcm_application_name="com.example")))
+    first = {"type": "identify", "userId": "t1", "messageId": "t-1", "traits": {"email": "t1@example.com"},
+             "context": {"device": {"token": "fcm-1", "type": "android"}}}
+    later = {"type": "identify", "userId": "t1", "messageId": "t-2", "traits": {"plan": "pro"}}
+    async with started(config, ledger_url) as daemon:
+        assert (await _post(daemon, first)) == 200
+        await wait_for(lambda: _delivered_all(daemon))
+        assert (await _post(daemon, later)) == 200
+        await wait_for(lambda: _delivered_all(daemon), within=10)
+        await wait_for(lambda: fake.idle)
+    assert [e for e, _ in fake.requests] == ["users/update", "users/registerDeviceToken", "users/update"]
+    user = fake.find_user(user_id="t1")
+    assert user is not None and user["dataFields"]["plan"] == "pro" and user["devices"]
+
+
+async def _post(daemon: Daemon, event: dict[str, Any]) -> int:
+    async with aiohttp.ClientSession() as http, http.post(
+            f"http://127.0.0.1:{daemon.address[1]}/v1/batch", json={"batch": [event]}, headers=BASIC) as response:
+        return response.status
+
+
+async def _delivered_all(daemon: Daemon) -> bool:
+    counts = (await daemon.ledger.stats()).counts
+    return not counts.get(("outbound", "pending")) and counts.get(("outbound", "delivered"), 0) > 0
+
+
+async def test_the_fake_takes_bulk_subscription_updates_by_the_public_docs(
+        fake_iterable: tuple[FakeIterable, str]) -> None:
+    """The stand-in's own reading of `POST /api/users/bulkUpdateSubscriptions`: `updateSubscriptionsRequests`
+    required; each item named like a single call; list fields are arrays of numbers; refused items are listed
+    under `invalidEmails` / `invalidUserIds` and the rest go through the bulk queue."""
+    fake, url = fake_iterable
+    headers = {"Api-Key": fake.api_key}
+    items = [{"userId": "s1", "emailListIds": [1]}, {"userId": "s2", "emailListIds": ["one"]},
+             {"email": "not an email", "unsubscribedChannelIds": [2]}]
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{url}/api/users/bulkUpdateSubscriptions", json={}, headers=headers) as response:
+            assert response.status == 400
+        async with http.post(f"{url}/api/users/bulkUpdateSubscriptions", headers=headers,
+                             json={"updateSubscriptionsRequests": items}) as response:
+            assert response.status == 200
+            answer = await response.json()
+    assert answer == {"successCount": 1, "failCount": 2, "invalidEmails": ["not an email"], "invalidUserIds": ["s2"],
+                      "validEmailFailures": [], "validUserIdFailures": []}
+    fake.process(everything=True)
+    assert fake.subscription_events == [{"userId": "s1", "emailListIds": [1]}]
+    assert fake.project.applied[-1] == ("bulk", "users/bulkUpdateSubscriptions")

@@ -160,10 +160,10 @@ async def test_a_row_the_mapper_fails_on_is_dead_with_the_error_named_and_the_mi
         ledger_url: str, monkeypatch: Any) -> None:
     from sync.outbound import mapper
 
-    def broken(event: dict[str, Any], options: Any) -> Any:
+    def broken(event: dict[str, Any], options: Any, who: Any = None) -> Any:
         if event["messageId"] == "m1":
             raise ZeroDivisionError("a mapper bug quoting u1@example.com")
-        return real(event, options)
+        return real(event, options, who)
 
     real = mapper.map_event
     monkeypatch.setattr(mapper, "map_event", broken)

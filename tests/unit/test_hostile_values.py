@@ -9,6 +9,8 @@ import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sync import people
 from sync.engine import retry as schedule
@@ -19,8 +21,9 @@ from sync.inbound.mapper import MAX_MESSAGE_BYTES, to_track
 from sync.iterable.bulk import bulk_failures
 from sync.model import Status
 from sync.outbound import mapper as outbound
-from sync.segment.spec import validate
-from sync.wire import TooMany, array_slices, non_finite, segment_size, strict_loads
+from sync.segment.spec import MAX_EVENT_BYTES, validate
+from sync.segment.timestamps import ITERABLE_FORMAT, iterable_text
+from sync.wire import TooMany, array_slices, finite_size, json_size, non_finite, segment_size, strict_loads
 from tests.support import make_config
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
@@ -192,3 +195,37 @@ def test_an_array_past_the_limit_stops_parsing_there() -> None:
     text = "[" + ",".join(["{}"] * 10) + ", not json at all"
     with pytest.raises(TooMany):
         list(array_slices(text, limit=5, size=2))
+
+
+@pytest.mark.parametrize("missing_id", [False, True])
+def test_the_event_size_limit_is_exact_to_the_byte_with_or_without_a_message_id(missing_id: bool) -> None:
+    """The size is taken from the encoding that also finds non-finite numbers (one walk, issue 20); an event
+    given no messageId is measured again with the one it gets (36 more characters, a UUID)."""
+    base = {"type": "track", "event": "E", "userId": "u", "properties": {"blob": ""}}
+    if not missing_id:
+        base["messageId"] = "m" * 36
+    filler = MAX_EVENT_BYTES - json_size({**base, "messageId": "m" * 36})
+    fits = {**base, "properties": {"blob": "é" * (filler // 2) + "x" * (filler % 2)}}
+    assert json_size(validate(fits)) == MAX_EVENT_BYTES
+    over = {**fits, "properties": {"blob": fits["properties"]["blob"] + "x"}}
+    with pytest.raises(InvalidEvent, match="32 KB"):
+        validate(over)
+
+
+json_leaves = (st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8))
+json_trees = st.recursive(json_leaves, lambda children: st.lists(children, max_size=3)
+                          | st.dictionaries(st.text(max_size=4), children, max_size=3), max_leaves=10)
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_trees)
+def test_finite_size_is_json_size_where_every_number_is_finite(value: object) -> None:
+    expected = json_size(value) if non_finite(value) is None else None
+    assert finite_size(value) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.datetimes(timezones=st.just(UTC)))
+def test_iterable_date_text_is_what_strftime_writes(moment: datetime) -> None:
+    """Issue 20: the date text is formatted directly; strftime's is the reference (it does not pad years < 1000)."""
+    assert iterable_text(moment.isoformat(), "p") == moment.strftime(ITERABLE_FORMAT)

@@ -23,7 +23,8 @@ PURE = (
     "sync.model", "sync.people", "sync.wire", "sync.errors", "sync.config", "sync.masking", "sync.mapping",
     "sync.outbound", "sync.inbound.mapper", "sync.inbound.people", "sync.segment.spec",
     "sync.segment.semantics", "sync.segment.timestamps", "sync.iterable.bulk", "sync.iterable.identifiers",
-    "sync.iterable.field_types", "sync.iterable.api", "sync.engine",
+    "sync.iterable.field_types", "sync.iterable.api", "sync.engine", "sync.engine.gate", "sync.engine.settlement",
+    "sync.ledger.decisions", "sync.ledger.memory",
 )
 IO_LIBRARIES = ("sqlalchemy", "aiohttp", "segment")
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from sync import masking, people
-from sync.engine.worker import Failure, deletion_retry
+from sync.engine.settlement import Failure, deletion_retry
 from sync.inbound import people as inbound_people
 from sync.model import Direction, Known, NewEvent, Status
 from sync.outbound import consent

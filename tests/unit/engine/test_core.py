@@ -12,8 +12,8 @@ import pytest
 
 from sync.engine import retry as schedule
 from sync.engine.batches import chunks
+from sync.engine.settlement import Failure, Results, settlement_for
 from sync.engine.throttle import new_bucket, reserve
-from sync.engine.worker import Failure, Results, settlement_for
 from sync.http import auth
 from sync.iterable.bulk import bulk_failures, waves
 from sync.model import Direction, Row, Status

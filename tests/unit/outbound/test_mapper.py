@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -9,7 +10,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sync.errors import InvalidEvent
-from sync.outbound.mapper import IterableCall, Options, Skip, map_event
+from sync.mapping.rules import Identity, OutboundMapping
+from sync.outbound.mapper import (
+    IterableCall,
+    Options,
+    Skip,
+    identities,
+    map_event,
+    named,
+    raw_ids,
+    user_key,
+)
 from sync.segment.spec import iterable_dates, validate
 
 HYBRID = Options()
@@ -318,3 +329,30 @@ def test_a_null_phone_clears_phone_number() -> None:
     """Issue 10 item 11: null is how Segment's destination clears ``phoneNumber`` in Iterable."""
     result = call({"type": "identify", "userId": "u1", "traits": {"phone": None, "plan": "pro"}})
     assert result.body["dataFields"] == {"phoneNumber": None, "plan": "pro"}
+
+
+IDENTITIES = [Identity(), Identity(email_paths=("properties.contact", "traits.email"), email_from_user_id=False,
+                                   user_id_paths=("context.traits.user_id", "userId"))]
+
+
+@settings(max_examples=300, deadline=None)
+@given(segment_events, st.sampled_from(["email", "userId", "hybrid"]), st.sampled_from(IDENTITIES))
+def test_who_an_event_names_is_read_once_with_the_same_answers(event: dict[str, Any], project: str,
+                                                               identity: Identity) -> None:
+    """Issue 20: intake reads the people an event names once (``named``) and hands them to the mapper and the
+    companions; that reading agrees with ``user_key``/``identities`` and the mapping with ``map_event`` alone."""
+    options = Options(project_type=project, mapping=OutboundMapping(identity=identity))
+    try:
+        valid = validate(event)
+    except InvalidEvent:
+        return
+    who = named(valid, identity)
+    assert who.user_key == user_key(valid, identity) and who.identities == identities(valid, identity)
+    assert who.ids == raw_ids(valid, identity)
+    try:
+        alone = map_event(valid, options)
+    except InvalidEvent as exc:
+        with pytest.raises(InvalidEvent, match=f"^{re.escape(str(exc))}$"):
+            map_event(valid, options, who)
+        return
+    assert map_event(valid, options, who) == alone
