@@ -13,21 +13,20 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
-
-import aiohttp
+from typing import TYPE_CHECKING, Any
 
 from sync import config as config_module
 from sync import logs
 from sync.config import Config
-from sync.engine.intake import Intake, outbound_options, people_rules
 from sync.errors import ConfigError, SyncError
-from sync.inbound.export import EXPORT_TYPES, ExportPuller, Progress
-from sync.ledger import migrate as migrations
-from sync.ledger.store import Ledger, create_engine
-from sync.ledger.timeouts import DatabaseTimeouts
-from sync.metrics import Metrics
+from sync.iterable.api import EXPORT_TYPES
 from sync.model import Direction, Status
+
+if TYPE_CHECKING:  # a command imports what only it needs: each one starts as a process of its own
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from sync.inbound.export import Progress
+    from sync.ledger.store import Ledger
 
 
 def parser() -> argparse.ArgumentParser:
@@ -158,8 +157,17 @@ async def _serve(config: Config, args: argparse.Namespace) -> int:
     return await daemon.serve(config)
 
 
+def _engine(config: Config) -> AsyncEngine:
+    from sync.ledger.store import create_engine
+    from sync.ledger.timeouts import DatabaseTimeouts
+
+    return create_engine(config.ledger.url, DatabaseTimeouts.of(config.ledger))
+
+
 async def _migrate(config: Config, args: argparse.Namespace) -> int:
-    engine = create_engine(config.ledger.url, DatabaseTimeouts.of(config.ledger))
+    from sync.ledger import migrate as migrations
+
+    engine = _engine(config)
     try:
         await migrations.upgrade(engine, config)
         print(f"ledger migrated to {migrations.head_revision()}")
@@ -225,7 +233,10 @@ def setup_notes(config: Config) -> list[str]:
 
 
 async def _ledger(config: Config, args: argparse.Namespace) -> int:
-    engine = create_engine(config.ledger.url, DatabaseTimeouts.of(config.ledger))
+    from sync.ledger import migrate as migrations
+    from sync.ledger.store import Ledger
+
+    engine = _engine(config)
     try:
         await migrations.ensure_current(engine)
         ledger = Ledger(engine)
@@ -251,14 +262,17 @@ async def _ledger(config: Config, args: argparse.Namespace) -> int:
 async def _forget(config: Config, args: argparse.Namespace) -> int:
     """``forget``: tombstones for the person's rows; with ``--upstream`` a deletion for Iterable too."""
     from sync import people
-    from sync.engine.intake import outbound_row
+    from sync.engine.intake import Intake, outbound_options, outbound_row
+    from sync.ledger import migrate as migrations
+    from sync.ledger.store import Ledger
+    from sync.metrics import Metrics
     from sync.segment.spec import validate
 
     identifier = people.identifier(args.user_id) if args.user_id else people.email_identifier(args.email)
     if identifier is None:
         print("error: --email must be an email address", file=sys.stderr)
         return 2
-    engine = create_engine(config.ledger.url, DatabaseTimeouts.of(config.ledger))
+    engine = _engine(config)
     try:
         await migrations.ensure_current(engine)
         ledger, now = Ledger(engine), datetime.now(UTC)
@@ -277,14 +291,21 @@ async def _forget(config: Config, args: argparse.Namespace) -> int:
 
 
 async def _backfill(config: Config, args: argparse.Namespace) -> int:
+    import aiohttp
+
     from sync.app import iterable_client
+    from sync.engine.intake import Intake, people_rules
+    from sync.inbound.export import ExportPuller
+    from sync.ledger import migrate as migrations
+    from sync.ledger.store import Ledger
+    from sync.metrics import Metrics
 
     until = args.until or datetime.now(UTC)
     if args.since >= until:
         print("error: --since must be before --until", file=sys.stderr)
         return 2
     kinds = args.types or config.reconcile.event_types
-    engine = create_engine(config.ledger.url, DatabaseTimeouts.of(config.ledger))
+    engine = _engine(config)
     task = asyncio.current_task()
     assert task is not None
     loop = asyncio.get_running_loop()

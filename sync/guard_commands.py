@@ -5,27 +5,30 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import UTC, datetime
-from typing import Any
-
-import aiohttp
+from typing import TYPE_CHECKING, Any
 
 from sync.config import Config
-from sync.engine.worker import Sink
-from sync.errors import RetryableUpstream
-from sync.inbound import drift as webhook_drift
-from sync.iterable.sink import IterableSink
-from sync.ledger.replays import ReplayFilter
-from sync.ledger.store import Ledger
-from sync.metrics import Metrics
 from sync.model import Direction, Row
-from sync.replay import Progress, Replayer
-from sync.segment.sink import SegmentSink
+
+if TYPE_CHECKING:  # the parser is built for every command: the I/O libraries load only in these commands
+    import aiohttp
+
+    from sync.engine.worker import Sink
+    from sync.ledger.replays import ReplayFilter
+    from sync.ledger.store import Ledger
+    from sync.metrics import Metrics
+    from sync.replay import Progress
 
 
 async def check_webhook(config: Config) -> int:
     """Print whether Iterable's system webhook points at ``server.public_url`` as ``[inbound]`` expects;
     0 when it does, 1 when it drifted or Iterable could not be asked."""
+    import aiohttp
+
     from sync.app import iterable_client
+    from sync.errors import RetryableUpstream
+    from sync.inbound import drift as webhook_drift
+    from sync.metrics import Metrics
 
     async with aiohttp.ClientSession() as session:
         try:
@@ -64,6 +67,8 @@ def replay_sinks(config: Config, session: aiohttp.ClientSession, metrics: Metric
     """The sinks a replay sends through, one per enabled direction, paced as delivery is (PostgreSQL: the
     pacing every replica shares). Iterable's two-queue settle wait is off: the rows were delivered long ago."""
     from sync.app import iterable_client
+    from sync.iterable.sink import IterableSink
+    from sync.segment.sink import SegmentSink
 
     sinks: dict[Direction, Sink] = {}
     if config.outbound.enabled:
@@ -75,6 +80,8 @@ def replay_sinks(config: Config, session: aiohttp.ClientSession, metrics: Metric
 
 
 def filter_of(args: argparse.Namespace, now: datetime) -> ReplayFilter:
+    from sync.ledger.replays import ReplayFilter
+
     return ReplayFilter(since=args.since, until=args.until or now,
                         direction=Direction(args.direction) if args.direction else None,
                         person=args.person or None, event=args.event or None)
@@ -89,6 +96,11 @@ def describe(row: Row) -> str:
 
 async def replay(config: Config, ledger: Ledger, args: argparse.Namespace) -> int:
     """``ledger replay``: 0 when every selected row was sent again, 1 when some were not, 2 on bad usage."""
+    import aiohttp
+
+    from sync.metrics import Metrics
+    from sync.replay import Replayer
+
     wanted = filter_of(args, datetime.now(UTC))
     if wanted.until is not None and wanted.since >= wanted.until:
         print("error: --since must be before --until", file=sys.stderr)

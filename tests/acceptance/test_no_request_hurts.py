@@ -1,6 +1,9 @@
 """No request can hurt the daemon (issue 20), against the real ``python -m sync serve`` process: the daemon
 stays up, answers quickly, and loses nothing it acknowledged."""
 
+# Real time on purpose: ``latencies_while`` asks every 20 ms and measures the answer times; a sender retries a
+# 503 after 0.2 s, as a real one does, until the trickling clients are gone.
+
 from __future__ import annotations
 
 import asyncio
@@ -26,7 +29,7 @@ from sync.http.ingress import MAX_EVENTS_PER_REQUEST
 from sync.ledger.store import Ledger, create_engine
 from sync.model import Direction, Status
 from tests.processes import ROOT, Serve, free_port
-from tests.support import WEBHOOK_TOKEN, WRITE_KEY, daemon_config, sign
+from tests.support import WEBHOOK_TOKEN, WRITE_KEY, daemon_config, sign, wait_for
 
 BASIC = {"Authorization": "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()}
 
@@ -246,7 +249,7 @@ async def latencies_while(serve: Serve, request: Any) -> tuple[Any, list[float],
 
     async with aiohttp.ClientSession() as session:
         poller = asyncio.create_task(poll(session))
-        await asyncio.sleep(0.1)
+        await wait_for(lambda: bool(single) or poller.done())  # the poller is under way (or failed: below)
         try:
             result = await request(session)
         finally:

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import random
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +103,7 @@ async def test_ingest_is_503_while_postgresql_is_away_and_nothing_acknowledged_i
         statuses.append(status)
         assert status == 503 and body == {"success": False, "error": "the ledger cannot commit right now; retry"}
     assert (await http_json("GET", f"{serve.url}/readyz"))[0] == 503
-    await asyncio.sleep(1.0)
+    await wait_for(lambda: "ledger unavailable, delivery waits" in serve.output())  # the worker met it too
     await tcp_proxy.open()
     await wait_for(lambda: _ready(serve.url), within=20)
     acknowledged += await send_tracks(serve.url, [f"post-{n}" for n in range(20)], 5)
@@ -114,6 +115,16 @@ async def test_ingest_is_503_while_postgresql_is_away_and_nothing_acknowledged_i
 
 async def _ready(url: str) -> bool:
     return (await http_json("GET", f"{url}/readyz"))[0] == 200
+
+
+def _sent_all(fake: FakeIterable, ids: list[str]) -> Callable[[], bool]:
+    wanted = set(ids)
+    return lambda: wanted <= set(fake.events)
+
+
+async def _draining(url: str) -> bool:
+    status, body = await http_json("GET", f"{url}/readyz")
+    return status == 503 and "shutting down" in str(body)
 
 
 async def test_terminated_backends_are_reconnected_without_an_operator(
@@ -134,7 +145,8 @@ async def test_terminated_backends_are_reconnected_without_an_operator(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = $1", name)
             assert killed >= 1
             acknowledged += await send_tracks(serve.url, [f"b{_}-{n}" for n in range(10)], 5)
-            await asyncio.sleep(0.3)
+            # the worker reconnected too (its connections were ended): it delivers before the next kill
+            await wait_for(_sent_all(fake, acknowledged), within=30)
     finally:
         await admin.close()
     await wait_for(lambda: set(acknowledged) <= set(fake.events), within=30)
@@ -155,7 +167,7 @@ async def test_sigterm_drains_in_flight_deliveries_then_exits_0(
     acknowledged = await send_tracks(serve.url, [f"d-{n}" for n in range(10)], 5)
     await wait_for(lambda: any(e == "events/trackBulk" for e, _ in fake.hits))
     serve.process.send_signal(signal.SIGTERM)
-    await asyncio.sleep(0.3)
+    await wait_for(lambda: _draining(serve.url))
     status, body = await http_json("POST", f"{serve.url}/v1/track", headers=BASIC,
                                    json={"userId": "r1", "event": "Late", "messageId": "late-1"})
     assert status == 503 and "shutting down" in body["error"]

@@ -6,7 +6,6 @@ HTTP level, on both databases, against the real daemon in-process.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import re
 from collections.abc import AsyncIterator
@@ -144,8 +143,34 @@ async def test_retry_asks_to_confirm_then_the_dead_letter_is_delivered(
     await wait_for(delivered)
 
 
+class PauseLooks:
+    """What the ledger answers the outbound worker asking whether an operator paused it, one answer a round."""
+
+    def __init__(self, daemon: Daemon, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.daemon = daemon
+        self.answers: list[str | None] = []
+        real = daemon.ledger.held_by_operator
+
+        async def held_by_operator(direction: Direction) -> str | None:
+            reason = await real(direction)
+            if direction is Direction.OUTBOUND:
+                self.answers.append(reason)
+            return reason
+
+        monkeypatch.setattr(daemon.ledger, "held_by_operator", held_by_operator)
+
+    async def another(self) -> str | None:
+        """Have the workers look again now (as the console's pause does), and return what they were told."""
+        seen = len(self.answers)
+        for worker in self.daemon.workers:
+            worker.recheck()
+        await wait_for(lambda: len(self.answers) > seen)
+        return self.answers[-1]
+
+
 async def test_a_manual_pause_holds_delivery_until_resumed(
-        daemon: Daemon, fake_iterable: tuple[FakeIterable, str]) -> None:
+        daemon: Daemon, fake_iterable: tuple[FakeIterable, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    looks = PauseLooks(daemon, monkeypatch)
     http, csrf = await logged_in(daemon)
     async with http:
         async with http.post(f"{base(daemon)}/console/pause",
@@ -160,7 +185,8 @@ async def test_a_manual_pause_holds_delivery_until_resumed(
         await send(daemon, [{"type": "track", "userId": "p1", "event": "Waits", "messageId": "c-paused"}])
         async with http.get(f"{base(daemon)}/readyz") as response:
             assert (await response.json())["paused"] == {"outbound": "Iterable incident"}
-        await asyncio.sleep(1.0)  # the worker polls every 0.05 s here: it had its chances to send it
+        # three rounds see the pause with the row pending: the first two ended (sent and settled, had they not)
+        assert [await looks.another() for _ in range(3)] == ["Iterable incident"] * 3
         row = await daemon.ledger.get(Direction.OUTBOUND, "c-paused")
         assert row is not None and row.status is Status.PENDING and row.attempts == 0
         async with http.post(f"{base(daemon)}/console/resume", data={"csrf": csrf, "direction": "outbound"}):

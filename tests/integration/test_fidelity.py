@@ -2,6 +2,9 @@
 email changes, realistic Actions batches, inbound events that look alike, restarts with a sender that
 never retries, and setup mistakes a 200 cannot reveal."""
 
+# Real time on purpose: the fake's creation lag and queue delays are wall time, as Iterable's are; the two-queue
+# test sends its three steps 50 ms apart, as a sender's requests arrive, so they meet those delays in turn.
+
 from __future__ import annotations
 
 import asyncio

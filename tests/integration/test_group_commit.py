@@ -40,16 +40,17 @@ async def test_concurrent_requests_share_commits_and_get_their_own_answers(ledge
 
 
 async def test_a_failed_commit_fails_every_request_in_it(ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
-    gate = asyncio.Event()
+    committing, gate = asyncio.Event(), asyncio.Event()
 
     async def failing(rows: Any, now: datetime) -> set[str]:
+        committing.set()
         await gate.wait()
         raise LedgerUnavailable("disk full")
 
     monkeypatch.setattr(ledger, "record", failing)
     group = GroupCommit(ledger, lambda: datetime.now(UTC))
     tasks = [asyncio.create_task(group.record([event(f"f{n}")])) for n in range(5)]
-    await asyncio.sleep(0.01)
+    await committing.wait()  # the first commit is under way; the other requests wait for the next one
     gate.set()
     results = await asyncio.gather(*tasks, return_exceptions=True)
     assert all(isinstance(r, LedgerUnavailable) for r in results)

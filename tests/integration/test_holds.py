@@ -1,6 +1,8 @@
 """Held anonymous events are released whatever else is in flight, and whatever the hold setting is now
 (issue 20 items 5 and 6)."""
 
+# Real time on purpose: an anonymous event and its identify are sent 3 ms apart, both in flight (the race).
+
 from __future__ import annotations
 
 import asyncio

@@ -299,20 +299,27 @@ async def test_overload_is_a_quick_503_with_retry_after(daemon: Daemon, monkeypa
     from sync.http.ingress import INTAKE
 
     commits = daemon.app[INTAKE].commits
-    gate = asyncio.Event()
-    real = commits.ledger.record
+    committing, gate = asyncio.Event(), asyncio.Event()
+    real, submit = commits.ledger.record, commits.submit
+    submitted: list[Any] = []
 
     async def stuck(batch: Any, now: datetime, **options: Any) -> set[str]:
+        committing.set()
         await gate.wait()
         return await real(batch, now, **options)
 
+    async def counted(rows: Any) -> Any:
+        submitted.append(rows)  # they are queued before its first await
+        return await submit(rows)
+
     monkeypatch.setattr(commits.ledger, "record", stuck)
+    monkeypatch.setattr(commits, "submit", counted)
     commits.max_queued = 150
     events = [{"type": "track", "userId": "o", "event": "E", "messageId": f"ov-{n}"} for n in range(100)]
     first = asyncio.create_task(post(daemon, "/v1/batch", {"batch": events[:1]}))
-    await asyncio.sleep(0.05)  # its commit is stuck; the next request waits in the queue
+    await asyncio.wait_for(committing.wait(), 10)  # its commit is stuck; the next request waits in the queue
     second = asyncio.create_task(post(daemon, "/v1/batch", {"batch": events[1:100]}))
-    await asyncio.sleep(0.05)
+    await wait_for(lambda: len(submitted) == 2)
     async with aiohttp.ClientSession() as session, session.post(
             url(daemon, "/v1/batch"), json={"batch": [{**e, "messageId": f"x-{n}"} for n, e in enumerate(events)]},
             headers=BASIC) as reply:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
@@ -29,7 +30,7 @@ from sync.model import Claim, Direction, NewEvent, Remapped, Row, Status
 from sync.sandbox import FakeIterable, FakeSegment, Fault
 from tests.conftest import _reset_pg, started
 from tests.reliability.conftest import BASIC
-from tests.support import make_config, wait_for
+from tests.support import lapse_leases, make_config, wait_for
 
 OUT = Direction.OUTBOUND
 
@@ -136,8 +137,10 @@ async def test_a_lease_left_by_a_process_that_died_returns_to_the_pool(ledger: L
     dead = Ledger(create_engine(ledger_url))
     await dead.claim(Claim(direction=OUT, owner="died", limit=10, lease_seconds=1), datetime.now(UTC))
     await dead.close()
-    await wait_for(lambda: _reaped(ledger), within=10, interval=0.2)
-    assert [r.key for r in await ledger.claim(claim("alive"), datetime.now(UTC))] == ["a"]
+    await lapse_leases(ledger, 2)  # its second has passed by the database's terms, and by the process's clock:
+    later = datetime.now(UTC) + timedelta(seconds=2)
+    assert await ledger.reap_expired(later) == 1
+    assert [r.key for r in await ledger.claim(claim("alive"), later)] == ["a"]
 
 
 async def test_a_stalled_replica_holding_a_lock_never_hangs_another_replicas_ingest(pg_url: str) -> None:
@@ -163,13 +166,15 @@ async def test_a_stalled_replica_holding_a_lock_never_hangs_another_replicas_ing
 
 
 async def test_a_ledger_out_of_connections_answers_503_and_the_daemon_lives_on(
-        ledger_url: str, fake_iterable: tuple[FakeIterable, str], fake_segment: tuple[FakeSegment, str]) -> None:
+        ledger_url: str, fake_iterable: tuple[FakeIterable, str], fake_segment: tuple[FakeSegment, str],
+        caplog: pytest.LogCaptureFixture) -> None:
     """Issue 19 item 3: with the pool exhausted ingest answered 500 and the worker died ("background task died
     ... QueuePool limit reached"), exit 1. Now: 503 with Retry-After, /readyz says why, delivery waits and goes
     on once connections are free."""
     config = make_config(ledger_url=ledger_url, iterable_url=fake_iterable[1], segment_url=fake_segment[1],
                          ledger={"pool_timeout_seconds": 0.2})
     fake_iterable[0].add_users(1, "k")
+    caplog.set_level(logging.WARNING)
     async with started(config, ledger_url) as daemon, aiohttp.ClientSession() as http:
         base = f"http://127.0.0.1:{daemon.address[1]}"
         held = await _exhaust(daemon.ledger)
@@ -178,10 +183,12 @@ async def test_a_ledger_out_of_connections_answers_503_and_the_daemon_lives_on(
                 assert response.status == 503 and int(response.headers["Retry-After"]) > 0
             async with http.get(f"{base}/readyz") as response:
                 assert response.status == 503
-            await asyncio.sleep(0.5)  # the worker's claims meet the exhausted pool too
+            await wait_for(lambda: "ledger unavailable, delivery waits" in caplog.text)  # the worker's claims too
         finally:
             for conn in held:
                 await conn.close()
+        # the workers queued for the pool first (on SQLite, its one connection): once they are through
+        await wait_for(lambda: caplog.text.count("delivery resumed") == len(daemon.workers))
         async with http.post(f"{base}/v1/track", json=_track("after"), headers=BASIC) as response:
             assert response.status == 200
         await wait_for(lambda: any(body.get("id") == "after" for _, body in _events(fake_iterable[0])))
@@ -276,7 +283,7 @@ async def test_a_429_on_one_endpoint_holds_that_endpoint_only(daemon: Daemon,
         async with http.post(f"{base}/v1/track", json=_track("same-endpoint", "r2"), headers=BASIC) as response:
             assert response.status == 200
         await wait_for(lambda: _status(daemon.ledger, "other", Status.DELIVERED), within=5)
-        await asyncio.sleep(0.3)
+        await wait_for(lambda: _put_off(daemon.ledger, "same-endpoint", timedelta(seconds=50)), within=5)
     assert [endpoint for endpoint, _ in fake.hits].count("events/trackBulk") == 1  # held: not asked again
     row = await daemon.ledger.get(OUT, "held")
     assert row is not None and row.next_attempt_at >= datetime.now(UTC) + timedelta(seconds=50)
@@ -304,8 +311,11 @@ async def _leased(ledger: Ledger, key: str) -> bool:
     return row is not None and row.lease_owner is not None
 
 
-async def _reaped(ledger: Ledger) -> bool:
-    return await ledger.reap_expired(datetime.now(UTC)) == 1
+async def _put_off(ledger: Ledger, key: str, at_least: timedelta) -> bool:
+    """The worker took the row, tried it and put it off by ``at_least`` (its lease given back)."""
+    row = await ledger.get(OUT, key)
+    return (row is not None and row.status is Status.PENDING and row.attempts >= 1 and row.lease_owner is None
+            and row.next_attempt_at >= datetime.now(UTC) + at_least)
 
 
 async def _status(ledger: Ledger, key: str, status: Status) -> bool:

@@ -1,5 +1,7 @@
 """Shared pieces of the reliability suite: the audit of what was acknowledged against what arrived."""
 
+# Real time on purpose: ``Load`` paces its requests (``pause``) as steady traffic.
+
 from __future__ import annotations
 
 import asyncio

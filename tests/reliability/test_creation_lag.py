@@ -2,6 +2,8 @@
 least that). In an email-based project, the strictest, events for a user nobody can see yet are "not
 found"; a burst of sign-ups must still end with every event delivered and nothing dead-lettered."""
 
+# Real time on purpose: the run shows delivery outlasting a 60 s creation lag that the fake keeps by the wall clock.
+
 from __future__ import annotations
 
 import json

@@ -132,10 +132,11 @@ async def test_postgresql_restart_under_load(spawn: Any, pg_url: str, fake_itera
     await serve.ready()
     load = Load(serve.url)
     traffic = asyncio.create_task(load.run(pause=0.02))
-    await asyncio.sleep(1.0)
+    await wait_for(lambda: load.statuses[200] >= 20)  # the load is under way
     before = load.attempts
     await asyncio.to_thread(restart_postgresql)
-    await asyncio.sleep(2.0)
+    recovered = load.statuses[200]
+    await wait_for(lambda: load.statuses[200] > recovered, within=30)  # and is acknowledged again after it
     load.stop()
     await traffic
     assert load.attempts > before

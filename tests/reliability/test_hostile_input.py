@@ -2,6 +2,8 @@
 huge strings and numbers, unicode, oversize and slow bodies. Never a 5xx for bad input, never a crash,
 nothing recorded for a request that failed authentication."""
 
+# Real time on purpose: a slow client trickles its body (``raw_request(pause=...)``) past the body-read timeout.
+
 from __future__ import annotations
 
 import asyncio

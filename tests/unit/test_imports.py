@@ -109,3 +109,14 @@ def test_the_engine_imports_no_adapter() -> None:
     engine = [name for name in modules() if under(name, ("sync.engine",))]
     reaches = {name: sorted(other for other in imported(name) if under(other, ADAPTERS)) for name in engine}
     assert {name: found for name, found in reaches.items() if found} == {}
+
+
+def test_a_command_loads_only_what_it_needs() -> None:
+    """Each command is a process of its own: parsing its words loads no I/O library (``ledger`` loads the
+    ledger, ``serve`` the daemon, when they run), so ``check-config`` and a failing ``--config`` stay quick."""
+    script = ("import json, sys\nfrom sync import cli\n"
+              "cli.parser().parse_args(['ledger', 'replay', '--since', '2024-01-01'])\n"
+              "print(json.dumps(sorted(sys.modules)))")
+    ran = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True)
+    loaded = json.loads(ran.stdout)
+    assert [name for name in loaded if name.split(".")[0] in (*IO_LIBRARIES, "alembic")] == []
