@@ -24,6 +24,7 @@ from tests.support import wait_for
 KILLS = 10
 
 
+@pytest.mark.timeout(300)  # 30-40 s alone; ten restarts compete with the rest of the suite for 2 cores
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 async def test_sigkill_loop_loses_nothing(backend: str, request: pytest.FixtureRequest, spawn: Any, tmp_path: Path,
                                           fake_iterable: tuple[FakeIterable, str],
