@@ -167,8 +167,9 @@ async def _reset_pg(url: str) -> None:
         await engine.dispose()
 
 
-@pytest.fixture
-async def ledger(ledger_url: str) -> AsyncIterator[Ledger]:
+@contextlib.asynccontextmanager
+async def opened(ledger_url: str) -> AsyncIterator[Ledger]:
+    """A ledger on ``ledger_url`` (a SQLite file migrated here; PostgreSQL comes migrated from the template)."""
     engine = create_engine(ledger_url)
     if ledger_url.startswith("sqlite"):
         await migrate.upgrade(engine)
@@ -176,6 +177,12 @@ async def ledger(ledger_url: str) -> AsyncIterator[Ledger]:
         yield Ledger(engine)
     finally:
         await engine.dispose()
+
+
+@pytest.fixture
+async def ledger(ledger_url: str) -> AsyncIterator[Ledger]:
+    async with opened(ledger_url) as opened_ledger:
+        yield opened_ledger
 
 
 @contextlib.asynccontextmanager

@@ -8,10 +8,9 @@ from typing import Any
 
 import pytest
 
-from sync.ledger import migrate
 from sync.ledger.memory import MemoryLedger
 from sync.ledger.store import Ledger, create_engine
-from tests.conftest import _blocking, _reset_pg
+from tests.conftest import _blocking, _reset_pg, opened
 
 MEMORY = "memory:"
 AnyLedger = Ledger | MemoryLedger
@@ -34,13 +33,8 @@ async def ledger(ledger_url: str) -> AsyncIterator[AnyLedger]:
     if ledger_url == MEMORY:
         yield MemoryLedger()
         return
-    engine = create_engine(ledger_url)
-    if ledger_url.startswith("sqlite"):
-        await migrate.upgrade(engine)
-    try:
-        yield Ledger(engine)
-    finally:
-        await engine.dispose()
+    async with opened(ledger_url) as opened_ledger:
+        yield opened_ledger
 
 
 def another_process(ledger: AnyLedger, url: str) -> AnyLedger:
