@@ -101,6 +101,67 @@ async def idle_latency(kind: str, events: int = 40, every: float = 0.3) -> dict[
     return {"p50_ms": statistics.median(waits), "p99_ms": percentile(waits, 0.99), "max_ms": max(waits)}
 
 
+# the cross-queue cases: (what goes first, then what is timed, the endpoints that may carry the timed call)
+ACROSS = {
+    # a purchase goes to the single queue (`commerce/trackPurchase`); the identify after it would be a
+    # `users/bulkUpdate` and wait Iterable's 60 s buffer, unless it follows in the single queue as `users/update`
+    "single_then_profile": (
+        lambda n: ("/v1/track", {"userId": f"b{n}", "event": "Order Completed", "messageId": f"x-{n}-1",
+                                 "properties": {"order_id": f"o{n}", "total": 10.0,
+                                                "products": [{"product_id": "p1", "price": 10.0, "quantity": 1}]}}),
+        lambda n: ("/v1/identify", {"userId": f"b{n}", "messageId": f"x-{n}-2", "traits": {"plan": "pro"}}),
+        ("users/update", "users/bulkUpdate")),
+    # an identify goes to the bulk queue; a subscription change after it would be `users/updateSubscriptions`
+    # (single) and wait the buffer, unless it follows in the bulk queue as `users/bulkUpdateSubscriptions`
+    "bulk_then_subscriptions": (
+        lambda n: ("/v1/identify", {"userId": f"b{n}", "messageId": f"y-{n}-1", "traits": {"plan": "basic"}}),
+        lambda n: ("/v1/identify", {"userId": f"b{n}", "messageId": f"y-{n}-2", "traits": {"emailListIds": [3]}}),
+        ("users/updateSubscriptions", "users/bulkUpdateSubscriptions")),
+}
+
+
+async def idle_latency_across_queues(kind: str, people: int = 20, every: float = 0.3) -> dict[str, float]:
+    """For a person whose previous call went through Iterable's other queue: one person at a time, their first
+    event, then (``every`` seconds after it reached the fake) the timed one; the time from its 200 to the fake
+    receiving the call that carries it (ms), per case of ``ACROSS``: ``{case}_p50_ms``, ``_p99_ms``, ``_max_ms``."""
+    fake = FakeIterable(ITERABLE_KEY)
+    fake.add_users(people, "b")
+    out: dict[str, float] = {}
+    async with database(kind) as url, served(fake.app()) as iterable_url:
+        with tempfile.TemporaryDirectory() as folder:
+            process = Serve(Path(folder), url, iterable_url)
+            try:
+                await process.ready()
+                basic = {"Authorization": "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()}
+                async with aiohttp.ClientSession() as session:
+
+                    async def send(path_body: tuple[str, dict[str, Any]], endpoints: tuple[str, ...]) -> float:
+                        """Post; wait for a hit on one of ``endpoints`` after it; the wait in seconds."""
+                        seen = len(fake.hits)
+                        path, body = path_body
+                        async with session.post(f"{process.url}{path}", json=body, headers=basic) as response:
+                            assert response.status == 200, await response.text()
+                        acked = time.monotonic()
+                        while not any(e in endpoints for e, _ in fake.hits[seen:]):
+                            if time.monotonic() - acked > 90:
+                                raise AssertionError(f"{path} {body['messageId']} never reached {endpoints}")
+                            await asyncio.sleep(0.001)
+                        return time.monotonic() - acked
+
+                    for case, (first, then, endpoints) in ACROSS.items():
+                        waits = []
+                        for n in range(people):
+                            await send(first(n), ("commerce/trackPurchase", "users/bulkUpdate", "users/update"))
+                            await asyncio.sleep(every)
+                            waits.append(await send(then(n), endpoints) * 1000)
+                            await asyncio.sleep(every)
+                        out |= {f"{case}_p50_ms": statistics.median(waits), f"{case}_p99_ms": percentile(waits, 0.99),
+                                f"{case}_max_ms": max(waits)}
+            finally:
+                await process.stop()
+    return out
+
+
 async def rss_at_a_million(kind: str, count: int = 1_000_000) -> dict[str, float]:
     """Peak resident memory of the serve process draining ``count`` pending events (MB), rate limits raised."""
     counting = CountingIterable()
