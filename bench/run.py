@@ -48,6 +48,7 @@ async def measure(quick: bool) -> dict[str, Any]:
         r["settle"] = await ledger_ops.settle_retries(kind)
         step(f"{kind}: idle latency")
         r["idle"] = await drain.idle_latency(kind, events=40 // (2 if quick else 1))
+        r["idle_across"] = await drain.idle_latency_across_queues(kind, people=20 // (2 if quick else 1))
         step(f"{kind}: 1M drain memory")
         r["rss"] = await drain.rss_at_a_million(kind, 1_000_000 // scale)
         out[kind] = r
@@ -110,6 +111,11 @@ def table(r: dict[str, Any]) -> str:
          "one statement"),
         ("idle latency, 200 -> Iterable, one event every 300 ms: p50 / p99",
          both(lambda x: f"{x['idle']['p50_ms']:.0f} / {x['idle']['p99_ms']:.0f} ms"), "p50 < 50, p99 < 250 ms"),
+        ("the same for a person whose previous call went through the other queue: after a purchase (single "
+         "queue), an identify; after an identify (bulk queue), a subscription change: p50 / p99 each",
+         both(lambda x: " ; ".join(f"{x['idle_across'][f'{c}_p50_ms']:.0f} / {x['idle_across'][f'{c}_p99_ms']:.0f} ms "
+                                  f"({x['idle_across'][f'{c}_via']})"
+                                  for c in drain.ACROSS)), "p50 < 50, p99 < 250 ms"),
         ("peak RSS draining a 1,000,000-event backlog (drain events/s)",
          both(lambda x: f"{x['rss']['peak_rss_mb']:.0f} MB ({x['rss']['events_per_s']:,.0f})"), "< 200 MB"),
     ]
