@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import statistics
 import tempfile
 import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -70,45 +72,58 @@ async def drain(kind: str, count: int, users: int, replicas: int = 1, latency: f
             "load_average": os.getloadavg()[0]}
 
 
-async def idle_latency(kind: str, events: int = 40, every: float = 0.3) -> dict[str, float]:
-    """One event every 300 ms: time from the 200 to the fake Iterable receiving it (ms)."""
-    fake = FakeIterable(ITERABLE_KEY)
-    fake.add_users(100, "b")
-    arrived: dict[str, float] = {}
+@contextlib.asynccontextmanager
+async def _one_serve(kind: str, fake: FakeIterable) -> AsyncIterator[tuple[Serve, aiohttp.ClientSession, dict[str, str]]]:
+    """One ready ``serve`` on a fresh ``kind`` ledger, delivering to ``fake``; a client session and the
+    write key's Basic header to post to it."""
     async with database(kind) as url, served(fake.app()) as iterable_url:
         with tempfile.TemporaryDirectory() as folder:
             process = Serve(Path(folder), url, iterable_url)
             try:
                 await process.ready()
                 basic = {"Authorization": "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()}
-                acked: dict[str, float] = {}
                 async with aiohttp.ClientSession() as session:
-                    for n in range(events):
-                        key = f"idle-{n}"
-                        body = {"userId": f"b{n % 100}", "event": "Idle", "messageId": key}
-                        async with session.post(f"{process.url}/v1/track", json=body, headers=basic) as response:
-                            assert response.status == 200
-                        acked[key] = time.monotonic()
-                        # the fake runs on this loop: a 1 ms poll of what it has received times the arrival (the
-                        # request log cannot be matched to its hit times once requests go out concurrently)
-                        while key not in fake.events and time.monotonic() - acked[key] < 10:
-                            await asyncio.sleep(0.001)
-                        arrived[key] = time.monotonic()
-                        await asyncio.sleep(max(0.0, every - (arrived[key] - acked[key])))
+                    yield process, session, basic
             finally:
                 await process.stop()
+
+
+async def idle_latency(kind: str, events: int = 40, every: float = 0.3) -> dict[str, float]:
+    """One event every 300 ms: time from the 200 to the fake Iterable receiving it (ms)."""
+    fake = FakeIterable(ITERABLE_KEY)
+    fake.add_users(100, "b")
+    arrived: dict[str, float] = {}
+    acked: dict[str, float] = {}
+    async with _one_serve(kind, fake) as (process, session, basic):
+        for n in range(events):
+            key = f"idle-{n}"
+            body = {"userId": f"b{n % 100}", "event": "Idle", "messageId": key}
+            async with session.post(f"{process.url}/v1/track", json=body, headers=basic) as response:
+                assert response.status == 200
+            acked[key] = time.monotonic()
+            # the fake runs on this loop: a 1 ms poll of what it has received times the arrival (the request
+            # log cannot be matched to its hit times once requests go out concurrently)
+            while key not in fake.events and time.monotonic() - acked[key] < 10:
+                await asyncio.sleep(0.001)
+            arrived[key] = time.monotonic()
+            await asyncio.sleep(max(0.0, every - (arrived[key] - acked[key])))
     waits = [(arrived[k] - acked[k]) * 1000 for k in acked]
     return {"p50_ms": statistics.median(waits), "p99_ms": percentile(waits, 0.99), "max_ms": max(waits)}
 
 
+def _purchase(n: int) -> tuple[str, dict[str, Any]]:
+    product = {"product_id": "p1", "name": "Mug", "price": 10.0, "quantity": 1}
+    return "/v1/track", {"userId": f"b{n}", "event": "Order Completed", "messageId": f"x-{n}-1",
+                         "properties": {"order_id": f"o{n}", "total": 10.0, "products": [product]}}
+
+
 # the cross-queue cases: (what goes first, then what is timed, the endpoints that may carry the timed call)
-ACROSS = {
+ACROSS: dict[str, tuple[Callable[[int], tuple[str, dict[str, Any]]], Callable[[int], tuple[str, dict[str, Any]]],
+                        tuple[str, ...]]] = {
     # a purchase goes to the single queue (`commerce/trackPurchase`); the identify after it would be a
     # `users/bulkUpdate` and wait Iterable's 60 s buffer, unless it follows in the single queue as `users/update`
     "single_then_profile": (
-        lambda n: ("/v1/track", {"userId": f"b{n}", "event": "Order Completed", "messageId": f"x-{n}-1",
-                                 "properties": {"order_id": f"o{n}", "total": 10.0,
-                                                "products": [{"product_id": "p1", "name": "Mug", "price": 10.0, "quantity": 1}]}}),
+        _purchase,
         lambda n: ("/v1/identify", {"userId": f"b{n}", "messageId": f"x-{n}-2", "traits": {"plan": "pro"}}),
         ("users/update", "users/bulkUpdate")),
     # an identify goes to the bulk queue; a subscription change after it would be `users/updateSubscriptions`
@@ -123,48 +138,38 @@ ACROSS = {
 async def idle_latency_across_queues(kind: str, people: int = 20, every: float = 0.3) -> dict[str, Any]:
     """For a person whose previous call went through Iterable's other queue: one person at a time, their first
     event, then (``every`` seconds after it reached the fake) the timed one; the time from its 200 to the fake
-    receiving the call that carries it (ms), per case of ``ACROSS``: ``{case}_p50_ms``, ``_p99_ms``, ``_max_ms``, and
-    ``{case}_via``: which endpoints carried the timed calls, with counts."""
+    receiving the call that carries it (ms), per case of ``ACROSS``: ``{case}_p50_ms``, ``_p99_ms``,
+    ``_max_ms``, and ``{case}_via``: which endpoints carried the timed calls, with counts."""
     fake = FakeIterable(ITERABLE_KEY)
     fake.add_users(people, "b")
     out: dict[str, Any] = {}
-    carried: dict[str, int] = {}
-    async with database(kind) as url, served(fake.app()) as iterable_url:
-        with tempfile.TemporaryDirectory() as folder:
-            process = Serve(Path(folder), url, iterable_url)
-            try:
-                await process.ready()
-                basic = {"Authorization": "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()}
-                async with aiohttp.ClientSession() as session:
+    async with _one_serve(kind, fake) as (process, session, basic):
 
-                    async def send(path_body: tuple[str, dict[str, Any]], endpoints: tuple[str, ...]) -> float:
-                        """Post; wait for a hit on one of ``endpoints`` after it; the wait in seconds (the
-                        endpoint that carried it is counted in ``carried``)."""
-                        seen = len(fake.hits)
-                        path, body = path_body
-                        async with session.post(f"{process.url}{path}", json=body, headers=basic) as response:
-                            assert response.status == 200, await response.text()
-                        acked = time.monotonic()
-                        while not (hit := [e for e, _ in fake.hits[seen:] if e in endpoints]):
-                            if time.monotonic() - acked > 90:
-                                raise AssertionError(f"{path} {body['messageId']} never reached {endpoints}")
-                            await asyncio.sleep(0.001)
-                        carried[hit[0]] = carried.get(hit[0], 0) + 1
-                        return time.monotonic() - acked
+        async def send(path_body: tuple[str, dict[str, Any]], endpoints: tuple[str, ...]) -> tuple[float, str]:
+            """Post; wait for a hit on one of ``endpoints`` after it: the wait in seconds, the endpoint."""
+            seen = len(fake.hits)
+            path, body = path_body
+            async with session.post(f"{process.url}{path}", json=body, headers=basic) as response:
+                assert response.status == 200, await response.text()
+            acked = time.monotonic()
+            while not (hit := [e for e, _ in fake.hits[seen:] if e in endpoints]):
+                if time.monotonic() - acked > 90:
+                    raise AssertionError(f"{path} {body['messageId']} never reached {endpoints}")
+                await asyncio.sleep(0.001)
+            return time.monotonic() - acked, hit[0]
 
-                    for case, (first, then, endpoints) in ACROSS.items():
-                        waits: list[float] = []
-                        carried.clear()
-                        for n in range(people):
-                            await send(first(n), ("commerce/trackPurchase", "users/bulkUpdate", "users/update"))
-                            await asyncio.sleep(every)
-                            waits.append(await send(then(n), endpoints) * 1000)
-                            await asyncio.sleep(every)
-                        timed = {e: n for e, n in carried.items() if e in endpoints}
-                        out |= {f"{case}_p50_ms": statistics.median(waits), f"{case}_p99_ms": percentile(waits, 0.99),
-                                f"{case}_max_ms": max(waits), f"{case}_via": " ".join(f"{e}:{n}" for e, n in timed.items())}
-            finally:
-                await process.stop()
+        for case, (first, then, endpoints) in ACROSS.items():
+            waits: list[float] = []
+            carried: dict[str, int] = {}
+            for n in range(people):
+                await send(first(n), ("commerce/trackPurchase", "users/bulkUpdate", "users/update"))
+                await asyncio.sleep(every)
+                wait, endpoint = await send(then(n), endpoints)
+                waits.append(wait * 1000)
+                carried[endpoint] = carried.get(endpoint, 0) + 1
+                await asyncio.sleep(every)
+            out |= {f"{case}_p50_ms": statistics.median(waits), f"{case}_p99_ms": percentile(waits, 0.99),
+                    f"{case}_max_ms": max(waits), f"{case}_via": " ".join(f"{e}:{n}" for e, n in carried.items())}
     return out
 
 
