@@ -216,10 +216,18 @@ class Worker:
         if checked.gone:
             log.info("rows claimed ahead are no longer sendable; not sent",
                      extra={"direction": self.direction.value, "rows": len(checked.gone)})
-        if checked.back:
-            await self._settled()
-            await self.ledger.settle(Settlement(released=tuple(checked.back)), self.clock(), owner=self.owner)
+        if checked.back:  # given back behind the last settlement, while this round sends
+            self._settling = asyncio.create_task(self._release_after(self._settling, tuple(checked.back)),
+                                                 name=f"release-{self.direction.value}")
         return checked.send
+
+    async def _release_after(self, settling: asyncio.Task[None] | None, ids: tuple[int, ...]) -> None:
+        """Give back rows claimed ahead that wait behind a failed row, once the settlement before is written
+        (settlements apply in order; its errors surface here, where the worker waits for this one). Not on
+        the send's path: on SQLite's one connection the release would wait for that settlement's commit."""
+        if settling is not None:
+            await settling
+        await self.ledger.settle(Settlement(released=ids), self.clock(), owner=self.owner)
 
     async def _drop_next(self) -> None:
         """Give back the rows of a claim made ahead (a pause, a hold, an error: they are not sent now)."""

@@ -345,3 +345,41 @@ async def test_the_claim_made_ahead_waits_for_the_last_settlement_instead_of_idl
     w.stop()
     await task
     assert elapsed < 1.0  # six rounds of ~60 ms; each idle would add 0.5 s
+
+
+async def test_rows_going_back_behind_a_failure_do_not_delay_the_next_round() -> None:
+    """Issue 19: the round after a failure gave back the failed person's rows claimed ahead before sending:
+    it waited for the last settlement, then for the release, with everyone else's rows due. Now the release
+    follows the settlement in the background and the round sends at once."""
+
+    class SlowSettle(MemoryLedger):
+        async def settle(self, settlement: Settlement, now: datetime, *, owner: str) -> None:
+            await asyncio.sleep(0.3)
+            await super().settle(settlement, now, owner=owner)
+
+    ledger = SlowSettle()
+    await ledger.record([event("p1", user="p"), event("q1", user="q"), event("p2", user="p"), event("q2", user="q")],
+                        datetime.now(UTC))
+    started: list[float] = []
+    ended: list[float] = []
+
+    class FailsP1(Sink):
+        batch_limit = 2
+
+        async def deliver(self, rows: Sequence[Row]) -> Results:
+            started.append(asyncio.get_running_loop().time())
+            self.calls.append([row.key for row in rows])
+            await asyncio.sleep(0.01)
+            ended.append(asyncio.get_running_loop().time())
+            failed = [Failure(row_id=r.id, error="HTTP 503", retryable=True, wait=0.2) for r in rows if r.key == "p1"]
+            return Results(delivered=[r.id for r in rows if r.key != "p1"], failed=failed)
+
+    sink = FailsP1()
+    w = worker(ledger, sink)
+    task = asyncio.create_task(w.run())
+    await _until(lambda: len(sink.calls) >= 2)
+    w.stop()
+    await task
+    assert sink.calls[:2] == [["p1", "q1"], ["q2"]]  # p2 went back behind p1
+    assert started[1] - ended[0] < 0.25  # not after the 0.3 s settlement and a 0.3 s release
+    assert ledger.table[3].status is Status.PENDING and ledger.table[3].lease_owner is None  # p2 given back
