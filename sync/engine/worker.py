@@ -13,9 +13,9 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from sync.engine import ahead
 from sync.engine import retry as schedule
@@ -26,6 +26,9 @@ from sync.metrics import Metrics
 from sync.model import Claim, Direction, Downtime, Row, Settlement
 
 log = logging.getLogger("sync.engine.worker")
+
+T = TypeVar("T")
+REWRITE_FIRST, REWRITE_MAX = 0.05, 5.0  # seconds between tries of a settlement through a ledger outage
 
 __all__ = ["Call", "DeliveryLedger", "Failure", "Results", "Sink", "Worker", "deletion_retry", "settlement_for"]
 
@@ -87,6 +90,7 @@ class Worker:
         self.gate = Gate(ledger, metrics, sink.direction, probe_seconds=probe_seconds, clock=lambda: self.clock())
         self.wake = asyncio.Event()
         self._stopping = False
+        self._stopped = asyncio.Event()  # set by stop(): cuts short a wait between tries of a settlement
         self._next: asyncio.Task[list[Row]] | None = None  # the claim made while the current round sends
         self._settling: asyncio.Task[None] | None = None  # the last round's settlement, being written
         self._behind: set[str] = set()  # people whose row failed in the last round: their next rows wait
@@ -118,6 +122,7 @@ class Worker:
 
     def stop(self) -> None:
         self._stopping = True
+        self._stopped.set()
         self.wake.set()
 
     async def run(self) -> None:
@@ -141,6 +146,7 @@ class Worker:
     async def _wind_down(self) -> None:
         """At stop: finish writing the last settlement, give back the claim made ahead (wait for it, so its
         leases are not taken after the release), then every lease still held."""
+        self.stop()  # also when cancelled: a settlement tried again through an outage is tried once more, then left
         with contextlib.suppress(LedgerError):
             await self._settled()
         with contextlib.suppress(LedgerError):
@@ -174,18 +180,27 @@ class Worker:
             log.exception("delivery round failed; its rows are released", extra={"direction": self.direction.value,
                                                                                  "rows": len(rows)})
             await self._drop_next()
-            await self.ledger.settle(Settlement(released=tuple(row.id for row in rows)), self.clock(),
-                                     owner=self.owner)
+            released = Settlement(released=tuple(row.id for row in rows))
+            await self._rewritten(lambda: self.ledger.settle(released, self.clock(), owner=self.owner))
             return False
         finally:
             renewing.cancel()
-        await self._settled()  # settlements apply in round order
-        self._settling = asyncio.create_task(self._settle(rows, results), name=f"settle-{self.direction.value}")
-        self._behind, self._failed = results.held_back(rows)
+        try:
+            await self._settled()  # settlements apply in round order
+        except LedgerError:  # this round was sent all the same: its outcome is written, its people held back
+            self._sent(rows, results)
+            raise
+        self._sent(rows, results)
         if results.auth_error or results.retry_after:
             await self._settled()  # a pause or a hold: the claim made meanwhile goes back
             await self._drop_next()
         return results.auth_error is None
+
+    def _sent(self, rows: Sequence[Row], results: Results) -> None:
+        """A round went out: its settlement is written next (in the background), and the people whose row
+        failed hold back their rows claimed meanwhile."""
+        self._settling = asyncio.create_task(self._settle(rows, results), name=f"settle-{self.direction.value}")
+        self._behind, self._failed = results.held_back(rows)
 
     async def _claim(self, in_flight: frozenset[int]) -> list[Row]:
         limit = 1 if self.paused else self.sink.batch_limit
@@ -227,7 +242,7 @@ class Worker:
         the send's path: on SQLite's one connection the release would wait for that settlement's commit."""
         if settling is not None:
             await settling
-        await self.ledger.settle(Settlement(released=ids), self.clock(), owner=self.owner)
+        await self._rewritten(lambda: self.ledger.settle(Settlement(released=ids), self.clock(), owner=self.owner))
 
     async def _drop_next(self) -> None:
         """Give back the rows of a claim made ahead (a pause, a hold, an error: they are not sent now)."""
@@ -236,8 +251,8 @@ class Worker:
         task, self._next = self._next, None
         rows = await task
         if rows:
-            await self.ledger.settle(Settlement(released=tuple(row.id for row in rows)), self.clock(),
-                                     owner=self.owner)
+            released = Settlement(released=tuple(row.id for row in rows))
+            await self._rewritten(lambda: self.ledger.settle(released, self.clock(), owner=self.owner))
 
     async def _settled(self) -> None:
         """Wait for the settlement still being written (its errors surface here)."""
@@ -245,15 +260,33 @@ class Worker:
             task, self._settling = self._settling, None
             await task
 
+    async def _rewritten(self, write: Callable[[], Awaitable[T]]) -> T:
+        """A ledger write whose content only this process knows (a round's outcome, rows given back), tried
+        again through a ledger outage until it is written: lost, its rows would stay leased (on SQLite until
+        the process ends) and a sent row would go out again. At stop the error is raised instead (the leases
+        then end as a crashed process's do)."""
+        delay = REWRITE_FIRST
+        while True:
+            try:
+                return await write()
+            except LedgerError as exc:
+                if self._stopping:
+                    raise
+                log.warning("could not write a settlement; trying again",
+                            extra={"direction": self.direction.value, "error": str(exc), "in_seconds": delay})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopped.wait(), timeout=delay)
+            delay = min(delay * 2, REWRITE_MAX)
+
     async def _settle(self, rows: Sequence[Row], results: Results) -> None:
         now = self.clock()
         spans: list[Downtime] = []
         if results.failed:
             oldest = min(row.retry_from for row in rows)
-            spans = await self.ledger.downtime(self.direction, oldest)
+            spans = await self._rewritten(lambda: self.ledger.downtime(self.direction, oldest))
         settlement = settlement_for(rows, results, now=now, max_retry_hours=self.max_retry_hours, rng=self.rng,
                                     retry_base=self.retry_base, downtime=spans)
-        await self.ledger.settle(settlement, now, owner=self.owner)
+        await self._rewritten(lambda: self.ledger.settle(settlement, now, owner=self.owner))
         self._count(rows, settlement, now)
         if asked := results.retry_after:  # Retry-After speaks for the whole upstream, not only for these rows
             self.gate.hold(asked)

@@ -383,3 +383,72 @@ async def test_rows_going_back_behind_a_failure_do_not_delay_the_next_round() ->
     assert sink.calls[:2] == [["p1", "q1"], ["q2"]]  # p2 went back behind p1
     assert started[1] - ended[0] < 0.25  # not after the 0.3 s settlement and a 0.3 s release
     assert ledger.table[3].status is Status.PENDING and ledger.table[3].lease_owner is None  # p2 given back
+
+
+class FailsOnce(MemoryLedger):
+    """A ledger whose first write of one kind (a release alone, or a round's outcome) fails as an outage does."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind, self.failed = kind, False
+
+    async def settle(self, settlement: Settlement, now: datetime, *, owner: str) -> None:
+        release = bool(settlement.released) and not settlement.delivered and not settlement.retry
+        if not self.failed and (release if self.kind == "release" else bool(settlement.delivered)):
+            self.failed = True
+            raise LedgerUnavailable("ledger unavailable: connection reset")
+        await super().settle(settlement, now, owner=owner)
+
+
+class FirstTriesFail(Sink):
+    """Fails the first try of the keys given (retryable), delivers everything else; ``ok`` in delivery order."""
+
+    batch_limit = 2
+
+    def __init__(self, *failing: str) -> None:
+        super().__init__()
+        self.failing, self.ok, self.tries = set(failing), [], {}  # type: ignore[var-annotated]
+
+    async def deliver(self, rows: Sequence[Row]) -> Results:
+        self.calls.append([row.key for row in rows])
+        await asyncio.sleep(0.01)
+        failed = []
+        for row in rows:
+            self.tries[row.key] = self.tries.get(row.key, 0) + 1
+            if self.tries[row.key] == 1 and row.key in self.failing:
+                failed.append(Failure(row_id=row.id, error="HTTP 503", retryable=True, wait=0.05))
+        bad = {f.row_id for f in failed}
+        self.ok += [row.key for row in rows if row.id not in bad]
+        return Results(delivered=[row.id for row in rows if row.id not in bad], failed=failed)
+
+
+async def _through_one_outage(kind: str, sink: FirstTriesFail) -> None:
+    ledger = FailsOnce(kind)
+    await ledger.record([event("p1", user="p"), event("q1", user="q"), event("p2", user="p"), event("q2", user="q"),
+                         event("q3", user="q")], datetime.now(UTC))
+    w = worker(ledger, sink, lease_seconds=0.5)
+    task = asyncio.create_task(w.run())
+    await _until(lambda: all(r.status is Status.DELIVERED for r in ledger.table.values()))
+    await asyncio.sleep(1.0)  # two lease lengths: a row whose outcome was lost would go out again
+    w.stop()
+    await task
+    assert ledger.failed
+
+
+@pytest.mark.parametrize("kind", ["release", "outcome"])
+async def test_a_write_the_ledger_refuses_once_is_written_again_and_nothing_goes_out_twice(kind: str) -> None:
+    """A release (rows claimed ahead given back behind p1's failure) or a round's outcome that met a ledger
+    outage was lost: the round after it had already gone out, its outcome was dropped with the error, and its
+    rows went out again when their leases ran out. Written again, each row goes out once."""
+    sink = FirstTriesFail("p1")
+    await _through_one_outage(kind, sink)
+    sent = [key for call in sink.calls for key in call]
+    assert sorted(sent) == ["p1", "p1", "p2", "q1", "q2", "q3"], sink.calls
+
+
+async def test_a_lost_release_does_not_let_a_persons_later_row_overtake_a_failed_one() -> None:
+    """The same outage while q2 fails: q3, claimed ahead behind q2, must not be delivered before it."""
+    sink = FirstTriesFail("p1", "q2")
+    await _through_one_outage("release", sink)
+    assert [key for key in sink.ok if key.startswith("q")] == ["q1", "q2", "q3"], sink.calls
+    assert [key for key in sink.ok if key.startswith("p")] == ["p1", "p2"], sink.calls
