@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import re
 import signal
@@ -77,7 +78,8 @@ def parser() -> argparse.ArgumentParser:
     backfill.add_argument("--until", type=moment, help="ISO-8601 end (exclusive; default: now)")
     backfill.add_argument("--types", type=export_types, help="comma-separated export types "
                           "(default: reconcile.event_types)")
-    backfill.add_argument("--slice-hours", type=float, default=24.0, help="window per export request")
+    backfill.add_argument("--slice-hours", type=slice_hours, default=24.0,
+                          help="window per export request, in hours (at least one minute; default 24)")
     backfill.add_argument("--restart", action="store_true", help="ignore the progress of an earlier run")
     purge = actions.add_parser("purge", help="delete terminal rows older than a duration")
     purge.add_argument("--older-than", required=True, type=duration, help="e.g. 30d, 12h, 90m")
@@ -87,6 +89,17 @@ def parser() -> argparse.ArgumentParser:
     for sub in (stats, listing, retry, purge, replay):
         sub.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return root
+
+
+def slice_hours(text: str) -> float:
+    """``--slice-hours``: a finite number of hours, at least one minute (0 or less would never end a window)."""
+    try:
+        hours = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number of hours (e.g. 24)") from None
+    if not math.isfinite(hours) or hours < 1 / 60:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number of hours of at least one minute (e.g. 24)")
+    return hours
 
 
 def duration(text: str) -> timedelta:

@@ -211,8 +211,8 @@ def parse(raw: Mapping[str, Any], env: Mapping[str, str]) -> Config:
         config = dataclasses.replace(config, reconcile=dataclasses.replace(config.reconcile, event_types=kept))
     elif config.inbound.enabled and config.reconcile.enabled:
         problems.extend(mapping_config.reconcile_problems(config.inbound.mapping, config.reconcile.event_types))
-    if not problems:
-        problems.extend(_cross_checks(config))
+    named = {problem.split(":", 1)[0] for problem in problems}  # a bad value's key stands at its default: its
+    problems.extend(p for p in _cross_checks(config) if p.split(":", 1)[0] not in named)  # checks would repeat it
     if problems:
         raise ConfigError(problems)
     return config

@@ -7,6 +7,7 @@ advisory lock through ``Ledger.singleton``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -90,6 +91,8 @@ def guarded(name: str, job: Callable[[], Awaitable[object]]) -> Callable[[], Awa
     async def run() -> None:
         try:
             await job()
+        except asyncio.CancelledError:  # the daemon is stopping (raised on, the scheduler logs a traceback)
+            log.info("scheduled job stopped with the daemon; it runs again after the next start", extra={"job": name})
         except Exception as exc:  # a job failure must never stop the daemon; the next run retries
             log.error("scheduled job failed; it runs again at its next time", extra={"job": name,
                                                                                    "error": repr(exc)[:500]})

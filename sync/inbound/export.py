@@ -59,7 +59,10 @@ def as_webhook(kind: str, record: dict[str, Any]) -> dict[str, Any]:
 
 
 def slices(since: datetime, until: datetime, hours: float) -> list[tuple[datetime, datetime]]:
-    """Consecutive windows covering [since, until), each at most ``hours`` long."""
+    """Consecutive windows covering [since, until), each at most ``hours`` long. Raises ValueError unless
+    ``hours`` is a positive number (a window of no length would never end)."""
+    if not hours > 0 or hours == float("inf"):
+        raise ValueError(f"a window must last a positive, finite number of hours, not {hours!r}")
     step, out, start = timedelta(hours=hours), [], since
     while start < until:
         end = min(start + step, until)

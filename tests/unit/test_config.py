@@ -87,8 +87,16 @@ def test_bad_values_name_their_key(raw: dict[str, Any], key: str) -> None:
 
 
 def test_all_problems_are_reported_together() -> None:
-    found = problems({"server": {"port": "x", "extra": 1}, "iterable": {"region": "mars"}})
+    found = problems({**CREDENTIALS, "server": {"port": "x", "extra": 1}, "iterable": {"api_key": "ik", "region": "mars"}})
     assert len(found) == 3
+
+
+def test_a_bad_value_does_not_hide_the_checks_across_keys() -> None:
+    """check-config listed a type error and stopped there: a console token too short went unreported until
+    the type error was fixed. A key whose value is bad is not reported twice."""
+    found = problems({**CREDENTIALS, "ledger": {"retention_days": "seven"},
+                      "console": {"enabled": True, "tokens": ["short"]}, "server": {"port": "x"}})
+    assert {p.split(":")[0] for p in found} == {"ledger.retention_days", "console.tokens", "server.port"}, found
 
 
 def test_enabled_directions_need_their_credentials() -> None:

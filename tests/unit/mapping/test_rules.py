@@ -284,6 +284,16 @@ def test_the_readme_recipes_parse_and_match_their_files(recipe: str) -> None:
     assert text.split("\n", 1)[1] in readme
 
 
+@pytest.mark.parametrize("recipe", ["web_shop", "b2b_saas", "mobile_app"])
+def test_each_recipe_merged_into_the_example_config_passes(recipe: str) -> None:
+    """The README says to merge a recipe's keys into your config: into `config.example.toml` they must pass as
+    they are (its `reconcile.event_types` once named types a recipe's inbound filter drops)."""
+    example = tomllib.loads((RECIPES.parents[2] / "config.example.toml").read_text())
+    env = {"ITERABLE_API_KEY": "ik", "SEGMENT_WRITE_KEY": "sk", "SYNC_WRITE_KEY": "wk", "SEGMENT_SHARED_SECRET": "ss",
+           "ITERABLE_WEBHOOK_TOKEN": "tok-0123456789abcdef"}
+    parse(merged(example, tomllib.loads((RECIPES / f"{recipe}.toml").read_text())), env)
+
+
 def test_the_web_shop_recipe_does_what_it_says() -> None:
     shop = (RECIPES / "web_shop.toml").read_text()
     checkout = {"type": "track", "event": "Checkout Completed", "userId": None,
