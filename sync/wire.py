@@ -112,10 +112,38 @@ def finite_size(value: Any) -> int | None:
     encoded here (nested past the encoder's recursion): one encoding in C where ``non_finite`` then ``json_size``
     walk the value twice."""
     try:
-        text = _FINITE_COMPACT.encode(value)
-    except (ValueError, RecursionError):
+        return len(_FINITE_COMPACT.encode(value).encode())
+    except (ValueError, RecursionError):  # UnicodeEncodeError too: an unpaired surrogate (``unpaired_surrogate``)
         return None
-    return len(text.encode(errors="surrogatepass"))
+
+
+def unpaired_surrogate(value: Any) -> str | None:
+    """The path of the first string (a key or a value) holding an unpaired surrogate (``"\\ud800"`` in JSON is
+    valid syntax but not Unicode text: UTF-8 cannot carry it, so no upstream could receive it), else None.
+    Walks without recursion, so a deeply nested value cannot overflow the stack."""
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, str):
+            if not _utf8(item):
+                return path or "value"
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                name = f"{path}.{key}" if path else str(key)
+                if isinstance(key, str) and not _utf8(key):
+                    return f"{path or 'event'} (a key)"
+                stack.append((name, child))
+        elif isinstance(item, list):
+            stack.extend((f"{path}[{index}]", child) for index, child in enumerate(item))
+    return None
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def json_size(value: Any) -> int:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from sync.config import Config, secrets
 from sync.engine.intake import Intake, Rejection, inbound_row, outbound_rows
@@ -166,6 +167,9 @@ async def _body(request: web.Request, limit: int | None = None) -> bytes:
         return await asyncio.wait_for(_read_at_most(request, limit), BODY_READ_SECONDS)
     except TimeoutError:
         raise web.HTTPRequestTimeout(reason="body not received in time") from None
+    except RequestPayloadError:  # a gzip or deflate body that does not decompress
+        encoding = request.headers.get("Content-Encoding", "")[:20]
+        raise InvalidEvent(f"body: cannot be decoded as its Content-Encoding ({encoding!r}) says") from None
 
 
 async def _read_at_most(request: web.Request, limit: int) -> bytes:

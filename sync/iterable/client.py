@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
+import yarl
 
 from sync.engine import retry as schedule
 from sync.engine.throttle import Throttle
@@ -89,7 +90,9 @@ class IterableClient:
         await self.throttle.acquire(label)
         headers = {"Api-Key": self.api_key, **(headers or {})}
         try:
-            async with self.session.request(method, f"{self.base_url}/api/{endpoint}", headers=headers,
+            # encoded=True: the path is sent as the mapping encoded it (no dot-segment removal, no re-quoting)
+            url = yarl.URL(f"{self.base_url}/api/{endpoint}", encoded=True)
+            async with self.session.request(method, url, headers=headers,
                                             timeout=self.timeout, **kwargs) as response:
                 raw = await response.read()
                 retry_after = schedule.parse_retry_after(response.headers.get("Retry-After"), self.clock())

@@ -35,6 +35,7 @@ from sync.outbound.mapper import BULK_FORM, IterableCall
 NOT_FOUND_WINDOW = 15 * 60.0  # a user Iterable cannot see yet is retried this long (it asks for 60 s)
 NOT_FOUND_MAX_DELAY = 30.0  # between those tries, so the user's events follow soon after they appear
 QUEUE_SETTLE_SECONDS = 60.0  # Iterable asks for a 60 s buffer between a write and dependent calls
+UNSENDABLE = (UnicodeEncodeError, RecursionError)  # a stored call that cannot be encoded as JSON for a request
 
 
 class IterableSink:
@@ -114,7 +115,12 @@ class DeliveryRound:
         latency does not cap a round at one request per round trip. The throttle still spaces them. People who
         do not fit in full requests are not tried in this round (released; the worker holds their later rows
         back behind them), rather than costing a request of their own."""
-        live = [(item, encoded(item[1].body)) for item in self._live(items)]
+        live = []
+        for item in self._live(items):
+            try:
+                live.append((item, encoded(item[1].body)))
+            except UNSENDABLE as exc:
+                self._unsendable(item, exc)
         parts, left, independent = by_person(live, person=_person, max_items=MAX_BULK_ITEMS,
                                              max_bytes=MAX_BULK_BYTES, size_of=_length)
         self.blocked.update(_person(entry) for entry in left)  # not tried: they go first in a later round
@@ -178,6 +184,10 @@ class DeliveryRound:
         ids = [row.id for row, _ in chunk]
         try:
             reply = await self.client.post(endpoint, body, method=method, limit=limit)
+        except UNSENDABLE as exc:
+            for item in chunk:
+                self._unsendable(item, exc)
+            return None
         except RetryableUpstream as exc:
             self.results.called(ids, endpoint, None)
             for row, call in chunk:
@@ -198,6 +208,12 @@ class DeliveryRound:
             retryable = api.retryable(reply.status)
             for row, call in chunk:
                 self._fail(row, call, reply.describe(), retryable=retryable, wait=reply.retry_after)
+
+    def _unsendable(self, item: Item, exc: BaseException) -> None:
+        """A stored call no request can carry (an unpaired surrogate recorded before intake refused them):
+        that row alone is dead-lettered, instead of failing its whole round again and again."""
+        self._fail(item[0], item[1], f"the stored call cannot be encoded as a JSON request ({type(exc).__name__}): "
+                   "send a corrected event", retryable=False)
 
     def _fail(self, row: Row, call: IterableCall, error: str, *, retryable: bool,
               wait: float | None = None, not_found: bool = False) -> None:

@@ -21,6 +21,29 @@ def items(products: list[Any], path: str = "properties.products") -> list[dict[s
     return [_item(product, f"{path}[{index}]") for index, product in enumerate(products)]
 
 
+def product_list(products: Any, path: str = "properties.products") -> list[Any]:
+    """``products`` as a list (absent: none). Anything else is refused naming the field, never sent as no items."""
+    if products is None:
+        return []
+    if not isinstance(products, list):
+        raise InvalidEvent(f"{path}: expected an array of products, got {type(products).__name__}")
+    return products
+
+
+def _categories(value: Any, path: str) -> list[str]:
+    """Iterable's ``categories`` from Segment's ``category``: a string, or (as some sources send) a list of
+    them; a number is kept as its text. Anything else is refused naming the field, never dropped."""
+    values = value if isinstance(value, list) else [value]
+    found = []
+    for index, entry in enumerate(values):
+        if isinstance(entry, bool) or not isinstance(entry, str | int | float):
+            where = f"{path}[{index}]" if isinstance(value, list) else path
+            raise InvalidEvent(f"{where}: expected a category name (text)")
+        if text := str(entry).strip():
+            found.append(text)
+    return found
+
+
 def item_id(product: dict[str, Any]) -> tuple[str, str] | None:
     """(alias, id) of a product: ``product_id``, ``productId``, then ``id``."""
     found = pick(product, PRODUCT_ID)
@@ -50,8 +73,8 @@ def _item(product: Any, path: str) -> dict[str, Any]:
     for source, target in (("sku", "sku"), ("url", "url"), ("image_url", "imageUrl"), ("description", "description")):
         if isinstance(product.get(source), str):
             item[target] = product[source]
-    if isinstance(product.get("category"), str):
-        item["categories"] = [product["category"]]
+    if product.get("category") is not None and (categories := _categories(product["category"], f"{path}.category")):
+        item["categories"] = categories
     extra = {k: v for k, v in product.items() if k not in _ITEM_KEYS}
     if extra:
         item["dataFields"] = iterable_dates(extra, f"{path}")

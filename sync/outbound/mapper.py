@@ -30,7 +30,7 @@ from sync.mapping.rules import (
     template,
 )
 from sync.outbound import consent
-from sync.outbound.commerce import items
+from sync.outbound.commerce import items, product_list
 from sync.segment import semantics as semantic
 from sync.segment.spec import as_dict, event_time, is_email, iterable_dates, text_id
 
@@ -86,6 +86,14 @@ class IterableCall:
     def thawed(stored: dict[str, Any], user_key: str | None) -> IterableCall:
         return IterableCall(endpoint=stored["endpoint"], body=stored["body"], user_key=user_key,
                             method=stored.get("method", "POST"), limit=stored.get("limit"))
+
+
+def path_segment(text: str, safe: str = "") -> str:
+    """``text`` as one percent-encoded URL path segment. A userId of ``.`` or ``..`` would be a dot-segment,
+    which URL normalisation removes (``users/byUserId/..`` became ``users/``: a 404 taken for a deletion done):
+    its dots are encoded too (RFC 3986 section 3.3)."""
+    segment = quote(text, safe=safe)
+    return segment.replace(".", "%2E") if segment in (".", "..") else segment
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -380,10 +388,10 @@ def _track_like(event: dict[str, Any], who: Named, options: Options) -> Iterable
     fields = shape(_fields(event), mapping.properties,
                    event_layer(mapping.properties, rule.properties) if per_event else None)
     call = rule.call or (_built_in_call(name) if kind == "track" else "track")
-    products = fields.get("products")
     if call == "purchase":
         return _purchase(event, who, options, rule, fields, name)
-    if call == "cart" and isinstance(products, list):
+    products = product_list(fields["products"]) if call == "cart" and fields.get("products") is not None else None
+    if products is not None:  # a cart event with products (without: a plain event)
         user = _user(ids, as_dict(as_dict(event.get("context")).get("traits")), event, options, rule)
         return IterableCall(endpoint=UPDATE_CART, body={"user": user, "items": items(products)}, user_key=key)
     body = {**naming(ids, options), "eventName": rule.name or name, "id": event["messageId"],
@@ -440,7 +448,7 @@ def _purchase(event: dict[str, Any], who: Named, options: Options, rule: EventRu
     products = properties.get("products")
     rest = {k: v for k, v in properties.items() if k not in ("products", "total", "campaignId", "templateId")}
     user = _user(who.ids, as_dict(as_dict(event.get("context")).get("traits")), event, options, rule)
-    body = {"id": order_id, "user": user, "items": items(products if isinstance(products, list) else []),
+    body = {"id": order_id, "user": user, "items": items(product_list(products)),
             "total": total, "dataFields": iterable_dates(rest, "properties")}
     body.update(_created_at(event))
     body.update(_campaign(properties))
@@ -470,9 +478,9 @@ def _deletion(who: Named, options: Options) -> IterableCall | Skip:
                         key="no identifier")
         return IterableCall(endpoint="users/forget", body=naming(ids, options), user_key=key, limit="users/forget")
     if "userId" in ids:  # every project type deletes by userId
-        return IterableCall(endpoint=f"users/byUserId/{quote(ids['userId'], safe='')}", body={}, user_key=key,
+        return IterableCall(endpoint=f"users/byUserId/{path_segment(ids['userId'])}", body={}, user_key=key,
                             method="DELETE", limit="users/delete")
     if "email" in ids and options.project_type != "userId":
-        return IterableCall(endpoint=f"users/{quote(ids['email'], safe='@')}", body={}, user_key=key,
+        return IterableCall(endpoint=f"users/{path_segment(ids['email'], safe='@')}", body={}, user_key=key,
                             method="DELETE", limit="users/delete")
     return Skip(reason="no email or userId to delete", key="no identifier")

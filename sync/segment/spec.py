@@ -15,7 +15,7 @@ from sync.iterable.identifiers import (
     is_email as is_email,  # re-exported: the rules live in sync.iterable.identifiers
 )
 from sync.segment import timestamps
-from sync.wire import finite_size, json_size, non_finite
+from sync.wire import finite_size, json_size, non_finite, unpaired_surrogate
 
 TYPES = ("identify", "track", "page", "screen", "group", "alias", "delete")  # delete: Webhooks (Classic)
 MAX_EVENT_BYTES = 32 * 1024
@@ -81,6 +81,8 @@ def validate(event: Any) -> dict[str, Any]:
     overflow = non_finite(event) if size is None else None
     if overflow:
         raise InvalidEvent(f"{overflow}: a number too large to represent (not finite)")
+    if size is None and (where := unpaired_surrogate(event)):
+        raise InvalidEvent(f"{where}: contains an unpaired surrogate (not valid Unicode text)")
     if kind == "track" and not (isinstance(event.get("event"), str) and event["event"].strip()):
         raise InvalidEvent("event: required for track (a non-empty string)")
     timestamps.checked_time(event, TIME_FIELDS)  # each readable, and the clock correction representable too

@@ -14,7 +14,7 @@ import pytest
 from sync.app import Daemon
 from sync.model import Direction, Status
 from sync.sandbox import FakeIterable, Fault
-from tests.support import WRITE_KEY, sign, wait_for
+from tests.support import WEBHOOK_TOKEN, WRITE_KEY, sign, wait_for
 
 BASIC = {"Authorization": "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()}
 
@@ -393,3 +393,20 @@ async def test_a_row_the_mapper_cannot_handle_is_dead_lettered_not_a_crash_loop(
 
 async def _dead_keys(daemon: Daemon, keys: set[str]) -> bool:
     return {r.key for r in await daemon.ledger.rows(status=Status.DEAD)} == keys
+
+
+@pytest.mark.parametrize(("path", "auth"), [
+    ("/v1/track", "basic"), ("/v1/batch", "basic"), ("/v1/batch", "none"), ("/segment/webhook", "signature"),
+    ("/iterable/webhook", "token"),
+])
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+async def test_a_body_that_does_not_decompress_is_a_400_naming_it(daemon: Daemon, path: str, auth: str,
+                                                                  encoding: str) -> None:
+    """A corrupt gzip body answered 500 with a traceback, even without credentials on `/v1/batch` (its body
+    is read for a write key) and with any well-formed `X-Signature`."""
+    headers = {"none": {}, "basic": BASIC, "signature": {"X-Signature": "0" * 40},
+               "token": {"Authorization": WEBHOOK_TOKEN}}[auth]
+    status, body = await post(daemon, path, b"\x1f\x8b\x08garbage", {**headers, "Content-Encoding": encoding})
+    assert status == 400, body
+    assert body == {"success": False, "error": f"body: cannot be decoded as its Content-Encoding ('{encoding}') says"}
+    assert (await post(daemon, "/v1/track", {"userId": "u1", "event": "E", "messageId": "after"}))[0] == 200

@@ -238,3 +238,17 @@ async def test_anonymous_events_batched_with_the_sign_up_are_released_by_it(
     order = [e for e, body in fake.requests if '"sb-user"' in json.dumps(body)]
     assert order[0] in ("users/bulkUpdate", "users/update")  # after the identifying call
     assert {await status(daemon, k) for k in ("sb-1", "sb-2")} == {Status.SKIPPED}  # released, not left held
+
+
+@pytest.mark.parametrize("user_id", ["..", "."])
+async def test_a_user_id_that_is_a_dot_segment_is_deleted_not_reported_done(
+        daemon: Daemon, fake_iterable: tuple[FakeIterable, str], user_id: str) -> None:
+    """`DELETE /api/users/byUserId/..` was normalised to `/api/users/` on the way out: a 404, which counts as a
+    deletion done, and the user stayed in Iterable. The dots go percent-encoded and the path is sent as is."""
+    fake, _ = fake_iterable
+    fake.project.users.append({"email": "dots@example.com", "userId": user_id, "dataFields": {}})
+    deletion = json.dumps({"type": "delete", "userId": user_id, "messageId": "dots-1"}).encode()
+    assert (await post(daemon, "/segment/webhook", deletion, {"X-Signature": sign(deletion)}))[0] == 200
+    await wait_for(lambda: status_is(daemon, "dots-1", Status.DELIVERED))
+    await wait_for(lambda: fake.idle)
+    assert fake.deletions == [{"userId": user_id}] and fake.find_user(user_id=user_id) is None

@@ -229,3 +229,30 @@ def test_finite_size_is_json_size_where_every_number_is_finite(value: object) ->
 def test_iterable_date_text_is_what_strftime_writes(moment: datetime) -> None:
     """Issue 20: the date text is formatted directly; strftime's is the reference (it does not pad years < 1000)."""
     assert iterable_text(moment.isoformat(), "p") == moment.strftime(ITERABLE_FORMAT)
+
+
+SURROGATES = [
+    ({"properties": {"v": "\ud800"}}, "properties.v"),
+    ({"traits": {"name": "x\udfff"}}, "traits.name"),
+    ({"properties": {"\ud800k": 1}}, "properties (a key)"),
+    ({"properties": {"list": [1, {"a": "\udc00"}]}}, "properties.list[1].a"),
+    ({"context": {"page": {"title": "\udbff"}}}, "context.page.title"),
+]
+
+
+@pytest.mark.parametrize(("extra", "where"), SURROGATES)
+def test_an_unpaired_surrogate_rejects_its_event_alone_naming_the_field(extra: dict[str, object], where: str) -> None:
+    """`"\\ud800"` is valid JSON syntax but not Unicode text: no UTF-8 request can carry it. Accepted with a 200,
+    one such event made every delivery round fail for everyone; it is refused at intake, its event alone."""
+    good = {"type": "track", "userId": "u1", "event": "E", "messageId": "good"}
+    bad = {"type": "track", "userId": "u2", "event": "E", "messageId": "bad", **extra}
+    rows, rejected = outbound_rows([good, bad], _options(), "d")
+    assert [(r.key, r.status) for r in rows] == [("good", Status.PENDING), ("bad", Status.REJECTED)]
+    assert [(r.index, r.error) for r in rejected] == [
+        (1, f"{where}: contains an unpaired surrogate (not valid Unicode text)")]
+
+
+def test_text_beyond_the_basic_plane_is_not_a_surrogate() -> None:
+    event = {"type": "track", "userId": "u1", "event": "E", "messageId": "m", "properties": {"v": "é😀\U0010ffff"}}
+    rows, rejected = outbound_rows([event], _options(), "d")
+    assert rejected == [] and rows[0].payload["properties"]["v"] == "é😀\U0010ffff"

@@ -3,11 +3,12 @@ mapping was stored, not decided by revision 0009) is settled dead with a reason 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from sync.iterable.client import Reply
+from sync.iterable.client import Reply, encoded
 from sync.iterable.sink import IterableSink
 from sync.model import UNDECIDED, Direction, Row, Status
 from sync.outbound import mapper
@@ -50,3 +51,37 @@ async def test_a_row_without_its_frozen_call_is_settled_dead_and_the_mapper_is_n
     assert [(f.row_id, f.error, f.retryable) for f in results.failed] == [(1, UNDECIDED, False)]
     assert "python -m sync migrate" in UNDECIDED and "ledger retry --remap" in UNDECIDED
     assert results.delivered == [2] and client.sent == [("commerce/trackPurchase", frozen["body"])]
+
+
+class EncodingClient(Client):
+    """Encodes what it sends, as the real client does, and answers bulk requests with nothing failed."""
+
+    async def post(self, endpoint: str, body: dict[str, Any], *, method: str = "POST",
+                   limit: str | None = None) -> Reply:
+        encoded(body)
+        return await super().post(endpoint, body, method=method, limit=limit)
+
+    async def post_bulk(self, endpoint: str, field: str, items: Any, values: Any) -> Reply:
+        self.sent.append((endpoint, {field: values}))
+        return Reply(status=200, body={"successCount": len(values), "failCount": 0})
+
+
+async def test_a_stored_call_no_request_can_carry_is_dead_alone_and_the_round_goes_on() -> None:
+    """A lone surrogate (``"\\ud800"`` in the event's JSON) recorded before intake refused it: encoding the
+    request raised, the whole round was released, and every round after failed the same way, for every
+    person. That row alone is dead-lettered now; the others are sent."""
+    def track(row_id: int, user: str, value: str) -> Row:
+        call = IterableCall(endpoint="events/track", body={"userId": user, "eventName": "S", "id": f"m{row_id}",
+                                                             "dataFields": {"v": value}}, user_key=user)
+        return replace(row(row_id, {}, call.frozen()), user_key=user)
+
+    purchase = IterableCall(endpoint="commerce/trackPurchase", body={"id": "o\ud800", "user": {"userId": "u3"}},
+                            user_key="u3").frozen()
+    rows = [track(1, "u1", "x\ud800"), track(2, "u2", "fine"), replace(row(3, {}, purchase), user_key="u3")]
+    client = EncodingClient()
+
+    results = await IterableSink(client, settle_seconds=0).deliver(rows)  # type: ignore[arg-type]
+
+    assert sorted((f.row_id, f.retryable) for f in results.failed) == [(1, False), (3, False)]
+    assert all("cannot be encoded" in f.error for f in results.failed)
+    assert results.delivered == [2]
