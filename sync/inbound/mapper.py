@@ -114,9 +114,14 @@ def _email(webhook: dict[str, Any]) -> str | None:
 # Without a messageId, these tell two real events of one recipient in the same second apart (two list
 # subscriptions, two channel unsubscribes, opens on two devices); a retried webhook and the export
 # record of the same event carry the same values, so they still dedupe.
+# A custom event's own name (`eventName` inside its fields: the top-level one is "customEvent") and an inbound
+# SMS's text (`smsMessage`) tell two such events apart too ("Trial Started" and "Plan Upgraded" in one second
+# were one row; "STOP" and "HELP" from one number were one row).
 DISTINGUISHING = ("emailListIds", "emailListId", "listId", "channelIds", "channelId", "messageTypeIds",
                   "messageTypeId", "workflowId", "platformEndpoint", "deviceToken", "token", "pushMessageId",
-                  "inboxSessionId", "smsMessageId", "toPhoneNumber", "fromPhoneNumber", "url", "linkUrl")
+                  "inboxSessionId", "smsMessageId", "toPhoneNumber", "fromPhoneNumber", "url", "linkUrl",
+                  "eventName", "smsMessage")
+CLICKED = ("url", "linkUrl", "clickedUrl", "href")  # where a click names its link, by event and by source
 
 
 def inbound_key(webhook: dict[str, Any]) -> str:
@@ -129,7 +134,7 @@ def inbound_key(webhook: dict[str, Any]) -> str:
     parts = [webhook["eventName"], (recipient(webhook) or "").lower(),
              created.isoformat() if created else _raw_time(webhook), str(message)]
     if webhook["eventName"] in CLICK_EVENTS:
-        parts.append(str(fields.get("url") or fields.get("linkUrl") or fields.get("clickedUrl") or ""))
+        parts.append(str(next((fields[name] for name in CLICKED if fields.get(name)), "")))
     if not fields.get("messageId"):
         present = {name: fields[name] for name in DISTINGUISHING if fields.get(name) is not None}
         if present:

@@ -99,6 +99,27 @@ def test_inbound_key_is_stable_and_separates_distinct_events() -> None:
     assert len({inbound_key(sample), inbound_key(other_url), inbound_key(later)}) == 3
 
 
+SAME_SECOND = "2024-05-06 07:08:09 +00:00"
+
+
+@pytest.mark.parametrize(("event", "field", "values"), [
+    ("customEvent", "eventName", ("Trial Started", "Plan Upgraded")),  # a custom event's own name
+    ("smsReceived", "smsMessage", ("STOP", "HELP")),  # two texts from one number
+    ("emailClick", "href", ("https://a.example/3", "https://a.example/4")),  # the link named only in href
+    ("inAppClick", "clickedUrl", ("https://a.example/x", "https://a.example/y")),
+    ("emailSubscribe", "emailListIds", ([1], [2])),
+])
+def test_two_events_without_a_message_id_that_differ_in_what_tells_them_apart_stay_two(
+        event: str, field: str, values: tuple[object, object]) -> None:
+    """A bug hunt found the first three merged: same recipient, same second, no messageId, and the field that
+    told them apart left out of the key. A retry of either still dedupes."""
+    first, second = ({"email": "c@example.com", "eventName": event,
+                      "dataFields": {"createdAt": SAME_SECOND, "email": "c@example.com", field: value}}
+                     for value in values)
+    assert inbound_key(first) != inbound_key(second)
+    assert inbound_key(first) == inbound_key(copy.deepcopy(first))
+
+
 def test_export_record_shape_dedupes_with_the_webhook() -> None:
     webhook = BY_NAME["emailOpen"]
     export = {**webhook["dataFields"], "eventName": "emailOpen"}  # export rows carry the fields at top level
