@@ -289,10 +289,13 @@ async def _forget(config: Config, args: argparse.Namespace) -> int:
     try:
         await migrations.ensure_current(engine)
         ledger, now = Ledger(engine), datetime.now(UTC)
+        # the userId linked to an email, read before the forget removes the link: Iterable deletes by userId
+        known = (await ledger.people_known([identifier])).get(identifier) if args.upstream and args.email else None
         count = await ledger.forget(identifier, now)
         print(f"forgot {count} rows of that person: their payloads are tombstones now")
         if args.upstream:
-            event = validate({"type": "delete", "userId": args.user_id or args.email})
+            event = validate(deletion(args.user_id or (known.user_id if known else None),
+                                      None if args.user_id else people.normal_email(args.email)))
             row = outbound_row(event, outbound_options(config), config_module.mapping_digest(config))
             await Intake(ledger, Metrics()).record([row])
             sent = "queued for Iterable (the serving daemon sends it)" if row.status is Status.PENDING else \
@@ -301,6 +304,18 @@ async def _forget(config: Config, args: argparse.Namespace) -> int:
         return 0
     finally:
         await engine.dispose()
+
+
+def deletion(user_id: str | None, email: str | None) -> dict[str, Any]:
+    """The Segment deletion ``forget --upstream`` records: by the userId when one is known (given, or linked to
+    the email), else by the email (Iterable's ``DELETE /api/users/{email}``). The email once went as a userId
+    (``DELETE /api/users/byUserId/ann@example.com``), which Iterable answers "does not exist", taken for done."""
+    event: dict[str, Any] = {"type": "delete"}
+    if user_id:
+        event["userId"] = user_id
+    if email:
+        event["context"] = {"traits": {"email": email}}
+    return event
 
 
 async def _backfill(config: Config, args: argparse.Namespace) -> int:

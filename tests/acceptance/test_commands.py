@@ -231,3 +231,30 @@ async def test_forget_leaves_tombstones_and_upstream_queues_the_deletion(tmp_pat
     assert code == 0 and "queued for Iterable" in out
     code, out, _ = await cli("forget", "--email", "not-an-email", "--config", str(config))
     assert code == 2
+
+
+@pytest.mark.parametrize(("given", "linked", "endpoint"), [
+    ("X-U0@Example.com", True, "users/byUserId/x-u0"),  # the userId linked to the email, read before forgetting
+    ("solo@Example.com", False, "users/solo@example.com"),  # no userId known: by email, in its normal form
+])
+async def test_forget_by_email_upstream_deletes_the_person_not_a_user_named_by_their_email(
+        tmp_path: Path, given: str, linked: bool, endpoint: str) -> None:
+    """`forget --email X --upstream` queued `DELETE /api/users/byUserId/X`: Iterable has no user whose userId
+    is an email, answered "does not exist", which counts as done, and the person stayed in Iterable."""
+    from sync import people
+
+    ledger_url = f"sqlite:///{tmp_path}/forget.db"
+    config = write_config(tmp_path, ledger_url)
+    engine = create_engine(ledger_url)
+    await migrate.upgrade(engine)
+    email = given.lower()
+    ids = people.of("u:x-u0", f"e:{email}") if linked else people.of(f"e:{email}")
+    payload = {"userId": "x-u0", "traits": {"email": email}} if linked else {"traits": {"email": email}}
+    await Ledger(engine).record([NewEvent(direction=Direction.OUTBOUND, key="k1", kind="identify", payload=payload,
+                                          user_key=ids[0], identities=ids)], datetime.now(UTC))
+    code, out, err = await cli("forget", "--email", given, "--upstream", "--config", str(config))
+    assert code == 0 and "queued for Iterable" in out, (out, err)
+    deletions = [r for r in await Ledger(engine).rows(direction=Direction.OUTBOUND, status=Status.PENDING, limit=10)
+                 if r.kind == "delete"]
+    await engine.dispose()
+    assert [(r.mapped or {}).get("endpoint") for r in deletions] == [endpoint]
