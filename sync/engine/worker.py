@@ -28,6 +28,7 @@ from sync.model import Claim, Direction, Downtime, Row, Settlement
 log = logging.getLogger("sync.engine.worker")
 
 T = TypeVar("T")
+PROBE_SCAN = 100  # due rows a probe's claim looks through for one that may go now
 REWRITE_FIRST, REWRITE_MAX = 0.05, 5.0  # seconds between tries of a settlement through a ledger outage
 
 __all__ = ["Call", "DeliveryLedger", "Failure", "Results", "Sink", "Worker", "deletion_retry", "settlement_for"]
@@ -203,10 +204,18 @@ class Worker:
         self._behind, self._failed = results.held_back(rows)
 
     async def _claim(self, in_flight: frozenset[int]) -> list[Row]:
-        limit = 1 if self.paused else self.sink.batch_limit
+        limit = PROBE_SCAN if self.paused else self.sink.batch_limit
         claim = Claim(direction=self.direction, owner=self.owner, limit=limit, lease_seconds=self.lease_seconds,
                       in_flight=in_flight)
-        return await self.ledger.claim(claim, self.clock())
+        rows = await self.ledger.claim(claim, self.clock())
+        if self.paused and len(rows) > 1:
+            # while the credentials are refused one row goes, as a probe: from a claim wide enough that the
+            # oldest due rows, waiting behind their person's retry, do not hide every other row (a claim of one
+            # came back empty and the probe waited for that retry, minutes after the key worked again)
+            back = Settlement(released=tuple(row.id for row in rows[1:]))
+            await self._rewritten(lambda: self.ledger.settle(back, self.clock(), owner=self.owner))
+            rows = rows[:1]
+        return rows
 
     async def _claim_after(self, settling: asyncio.Task[None] | None, in_flight: frozenset[int]) -> list[Row]:
         """The claim made ahead, once the previous round's settlement is written: before it, that round's people

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -452,3 +453,21 @@ async def test_a_lost_release_does_not_let_a_persons_later_row_overtake_a_failed
     await _through_one_outage("release", sink)
     assert [key for key in sink.ok if key.startswith("q")] == ["q1", "q2", "q3"], sink.calls
     assert [key for key in sink.ok if key.startswith("p")] == ["p1", "p2"], sink.calls
+
+
+async def test_the_probe_after_refused_credentials_is_not_hidden_by_a_person_waiting_for_a_retry() -> None:
+    """An operator's report: after a 401, Iterable got no request for minutes after the key worked again. The
+    probe claimed one row, the oldest due, which waited behind its person's retry: the claim came back empty
+    until that retry was due. The probe looks further now, and the direction resumes at once."""
+    ledger = MemoryLedger()
+    now = datetime.now(UTC)
+    await ledger.record([event("a1", user="a"), event("a2", user="a"), event("b1", user="b")], now)
+    ledger.table[1] = replace(ledger.table[1], next_attempt_at=now + timedelta(hours=1))  # a1 waits for its retry
+    sink = Sink("auth")  # the first round meets a refused key; the key works again after it
+    w = worker(ledger, sink)
+    task = asyncio.create_task(w.run())
+    await _until(lambda: ledger.table[3].status is Status.DELIVERED, within=5)
+    w.stop()
+    await task
+    assert sink.calls == [["b1"], ["b1"]]  # refused, then the probe that found the key working
+    assert w.paused is None and ledger.table[2].status is Status.PENDING  # a2 still waits behind a1
