@@ -83,6 +83,9 @@ def parser() -> argparse.ArgumentParser:
     backfill.add_argument("--restart", action="store_true", help="ignore the progress of an earlier run")
     purge = actions.add_parser("purge", help="delete terminal rows older than a duration")
     purge.add_argument("--older-than", required=True, type=duration, help="e.g. 30d, 12h, 90m")
+    purge.add_argument("--below-retention", action="store_true",
+                       help="allow a duration under ledger.retention_days (duplicates of those events will no "
+                            "longer be recognised)")
     from sync.guard_commands import replay_parser
 
     replay = replay_parser(actions)
@@ -100,6 +103,15 @@ def slice_hours(text: str) -> float:
     if not math.isfinite(hours) or hours < 1 / 60:
         raise argparse.ArgumentTypeError(f"{text!r}: expected a number of hours of at least one minute (e.g. 24)")
     return hours
+
+
+def _days(span: timedelta) -> str:
+    """A duration as the command takes it: ``30d``, ``12h``, ``90m`` (``0m`` for none)."""
+    seconds = int(span.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds // 60}m"
 
 
 def duration(text: str) -> timedelta:
@@ -265,8 +277,14 @@ async def _ledger(config: Config, args: argparse.Namespace) -> int:
             return await replay(config, ledger, args)
         if args.action == "retry":
             return await _retry(config, ledger, args, now)
+        floor = timedelta(days=config.ledger.retention_days)
+        if args.older_than < floor and not args.below_retention:
+            print(f"error: --older-than {_days(args.older_than)} is under ledger.retention_days ({_days(floor)}): "
+                  "the ledger recognises a duplicate only while it keeps the row, so a client's retry of a purged "
+                  "event would be sent again. Pass --below-retention to purge anyway.", file=sys.stderr)
+            return 2
         count = await ledger.purge(now - args.older_than)
-        print(f"purged {count} terminal rows older than {args.older_than}")
+        print(f"purged {count} terminal rows older than {_days(args.older_than)}")
         return 0
     finally:
         await engine.dispose()

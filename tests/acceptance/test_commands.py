@@ -101,7 +101,12 @@ async def test_ledger_list_retry_and_purge(ops_config: Path, ledger: Ledger) -> 
     assert (code, out.strip()) == (0, "requeued 1 rows as pending")
     assert (await ledger.stats()).counts[("outbound", "pending")] == 3
     code, out, _ = await cli("ledger", "purge", "--older-than", "30d", "--config", str(ops_config))
-    assert code == 0 and out.startswith("purged 2 terminal rows")  # the delivered and the skipped row
+    assert code == 0 and out.startswith("purged 2 terminal rows older than 30d")  # the delivered and the skipped row
+    # under ledger.retention_days (7 by default) a purge would let a client's retry of those events through
+    code, _, err = await cli("ledger", "purge", "--older-than", "0d", "--config", str(ops_config))
+    assert code == 2 and "under ledger.retention_days (7d)" in err and "--below-retention" in err
+    code, out, _ = await cli("ledger", "purge", "--older-than", "6d", "--below-retention", "--config", str(ops_config))
+    assert code == 0 and out.startswith("purged 0 terminal rows older than 6d")
     code, _, err = await cli("ledger", "purge", "--older-than", "soon", "--config", str(ops_config))
     assert code == 2 and "expected a number and d, h or m" in err
     code, _, err = await cli("ledger", "list", "--status", "lost", "--config", str(ops_config))
