@@ -413,6 +413,7 @@ async def _retry(config: Config, ledger: Ledger, args: argparse.Namespace, now: 
 
     digest = config_module.mapping_digest(config)
     wanted = RowFilter(status=Status(args.status), direction=_direction(args)) if args.status else None
+    left = await requeue.not_taken(ledger, args.ids, _direction(args)) if args.ids else []  # before the retry
     rows = requeue.matching(ledger, wanted, args.ids or (), direction=_direction(args))
     outcome = await requeue.retry(ledger, config, digest, rows, now, remap_all=args.remap, force=args.force)
     if outcome.requeued or not outcome.redecided:
@@ -422,7 +423,9 @@ async def _retry(config: Config, ledger: Ledger, args: argparse.Namespace, now: 
         print(f"re-mapped {sum(outcome.redecided.values())} rows under mapping {digest[:12]} ({tally})")
     for reason in outcome.refused:
         print(f"refused: {reason}", file=sys.stderr)
-    return 1 if outcome.refused else 0
+    for reason in left:
+        print(f"not requeued: {reason}", file=sys.stderr)
+    return 1 if outcome.refused or left else 0
 
 
 def _print_stats(stats: Any, now: datetime, *, as_json: bool) -> int:

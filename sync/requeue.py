@@ -110,6 +110,27 @@ async def _redecide(ledger: Ledger, changes: Sequence[Remapped], digest: str, no
                                    now)
 
 
+async def not_taken(ledger: Ledger, ids: Sequence[int], direction: Direction | None = None) -> list[str]:
+    """Why each of ``ids`` that ``matching`` leaves out is left out, one line each, in id order: not in the
+    ledger, another direction, a status no retry takes, or forgotten (no person's data is named)."""
+    query = sa.select(events.c.id, events.c.direction, events.c.status, NOT_FORGOTTEN.label("kept")).where(
+        events.c.id.in_(list(ids)))
+    async with ledger._tx() as conn:
+        found = {r.id: r for r in (await conn.execute(query)).all()}
+    why = []
+    for row_id in sorted(set(ids)):
+        row = found.get(row_id)
+        if row is None:
+            why.append(f"#{row_id}: not in the ledger (purged, or never recorded)")
+        elif direction is not None and row.direction != direction:
+            why.append(f"#{row_id}: a row of the {Direction(row.direction).value} direction, not {direction.value}")
+        elif Status(row.status) not in RETRYABLE:
+            why.append(f"#{row_id}: {Status(row.status).value}; only dead, rejected and skipped rows are requeued")
+        elif not row.kept:
+            why.append(f"#{row_id}: forgotten (its person's data is gone); it cannot be sent again")
+    return why
+
+
 async def matching(ledger: Ledger, wanted: RowFilter | None = None, ids: Sequence[int] = (), *,
                    direction: Direction | None = None) -> AsyncIterator[list[Row]]:
     """Pages of the retryable rows ``wanted`` selects (or of ``ids``), in id order; forgotten rows left out."""

@@ -96,6 +96,15 @@ async def test_ledger_list_retry_and_purge(ops_config: Path, ledger: Ledger) -> 
     dead = await ledger.rows(status=Status.DEAD)
     code, out, _ = await cli("ledger", "retry", "--id", str(dead[0].id), "--config", str(ops_config))
     assert (code, out.strip()) == (0, "requeued 1 rows as pending")
+    # ids a retry does not take say why (it printed "requeued 0 rows" and exited 0)
+    delivered = (await ledger.rows(status=Status.DELIVERED))[0].id
+    code, out, err = await cli("ledger", "retry", "--id", str(dead[0].id), str(delivered), "999999", "--config",
+                               str(ops_config))
+    assert (code, out.strip()) == (1, "requeued 0 rows as pending")
+    why = {dead[0].id: "pending; only dead, rejected and skipped rows are requeued",
+           delivered: "delivered; only dead, rejected and skipped rows are requeued",
+           999999: "not in the ledger (purged, or never recorded)"}
+    assert err.splitlines() == [f"not requeued: #{row_id}: {why[row_id]}" for row_id in sorted(why)]  # in id order
     code, out, _ = await cli("ledger", "retry", "--status", "dead", "--direction", "outbound", "--config",
                              str(ops_config))
     assert (code, out.strip()) == (0, "requeued 1 rows as pending")
