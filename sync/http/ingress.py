@@ -319,5 +319,6 @@ async def iterable_webhook(request: web.Request) -> web.Response:
     row = inbound_row(body, event_names=config.event_names, now=intake.clock(), mapping=config.mapping,
                       digest=request.app[DIGEST])
     await intake.record([row])
-    rejected = [Rejection(index=0, error=row.reason or "")] if row.status is Status.REJECTED else []
-    return _accepted(rejected)
+    if row.status is Status.REJECTED:  # kept as evidence, and refused as SPEC section 3 says for one event
+        raise InvalidEvent(row.reason or "the webhook could not be read")
+    return _accepted([])
