@@ -38,7 +38,7 @@ class Metrics:
         self.failures = Counter("sync_delivery_failures", "Rows given up on (dead letters), by reason class and event "
                                 "name (names beyond delivery.metrics_event_names are 'other')",
                                 ["direction", "reason_class", "event"], registry=r)
-        self.paused = Gauge("sync_direction_paused", "1 while a direction is paused (bad credentials)",
+        self.paused = Gauge("sync_direction_paused", "1 while a direction is paused (credentials refused, or an operator's pause)",
                             ["direction"], registry=r)
         self.held = Gauge("sync_events_held", "Anonymous events waiting for their visitor to be identified",
                           ["direction"], registry=r)

@@ -105,7 +105,14 @@ class Gate:
                 log.warning("direction paused by an operator" if reason else "direction resumed by an operator",
                             extra={"direction": self.direction.value, "reason": reason or ""})
             self.operator_paused = reason
+            self._show()
         return self.operator_paused is not None
+
+    def _show(self) -> None:
+        """``sync_direction_paused``: 1 while the credentials are refused or an operator paused the direction
+        (the alert on it covers a pause forgotten after an incident too)."""
+        paused = self.auth_paused or self.operator_paused
+        self.metrics.paused.labels(direction=self.direction.value).set(1 if paused else 0)
 
     # -- what a round reports -------------------------------------------------------------------------------
 
@@ -133,7 +140,7 @@ class Gate:
             self.probe_delay = self.probe_seconds
         self._stale_pause = False
         self.auth_paused = auth_error
-        self.metrics.paused.labels(direction=direction).set(1 if auth_error else 0)
+        self._show()
 
     # -- ledger outages -------------------------------------------------------------------------------------
 

@@ -74,9 +74,12 @@ async def test_an_operators_pause_is_read_from_the_ledger_at_most_once_a_second_
     clocks.seconds += OPERATOR_CHECK_SECONDS
     assert await g.paused_by_operator() is True and g.why_paused() == "maintenance"
     assert g.why_not() == "paused by an operator: maintenance"
+    # the metric the "direction paused" alert reads shows it (it showed refused credentials only)
+    assert 'sync_direction_paused{direction="outbound"} 1.0' in g.metrics.render().decode()
     await ledger.resume(OUT, T0, kind="manual")  # in this process: the console asks for a recheck
     g.recheck()
     assert await g.paused_by_operator() is False and g.why_paused() is None
+    assert 'sync_direction_paused{direction="outbound"} 0.0' in g.metrics.render().decode()
 
 
 async def test_a_ledger_outage_is_recorded_as_downtime_once_the_ledger_answers() -> None:
