@@ -40,7 +40,7 @@ def basic_username(header: str | None) -> str | None:
 
 
 MAX_BODY_KEYS = 8  # candidates looked at; a body stuffed with "writeKey" strings costs no more
-_BODY_KEY = re.compile(rb'"writeKey"\s*:\s*"([^"\\]{1,512})"')
+_BODY_KEY = re.compile(rb'"writeKey"\s*:\s*"((?:[^"\\]|\\.){1,512})"')  # JSON escapes allowed (``\u002d``)
 
 
 def body_key_plausible(raw: bytes, accepted: Iterable[str]) -> bool:
@@ -50,8 +50,19 @@ def body_key_plausible(raw: bytes, accepted: Iterable[str]) -> bool:
     keys = [k for k in accepted if k]
     found = False
     for _, match in zip(range(MAX_BODY_KEYS), _BODY_KEY.finditer(raw), strict=False):
-        found |= matches_any(match.group(1).decode(errors="replace"), keys)
+        found |= matches_any(_unescaped(match.group(1)), keys)
     return found
+
+
+def _unescaped(value: bytes) -> str:
+    """A JSON string's content as the parser will read it (escapes and all); undecodable text reads as no key."""
+    if b"\\" not in value:
+        return value.decode(errors="replace")
+    try:
+        text = json.loads(b'"' + value + b'"')
+    except ValueError:
+        return ""
+    return text if isinstance(text, str) else ""
 
 
 def first_element(raw: bytes) -> bytes | None:

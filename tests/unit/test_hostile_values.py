@@ -105,6 +105,14 @@ def test_the_body_write_key_is_checked_before_parsing() -> None:
     assert not auth.body_key_plausible(stuffed, ["k1"])  # only the first few candidates are looked at
 
 
+@pytest.mark.parametrize("written", [rb"wk-secret\u002d123", rb"\u0077k-secret-123", rb"wk-secret-123"])
+def test_a_body_write_key_written_with_json_escapes_is_the_same_key(written: bytes) -> None:
+    """The parser reads `"wk-secret\u002d123"` as `wk-secret-123`; the scan before it refused it (401) where
+    the same key in Basic auth passed."""
+    assert auth.body_key_plausible(b'{"batch": [], "writeKey": "' + written + b'"}', ["wk-secret-123"])
+    assert not auth.body_key_plausible(b'{"writeKey": "' + written.replace(b"123", b"124") + b'"}', ["wk-secret-123"])
+
+
 def test_bulk_failures_match_user_ids_exactly_and_count_what_they_cannot_match() -> None:
     bodies = [{"userId": "Ann"}, {"userId": "ann"}, {"email": "B@x.io"}]
     outcome = bulk_failures({"failCount": 3, "failedUpdates": {"invalidUserIds": ["ann"],
