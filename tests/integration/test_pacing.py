@@ -41,8 +41,12 @@ async def test_three_replicas_together_stay_under_one_limit(pg_url: str) -> None
     assert len(stamps) == 24
     # alone, each would have sent its 8 in 0.8 s; together they share 10/s: 24 requests take about 2.4 s
     assert elapsed >= 23 / (10 * HEADROOM) - 0.1
-    busiest = max(sum(1 for t in stamps if start <= t < start + 1.0) for start in stamps)
-    assert busiest <= 10  # never above the limit in any second
+    # never above the limit in any second: the slots are 1 / (10 x HEADROOM) = 105 ms apart, so any 11 span
+    # 1.05 s. A stamp is taken when its coroutine wakes, which a loaded run delays by tens of ms (a 60 ms late
+    # first stamp once put 11 in one second): windows of 0.95 s leave that jitter 100 ms, and replicas pacing
+    # alone (28 requests a second) still fail here
+    busiest = max(sum(1 for t in stamps if start <= t < start + 0.95) for start in stamps)
+    assert busiest <= 10
 
 
 async def test_a_throttle_paces_alone_when_the_shared_slots_are_unavailable() -> None:
