@@ -189,11 +189,14 @@ class DeliveryRound:
                 self._unsendable(item, exc)
             return None
         except RetryableUpstream as exc:
-            self.results.called(ids, endpoint, None)
+            self.results.called(ids, limit or endpoint, None)
             for row, call in chunk:
                 self._fail(row, call, str(exc), retryable=True, wait=exc.retry_after)
             return None
-        self.results.called(ids, endpoint, reply.status, excerpt(reply.body))
+        # the history names a deletion's endpoint by its label (``users/delete``), not its path with the userId;
+        # the answer is stored without the identifiers the call names (it may quote them)
+        named = [value for row, call in chunk for value in (*masking.named_in(call.body), *_path_id(call))]
+        self.results.called(ids, limit or endpoint, reply.status, masking.mask(excerpt(reply.body), named))
         return reply
 
     def _settle(self, reply: Reply, chunk: Sequence[Item], *, deletion: bool = False) -> None:

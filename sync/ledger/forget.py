@@ -11,6 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from sync import people
 from sync.ledger.decisions import (
     HOLD_PREFIX,
     Stored,
@@ -19,9 +20,10 @@ from sync.ledger.decisions import (
     identity_hash,
     lookups,
     originals,
+    scrub,
     visitors,
 )
-from sync.ledger.schema import consents, events, identities
+from sync.ledger.schema import attempts, consents, events, identities
 from sync.model import Direction, Status
 
 _COLUMNS = (events.c.id, events.c.direction, events.c.key, events.c.status, events.c.reason, events.c.payload,
@@ -54,7 +56,21 @@ async def forget_person(conn: AsyncConnection, person: str, now: datetime, *,
         await conn.execute(events.update().where(events.c.id == row_id).values(**values))
     await conn.execute(identities.delete().where(identities.c.person == person))
     await conn.execute(consents.delete().where(consents.c.identifier.in_(idents)))
+    await _forget_history(conn, [row.id for row in rows], idents)
     return erased(values for _, values in changes)
+
+
+async def _forget_history(conn: AsyncConnection, ids: Sequence[int], idents: Sequence[str]) -> None:
+    """The person's rows keep no history lines (the answers quoted there may name them), and another row's
+    line that quotes them (a bulk answer lists every refused item) is scrubbed as a reason is."""
+    for start in range(0, len(ids), 1000):
+        await conn.execute(attempts.delete().where(attempts.c.event_id.in_(list(ids[start:start + 1000]))))
+    spellings = {form.lower() for ident in idents for form in people.forms(ident.partition(":")[2])}
+    for form in sorted(spellings):
+        quoting = sa.func.lower(attempts.c.detail).contains(form, autoescape=True)
+        for line in (await conn.execute(sa.select(attempts.c.id, attempts.c.detail).where(quoting))).all():
+            await conn.execute(attempts.update().where(attempts.c.id == line.id)
+                               .values(detail=scrub(line.detail, idents)))
 
 
 async def _anonymous_rows(conn: AsyncConnection, rows: Sequence[Stored]) -> list[Stored]:

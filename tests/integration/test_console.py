@@ -231,3 +231,28 @@ async def test_pages_name_bad_filters_instead_of_failing(daemon: Daemon) -> None
         page = await response.text()
     assert response.status == 200
     assert "status: one of" in page and "since: a date and time" in page
+
+
+async def test_a_form_that_does_not_parse_a_time_out_of_range_and_tls_behind_a_proxy(daemon: Daemon) -> None:
+    """A console bug hunt: a multipart body without its boundary was a 500 with a traceback (login needs no
+    session); a replay window of year 1 with an offset was a 500, and its confirmed run said "Running..." for
+    ever; behind a TLS-terminating proxy the session cookie never got `Secure`."""
+    broken = {"Content-Type": "multipart/form-data"}
+    async with aiohttp.ClientSession() as anonymous, anonymous.post(
+            f"{base(daemon)}/console/login", data=b"x", headers=broken) as response:
+        assert response.status == 400, await response.text()
+    http, csrf = await logged_in(daemon)
+    async with http:
+        async with http.post(f"{base(daemon)}/console/retry", data=b"x",
+                             headers={**broken, "X-CSRF-Token": csrf}) as response:
+            assert response.status == 400
+        for query in ("since=0001-01-01T00:00:00%2B01:00", "since=2026-01-01&until=9999-12-31T23:59:59-01:00"):
+            async with http.get(f"{base(daemon)}/console/replay?{query}") as response:
+                assert response.status == 200 and "between 1970 and 9000" in await response.text()
+        async with http.post(f"{base(daemon)}/console/replay", allow_redirects=False,
+                             data={"since": "0001-01-01T00:00:00+01:00", "confirm": "1", "csrf": csrf}) as response:
+            assert response.status == 400
+    async with aiohttp.ClientSession() as proxied, proxied.post(
+            f"{base(daemon)}/console/login", data={"token": TOKEN}, allow_redirects=False,
+            headers={"X-Forwarded-Proto": "https"}) as response:
+        assert response.status == 303 and "Secure" in response.headers["Set-Cookie"]

@@ -320,3 +320,33 @@ async def test_the_console_shows_waiting_deletions_and_no_forgotten_person(
         assert 'data-deletions="1"' in overview and "1 deletion\n    request waiting for Iterable" in overview
         for personal in ("console-gone", "console.gone@example.com", "anon-console", "192.0.2.44"):
             assert personal not in page, personal
+
+
+async def test_forgetting_a_person_leaves_no_history_line_that_names_them(ledger: Any) -> None:
+    """A console bug hunt: after `forget`, a forgotten person's row still showed their userId in its attempt
+    history (Iterable's answer quoted it). Their rows keep no history lines now, and another person's line
+    that quotes them (a bulk answer lists every refused item) is scrubbed."""
+    from sync import people
+    from sync.ledger import history
+    from sync.ledger.schema import attempts
+    from sync.model import Attempt, NewEvent
+
+    now = datetime.now(UTC)
+    gina = people.of("u:gina-secret", "e:gina@example.com")
+    await ledger.record([NewEvent(direction=Direction.OUTBOUND, key="g1", kind="identify", payload={"userId": "gina-secret"},
+                                  user_key=gina[0], identities=gina),
+                         NewEvent(direction=Direction.OUTBOUND, key="o1", kind="identify", payload={"userId": "other"},
+                                  user_key="u:other", identities=("u:other",))], now)
+    ids = {r.key: r.id for r in await ledger.rows(direction=Direction.OUTBOUND, limit=10)}
+    answer = '{"code": "InvalidEmailAddressError", "msg": "Invalid email ... userId Gina-Secret"}'
+    async with ledger.engine.begin() as conn:
+        await history.record(conn, [
+            Attempt(row_id=ids["g1"], direction=Direction.OUTBOUND, outcome="dead", endpoint="users/update",
+                    http_status=400, detail=answer),
+            Attempt(row_id=ids["o1"], direction=Direction.OUTBOUND, outcome="delivered", endpoint="users/bulkUpdate",
+                    http_status=200, detail='{"failedUpdates": {"notFoundUserIds": ["gina-secret"]}}')], now)
+    await ledger.forget("e:gina@example.com", now)
+    async with ledger.engine.connect() as conn:
+        lines = {r.event_id: r.detail for r in (await conn.execute(sa.select(attempts))).all()}
+    assert ids["g1"] not in lines
+    assert "gina" not in lines[ids["o1"]].lower() and "[forgotten]" in lines[ids["o1"]]

@@ -10,7 +10,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -18,7 +18,7 @@ from aiohttp import web
 
 from sync.engine.worker import Sink, Worker
 from sync.errors import SyncError
-from sync.http.console.views import CONSOLE, _csrf, _session
+from sync.http.console.views import CONSOLE, _csrf, _session, session_form
 from sync.iterable.sink import IterableSink
 from sync.ledger.replays import ReplayFilter
 from sync.model import Direction
@@ -68,6 +68,9 @@ async def _stop_runs(app: web.Application) -> AsyncIterator[None]:
         task.cancel()
 
 
+EARLIEST, LATEST = datetime(1970, 1, 1, tzinfo=UTC), datetime(9000, 1, 1, tzinfo=UTC)  # a replay window's bounds
+
+
 def selection(values: Mapping[str, Any], now: datetime) -> tuple[ReplayFilter | None, str | None]:
     """The replay a form describes, or why it cannot run."""
     moments: dict[str, datetime | None] = {}
@@ -75,9 +78,13 @@ def selection(values: Mapping[str, Any], now: datetime) -> tuple[ReplayFilter | 
         text = str(values.get(name) or "").strip()
         try:
             moment = datetime.fromisoformat(text) if text else None
-        except ValueError:
-            return None, f"{name}: a date and time such as 2026-11-28T09:30 (UTC)"
-        moments[name] = moment.replace(tzinfo=UTC) if moment and moment.tzinfo is None else moment
+            if moment is not None:  # in UTC, as the ledger keeps times (a year-1 time with an offset overflows)
+                moment = (moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment).astimezone(UTC)
+        except (ValueError, OverflowError):
+            moment = EARLIEST - timedelta(days=1)
+        if moment is not None and not EARLIEST <= moment <= LATEST:
+            return None, f"{name}: a date and time such as 2026-11-28T09:30 (UTC), between 1970 and 9000"
+        moments[name] = moment
     since, until = moments["since"], moments["until"] or now
     if since is None:
         return None, None
@@ -105,7 +112,7 @@ async def page(request: web.Request) -> web.StreamResponse:
 async def start(request: web.Request) -> web.StreamResponse:
     """Start the confirmed replay in the background; the page then shows its progress."""
     console, runs = request.app[CONSOLE], request.app[RUNS]
-    form = await request.post()
+    form = await session_form(request)
     wanted, problem = selection(form, console.clock())
     if wanted is None or form.get("confirm") != "1":
         raise web.HTTPBadRequest(reason=problem or "choose a window (since) and confirm the replay")
@@ -128,3 +135,6 @@ async def _run(runs: Runs, wanted: ReplayFilter, run: str) -> None:
     except SyncError as exc:
         runs.ended[run] = f"stopped: {exc}"
         log.warning("console replay stopped", extra={"run": run, "error": str(exc)})
+    except Exception as exc:  # the page must not say "Running" for ever
+        runs.ended[run] = f"stopped by an unexpected error ({type(exc).__name__}): see the daemon's log"
+        log.exception("console replay failed", extra={"run": run})

@@ -113,9 +113,26 @@ def _session(handler: Handler) -> Handler:
     return guarded
 
 
+async def session_form(request: web.Request) -> Any:
+    """The request's form fields; a body that does not parse as a form (a multipart body without its
+    boundary, say) is a 400, never a 500 with a traceback in the log."""
+    try:
+        return await request.post()
+    except ValueError:
+        raise web.HTTPBadRequest(reason="the form could not be read") from None
+
+
+def _forwarded_https(request: web.Request) -> bool:
+    """Whether the client reached a TLS-terminating proxy in front of us (``X-Forwarded-Proto`` or
+    ``Forwarded: proto=https``): the session cookie is ``Secure`` then, as the README says behind TLS."""
+    if request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower() == "https":
+        return True
+    return "proto=https" in request.headers.get("Forwarded", "").lower().replace(" ", "")
+
+
 def _csrf(handler: Handler) -> Handler:
     async def checked(request: web.Request) -> web.StreamResponse:
-        form = await request.post()
+        form = await session_form(request)
         given = request.headers.get("X-CSRF-Token") or form.get("csrf")
         if not session.csrf_ok(request.cookies.get(session.COOKIE, ""), given if isinstance(given, str) else None):
             log.warning("console action refused: missing or wrong CSRF token", extra={"path": request.path})
@@ -136,7 +153,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         log.warning("console login refused: address locked out", extra={"remote": address})
         return console.render(request, "login.html", status=429, error=f"Too many failed logins from this address: "
                               f"try again in {int(wait) // 60 + 1} min.")
-    given = (await request.post()).get("token")
+    given = (await session_form(request)).get("token")
     token = session.login(given if isinstance(given, str) else "", console.config.console.tokens)
     if token is None:
         log.warning("console login refused", extra={"remote": address})
@@ -149,7 +166,8 @@ async def login(request: web.Request) -> web.StreamResponse:
     response = web.HTTPSeeOther("/console")
     response.set_cookie(session.COOKIE, session.open_session(token, now=time.time(),
                                                              hours=console.config.console.session_hours),
-                        path="/console", httponly=True, samesite="Strict", secure=request.secure,
+                        path="/console", httponly=True, samesite="Strict",
+                        secure=request.secure or _forwarded_https(request),
                         max_age=int(console.config.console.session_hours * 3600))
     log.info("console login", extra={"remote": request.remote or ""})
     raise response
@@ -281,7 +299,7 @@ async def person(request: web.Request) -> web.StreamResponse:
 async def retry(request: web.Request) -> web.StreamResponse:
     """Requeue the selected rows, or every row matching the filter; the first post asks to confirm."""
     console = request.app[CONSOLE]
-    form = await request.post()
+    form = await session_form(request)
     wanted, problem = await _person(console, *_filter(form), form)
     if problem:
         raise web.HTTPBadRequest(reason=problem)
@@ -307,7 +325,7 @@ async def retry(request: web.Request) -> web.StreamResponse:
 
 async def pause(request: web.Request) -> web.StreamResponse:
     console = request.app[CONSOLE]
-    form = await request.post()
+    form = await session_form(request)
     direction = _direction(form.get("direction"))
     reason = str(form.get("reason") or "").strip()[:500] or "paused from the console"
     if form.get("confirm") != "1":  # pausing production is never one click
@@ -320,7 +338,7 @@ async def pause(request: web.Request) -> web.StreamResponse:
 
 async def resume(request: web.Request) -> web.StreamResponse:
     console = request.app[CONSOLE]
-    direction = _direction((await request.post()).get("direction"))
+    direction = _direction((await session_form(request)).get("direction"))
     await console.ledger.resume(direction, console.clock(), kind="manual")
     log.warning("direction resumed from the console", extra={"direction": direction.value})
     _recheck(console)

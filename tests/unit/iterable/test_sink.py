@@ -85,3 +85,29 @@ async def test_a_stored_call_no_request_can_carry_is_dead_alone_and_the_round_go
     assert sorted((f.row_id, f.retryable) for f in results.failed) == [(1, False), (3, False)]
     assert all("cannot be encoded" in f.error for f in results.failed)
     assert results.delivered == [2]
+
+
+class Answering(Client):
+    def __init__(self, reply: Reply) -> None:
+        super().__init__()
+        self.reply = reply
+
+    async def post(self, endpoint: str, body: dict[str, Any], *, method: str = "POST",
+                   limit: str | None = None) -> Reply:
+        self.sent.append((endpoint, body))
+        return self.reply
+
+
+async def test_a_single_calls_history_names_no_user_id_in_its_endpoint_or_its_answer() -> None:
+    """The history kept `users/byUserId/gina-secret` as a deletion's endpoint and Iterable's answer quoting the
+    userId unmasked (a forgotten person's row showed it): the label and the masked answer are kept instead."""
+    deletion = IterableCall(endpoint="users/byUserId/gina-secret", body={}, user_key="u1", method="DELETE",
+                            limit="users/delete").frozen()
+    purchase = IterableCall(endpoint="commerce/trackPurchase", body={"id": "o1", "user": {"userId": "gina-secret"}},
+                            user_key="u1").frozen()
+    quoting = Reply(status=400, body={"code": "BadParams", "msg": "no user gina-secret (gina@example.com)"})
+    for frozen, label in ((deletion, "users/delete"), (purchase, "commerce/trackPurchase")):
+        results = await IterableSink(Answering(quoting), settle_seconds=0).deliver([row(1, {}, frozen)])  # type: ignore[arg-type]
+        call = results.calls[1]
+        assert call.endpoint == label and call.status == 400
+        assert "gina" not in call.answer and "[userId]" in call.answer, call.answer
