@@ -131,7 +131,8 @@ def inbound_key(webhook: dict[str, Any]) -> str:
     message = fields.get("messageId") or f"c{fields.get('campaignId')}:t{fields.get('templateId')}"
     created = created_at(webhook)
     # a time that cannot be read keeps its raw text: two real events never merge on an empty time
-    parts = [webhook["eventName"], (recipient(webhook) or "").lower(),
+    email = _email(webhook)  # an email is one person in any case; a userId is not (User-A and user-a are two)
+    parts = [webhook["eventName"], email.lower() if email else (text_id(webhook.get("userId")) or ""),
              created.isoformat() if created else _raw_time(webhook), str(message)]
     if webhook["eventName"] in CLICK_EVENTS:
         parts.append(str(next((fields[name] for name in CLICKED if fields.get(name)), "")))

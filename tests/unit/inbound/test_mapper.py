@@ -120,6 +120,14 @@ def test_two_events_without_a_message_id_that_differ_in_what_tells_them_apart_st
     assert inbound_key(first) == inbound_key(copy.deepcopy(first))
 
 
+def test_user_ids_that_differ_in_case_are_two_people_and_emails_that_do_are_one() -> None:
+    """A bug hunt: `User-A` and `user-a` got the same campaign's push open in one second; the key lower-cased
+    the userId and the second event was taken for a retry of the first and never sent."""
+    hook = {"eventName": "pushOpen", "dataFields": {"createdAt": SAME_SECOND, "campaignId": 1, "templateId": 2}}
+    assert inbound_key({**hook, "userId": "User-A"}) != inbound_key({**hook, "userId": "user-a"})
+    assert inbound_key({**hook, "email": "Ann@Example.com"}) == inbound_key({**hook, "email": "ann@example.com"})
+
+
 def test_export_record_shape_dedupes_with_the_webhook() -> None:
     webhook = BY_NAME["emailOpen"]
     export = {**webhook["dataFields"], "eventName": "emailOpen"}  # export rows carry the fields at top level
