@@ -45,6 +45,7 @@ class NewEvent:
     forgets: bool = False  # a deletion: the ledger forgets this person's other rows when it records it
     replaces: tuple[str, ...] = ()  # keys of held rows this row releases: they become skipped ("released as ...")
     consent: dict[str, bool] | None = None  # end-user consent the event carried (category -> granted), if any
+    also: str | None = None  # a second idempotency key (an inbound event's Iterable message): either one dedupes
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -175,7 +175,8 @@ def _inbound_row(webhook: Any, *, event_names: str, now: datetime, mapping: Inbo
     webhook = inbound.validate(webhook)
     key = inbound.inbound_key(webhook)  # never depends on the mapping: a renamed event still dedupes
     user_key = (inbound.recipient(webhook) or "").lower() or None
-    base = {"direction": Direction.INBOUND, "key": key, "kind": webhook["eventName"].strip()[:255],
+    base = {"direction": Direction.INBOUND, "key": key, "also": inbound.message_key(webhook),
+            "kind": webhook["eventName"].strip()[:255],
             "payload": webhook, "user_key": user_key, "mapping_digest": digest,
             "identities": inbound.identities(webhook)}
     skipped = inbound.skipped_by(webhook, mapping)

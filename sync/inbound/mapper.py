@@ -143,6 +143,22 @@ def inbound_key(webhook: dict[str, Any]) -> str:
     return hashlib.sha256("\x1f".join(parts).encode(errors="surrogatepass")).hexdigest()
 
 
+def message_key(webhook: dict[str, Any]) -> str | None:
+    """The event's identity as Iterable's own message names it, whatever identifiers the source carries: event
+    name, ``messageId``, ``createdAt`` and a click's link (None without a ``messageId`` or a readable time). An
+    Iterable ``messageId`` is one send to one recipient, so no recipient is needed: a webhook naming only the
+    userId and the export record of the same event naming the email too share it (their ``inbound_key``
+    differs, and both once reached Segment). The ledger's second idempotency key (revision 0010)."""
+    fields = as_dict(webhook.get("dataFields"))
+    message, created = fields.get("messageId"), created_at(webhook)
+    if not message or created is None:
+        return None
+    parts = [webhook["eventName"], str(message), created.isoformat()]
+    if webhook["eventName"] in CLICK_EVENTS:
+        parts.append(str(next((fields[name] for name in CLICKED if fields.get(name)), "")))
+    return "m:" + hashlib.sha256("\x1f".join(parts).encode(errors="surrogatepass")).hexdigest()[:60]
+
+
 def message_id(key: str) -> str:
     return f"iterable-{key[:48]}"
 

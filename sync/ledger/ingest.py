@@ -143,15 +143,15 @@ async def insert_returning(conn: AsyncConnection, rows: Sequence[NewEvent], now:
                            persons: dict[str, str]) -> set[str]:
     """Insert ``rows`` (first copy of each key wins) through SQLAlchemy; return the keys inserted."""
     insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(events)
-    stmt = insert.on_conflict_do_nothing(index_elements=["direction", "key"]).returning(events.c.key)
+    stmt = insert.on_conflict_do_nothing().returning(events.c.key)  # either idempotency key
     values = [_insert_values(e, now, persons) for e in rows]
     return {r.key for r in (await conn.execute(stmt, values)).all()}
 
 
 _COLUMNS = ("direction", "key", "kind", "user_key", "status", "attempts", "next_attempt_at", "reason", "payload",
-            "received_at", "updated_at", "retry_from", "mapped", "mapping_digest", "name", "reason_class")
+            "received_at", "updated_at", "retry_from", "mapped", "mapping_digest", "name", "reason_class", "also_key")
 _SQLITE_INSERT = (f"INSERT INTO events ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))}) "
-                  "ON CONFLICT (direction, key) DO NOTHING")
+                  "ON CONFLICT DO NOTHING")  # either idempotency key
 
 
 async def insert_in_writer_thread(conn: AsyncConnection, rows: Sequence[NewEvent], now: datetime,
@@ -178,13 +178,13 @@ async def insert_in_writer_thread(conn: AsyncConnection, rows: Sequence[NewEvent
 
 
 _PG_TYPES = ("text", "text", "text", "text", "text", "int4", "timestamptz", "text", "text", "timestamptz",
-             "timestamptz", "timestamptz", "text", "text", "text", "text")
+             "timestamptz", "timestamptz", "text", "text", "text", "text", "text")
 _PG_CASTS = {"payload": "::json", "mapped": "::json"}
 _PG_INSERT = (f"INSERT INTO events ({', '.join(_COLUMNS)}) "
               f"SELECT {', '.join(c + _PG_CASTS.get(c, '') for c in _COLUMNS)} FROM unnest("
               + ", ".join(f"${n}::{t}[]" for n, t in enumerate(_PG_TYPES, 1))
               + f") WITH ORDINALITY AS given({', '.join(_COLUMNS)}, position) ORDER BY position "
-              "ON CONFLICT (direction, key) DO NOTHING RETURNING key")
+              "ON CONFLICT DO NOTHING RETURNING key")  # either idempotency key
 
 
 async def insert_unnested(conn: AsyncConnection, rows: Sequence[NewEvent], now: datetime,
@@ -216,7 +216,7 @@ def _row_values(e: NewEvent, when: Any, persons: dict[str, str], encode: Any) ->
     return (_TEXT[e.direction], e.key, e.kind[:255], user_key[:255] if user_key else None, _TEXT[e.status], 0, when,
             e.reason, encode(e.payload), when, when, when, encode(e.mapped), e.mapping_digest,
             history.event_name(e.direction, e.kind, e.payload),
-            history.reason_class(e.reason) if e.reason else None)
+            history.reason_class(e.reason) if e.reason else None, e.also)
 
 
 def _insert_values(e: NewEvent, now: datetime, persons: dict[str, str]) -> dict[str, Any]:
@@ -238,5 +238,6 @@ def _insert_values(e: NewEvent, now: datetime, persons: dict[str, str]) -> dict[
         "mapping_digest": e.mapping_digest,
         "name": history.event_name(e.direction, e.kind, e.payload),
         "reason_class": history.reason_class(e.reason) if e.reason else None,
+        "also_key": e.also,
     }
 

@@ -43,6 +43,7 @@ class MemoryLedger:
     def __init__(self) -> None:
         self.table: dict[int, Row] = {}
         self.keys: dict[tuple[Direction, str], int] = {}
+        self.also_keys: set[tuple[Direction, str]] = set()
         self.links: dict[str, str] = {}  # identifier -> person key
         self.spans: list[Downtime] = []
         self.consents: dict[str, tuple[dict[str, bool], datetime]] = {}  # identifier -> last consent, when seen
@@ -63,7 +64,13 @@ class MemoryLedger:
         if decide is not None and (asked := decide.asked(unique)):
             unique = decisions.first_copies(decide(unique, await self.people_known(asked)))
         persons = self._people([e.identities for e in unique if e.identities])
-        fresh = [e for e in unique if (e.direction, e.key) not in self.keys]
+        fresh = []
+        for e in unique:  # either idempotency key makes a duplicate (the first copy of an also-key wins too)
+            if (e.direction, e.key) in self.keys or e.also and (e.direction, e.also) in self.also_keys:
+                continue
+            if e.also:
+                self.also_keys.add((e.direction, e.also))
+            fresh.append(e)
         for e in fresh:
             self._insert(e, persons[e.identities[0]] if e.identities else e.user_key, now)
         for item in decisions.consent_rows(fresh, now):

@@ -75,11 +75,14 @@ events = sa.Table(
     sa.Column("received_at", UTCDateTime(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
     sa.Column("retry_from", UTCDateTime(), nullable=True),  # start of the retry window (NULL: received_at)
-    sa.Column("mapped", sa.JSON(), nullable=True),  # the upstream call decided at intake (NULL: older rows)
+    sa.Column("mapped", sa.JSON(), nullable=True),
+    sa.Column("also_key", sa.String(64), nullable=True),  # a second idempotency key (revision 0010), or NULL  # the upstream call decided at intake (NULL: older rows)
     sa.Column("mapping_digest", sa.String(64), nullable=True),  # which mapping config decided it
     sa.Column("name", sa.String(255), nullable=True),  # the event's name (track, page, screen; inbound: its kind)
     sa.Column("reason_class", sa.String(32), nullable=True),  # ``history.reason_class(reason)`` (failure groups)
     sa.UniqueConstraint("direction", "key", name="uq_events_direction_key"),
+    # a second idempotency key (an inbound event's Iterable message identity): a row with either is a duplicate
+    sa.Index("uq_events_direction_also_key", "direction", "also_key", unique=True),
     sa.Index(
         "ix_events_due",
         "direction",

@@ -45,6 +45,19 @@ async def test_record_reports_duplicates_and_keeps_one_row(ledger: AnyLedger) ->
     assert stats.counts[("outbound", "pending")] == 3
 
 
+async def test_a_row_with_either_idempotency_key_already_recorded_is_a_duplicate(ledger: AnyLedger) -> None:
+    """Revision 0010: an inbound webhook naming only the userId and the export record of the same event naming
+    the email too have two keys but one Iterable message; the second is a duplicate, in a later batch or in the
+    same one. Rows without a second key never collide on it."""
+    assert await ledger.record([event("webhook", direction=IN, also="m:1"), event("x", direction=IN),
+                                event("y", direction=IN)], T0) == set()
+    assert await ledger.record([event("export", direction=IN, also="m:1")], T0) == {"export"}
+    assert await ledger.record([event("a2", direction=IN, also="m:2"), event("b2", direction=IN, also="m:2")],
+                               T0) == {"b2"}
+    assert await ledger.record([event("other", direction=OUT, also="m:1")], T0) == set()  # per direction
+    assert (await ledger.stats()).counts[("inbound", "pending")] == 4
+
+
 async def test_keys_are_unique_per_direction_only(ledger: AnyLedger) -> None:
     await ledger.record([event("same", direction=OUT)], T0)
     assert await ledger.record([event("same", direction=IN)], T0) == set()

@@ -167,3 +167,23 @@ def test_mapper_never_raises_unexpectedly_is_deterministic_and_small(webhook: di
     assert first.user_id or first.anonymous_id
     assert first.timestamp.tzinfo is not None
     assert first.message_id == message_id(inbound_key(valid)) and len(first.message_id) < 100
+
+
+def test_a_webhook_and_its_export_record_share_the_message_key_whatever_identifiers_they_carry() -> None:
+    """A bug hunt: a userId-only webhook and the export record of the same event carrying the email too got two
+    keys and reached Segment twice. Iterable's messageId names one recipient's message: the second key (the
+    ledger dedupes on either) leaves the recipient out."""
+    from sync.inbound.export import as_webhook
+    from sync.inbound.mapper import message_key
+
+    webhook = {"userId": "uo-1", "eventName": "emailOpen",
+               "dataFields": {"createdAt": "2016-12-03 11:00:00 +00:00", "campaignId": 5, "templateId": 6,
+                              "messageId": "nnn"}}
+    record = {"email": "uo1@example.com", "userId": "uo-1", "createdAt": "2016-12-03 11:00:00 +00:00",
+              "campaignId": 5, "templateId": 6, "messageId": "nnn"}
+    exported = as_webhook("emailOpen", record)
+    assert inbound_key(webhook) != inbound_key(exported)  # the recipient differs: email, else userId
+    assert message_key(webhook) == message_key(exported) is not None
+    later = {**webhook, "dataFields": {**webhook["dataFields"], "createdAt": "2016-12-03 11:00:01 +00:00"}}
+    assert message_key(later) != message_key(webhook)  # a second open of the same message is another event
+    assert message_key({"eventName": "pushOpen", "userId": "u", "dataFields": {"createdAt": SAME_SECOND}}) is None
