@@ -125,12 +125,12 @@ def unpaired_surrogate(value: Any) -> str | None:
     while stack:
         path, item = stack.pop()
         if isinstance(item, str):
-            if not _utf8(item):
+            if not utf8_text(item):
                 return path or "value"
         elif isinstance(item, dict):
             for key, child in item.items():
                 name = f"{path}.{key}" if path else str(key)
-                if isinstance(key, str) and not _utf8(key):
+                if isinstance(key, str) and not utf8_text(key):
                     return f"{path or 'event'} (a key)"
                 stack.append((name, child))
         elif isinstance(item, list):
@@ -138,7 +138,8 @@ def unpaired_surrogate(value: Any) -> str | None:
     return None
 
 
-def _utf8(text: str) -> bool:
+def utf8_text(text: str) -> bool:
+    """Whether UTF-8 can carry ``text`` (no unpaired surrogate)."""
     try:
         text.encode()
     except UnicodeEncodeError:

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Protocol, TypeVar
 
@@ -29,7 +29,7 @@ log = logging.getLogger("sync.engine.worker")
 
 T = TypeVar("T")
 PROBE_SCAN = 100  # due rows a probe's claim looks through for one that may go now
-REWRITE_FIRST, REWRITE_MAX = 0.05, 5.0  # seconds between tries of a settlement through a ledger outage
+REWRITE_FIRST, REWRITE_MAX = 0.05, 5.0  # backoff base and cap (s) between tries of a settlement through an outage
 
 __all__ = ["Call", "DeliveryLedger", "Failure", "Results", "Sink", "Worker", "deletion_retry", "settlement_for"]
 
@@ -181,8 +181,7 @@ class Worker:
             log.exception("delivery round failed; its rows are released", extra={"direction": self.direction.value,
                                                                                  "rows": len(rows)})
             await self._drop_next()
-            released = Settlement(released=tuple(row.id for row in rows))
-            await self._rewritten(lambda: self.ledger.settle(released, self.clock(), owner=self.owner))
+            await self._give_back(row.id for row in rows)
             return False
         finally:
             renewing.cancel()
@@ -212,8 +211,7 @@ class Worker:
             # while the credentials are refused one row goes, as a probe: from a claim wide enough that the
             # oldest due rows, waiting behind their person's retry, do not hide every other row (a claim of one
             # came back empty and the probe waited for that retry, minutes after the key worked again)
-            back = Settlement(released=tuple(row.id for row in rows[1:]))
-            await self._rewritten(lambda: self.ledger.settle(back, self.clock(), owner=self.owner))
+            await self._give_back(row.id for row in rows[1:])
             rows = rows[:1]
         return rows
 
@@ -241,17 +239,17 @@ class Worker:
             log.info("rows claimed ahead are no longer sendable; not sent",
                      extra={"direction": self.direction.value, "rows": len(checked.gone)})
         if checked.back:  # given back behind the last settlement, while this round sends
-            self._settling = asyncio.create_task(self._release_after(self._settling, tuple(checked.back)),
+            self._settling = asyncio.create_task(self._release_after(self._settling, checked.back),
                                                  name=f"release-{self.direction.value}")
         return checked.send
 
-    async def _release_after(self, settling: asyncio.Task[None] | None, ids: tuple[int, ...]) -> None:
+    async def _release_after(self, settling: asyncio.Task[None] | None, ids: Iterable[int]) -> None:
         """Give back rows claimed ahead that wait behind a failed row, once the settlement before is written
         (settlements apply in order; its errors surface here, where the worker waits for this one). Not on
         the send's path: on SQLite's one connection the release would wait for that settlement's commit."""
         if settling is not None:
             await settling
-        await self._rewritten(lambda: self.ledger.settle(Settlement(released=ids), self.clock(), owner=self.owner))
+        await self._give_back(ids)
 
     async def _drop_next(self) -> None:
         """Give back the rows of a claim made ahead (a pause, a hold, an error: they are not sent now)."""
@@ -260,8 +258,7 @@ class Worker:
         task, self._next = self._next, None
         rows = await task
         if rows:
-            released = Settlement(released=tuple(row.id for row in rows))
-            await self._rewritten(lambda: self.ledger.settle(released, self.clock(), owner=self.owner))
+            await self._give_back(row.id for row in rows)
 
     async def _settled(self) -> None:
         """Wait for the settlement still being written (its errors surface here)."""
@@ -274,18 +271,25 @@ class Worker:
         again through a ledger outage until it is written: lost, its rows would stay leased (on SQLite until
         the process ends) and a sent row would go out again. At stop the error is raised instead (the leases
         then end as a crashed process's do)."""
-        delay = REWRITE_FIRST
+        tries = 0
         while True:
             try:
                 return await write()
             except LedgerError as exc:
                 if self._stopping:
                     raise
+                delay = schedule.backoff(tries, self.rng, base=REWRITE_FIRST, cap=REWRITE_MAX)
+                tries += 1
                 log.warning("could not write a settlement; trying again",
                             extra={"direction": self.direction.value, "error": str(exc), "in_seconds": delay})
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopped.wait(), timeout=delay)
-            delay = min(delay * 2, REWRITE_MAX)
+
+    async def _give_back(self, ids: Iterable[int]) -> None:
+        """Release rows this worker leased and will not send now (written through an outage, ``_rewritten``)."""
+        released = Settlement(released=tuple(ids))
+        if released.released:
+            await self._rewritten(lambda: self.ledger.settle(released, self.clock(), owner=self.owner))
 
     async def _settle(self, rows: Sequence[Row], results: Results) -> None:
         now = self.clock()

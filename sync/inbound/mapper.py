@@ -135,12 +135,17 @@ def inbound_key(webhook: dict[str, Any]) -> str:
     parts = [webhook["eventName"], email.lower() if email else (text_id(webhook.get("userId")) or ""),
              created.isoformat() if created else _raw_time(webhook), str(message)]
     if webhook["eventName"] in CLICK_EVENTS:
-        parts.append(str(next((fields[name] for name in CLICKED if fields.get(name)), "")))
+        parts.append(_clicked(fields))
     if not fields.get("messageId"):
         present = {name: fields[name] for name in DISTINGUISHING if fields.get(name) is not None}
         if present:
             parts.append(json.dumps(present, sort_keys=True, default=str))
     return hashlib.sha256("\x1f".join(parts).encode(errors="surrogatepass")).hexdigest()
+
+
+def _clicked(fields: dict[str, Any]) -> str:
+    """The link a click names, wherever its event and source put it (``CLICKED``)."""
+    return str(next((fields[name] for name in CLICKED if fields.get(name)), ""))
 
 
 def message_key(webhook: dict[str, Any]) -> str | None:
@@ -155,7 +160,7 @@ def message_key(webhook: dict[str, Any]) -> str | None:
         return None
     parts = [webhook["eventName"], str(message), created.isoformat()]
     if webhook["eventName"] in CLICK_EVENTS:
-        parts.append(str(next((fields[name] for name in CLICKED if fields.get(name)), "")))
+        parts.append(_clicked(fields))
     return "m:" + hashlib.sha256("\x1f".join(parts).encode(errors="surrogatepass")).hexdigest()[:60]
 
 

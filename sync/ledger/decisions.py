@@ -254,7 +254,12 @@ def scrub(text: str | None, identifiers: Iterable[str]) -> str | None:
     cut the email in two and leave its rest behind."""
     if not text:
         return text
-    spellings = {form for ident in identifiers for form in people.forms(ident.partition(":")[2])}
-    for form in sorted(spellings, key=lambda f: (-len(f), f)):
+    for form in spellings(identifiers):
         text = re.sub(re.escape(form), "[forgotten]", text, flags=re.IGNORECASE)
     return text
+
+
+def spellings(identifiers: Iterable[str]) -> list[str]:
+    """Every spelling of the values of ``sync.people`` identifiers that stored text may hold, longest first."""
+    found = {form for ident in identifiers for form in people.forms(ident.partition(":")[2])}
+    return sorted(found, key=lambda f: (-len(f), f))

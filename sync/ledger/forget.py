@@ -11,7 +11,6 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from sync import people
 from sync.ledger.decisions import (
     HOLD_PREFIX,
     Stored,
@@ -21,6 +20,7 @@ from sync.ledger.decisions import (
     lookups,
     originals,
     scrub,
+    spellings,
     visitors,
 )
 from sync.ledger.schema import attempts, consents, events, identities
@@ -65,12 +65,10 @@ async def _forget_history(conn: AsyncConnection, ids: Sequence[int], idents: Seq
     line that quotes them (a bulk answer lists every refused item) is scrubbed as a reason is."""
     for start in range(0, len(ids), 1000):
         await conn.execute(attempts.delete().where(attempts.c.event_id.in_(list(ids[start:start + 1000]))))
-    spellings = {form.lower() for ident in idents for form in people.forms(ident.partition(":")[2])}
-    for form in sorted(spellings):
-        quoting = sa.func.lower(attempts.c.detail).contains(form, autoescape=True)
-        for line in (await conn.execute(sa.select(attempts.c.id, attempts.c.detail).where(quoting))).all():
-            await conn.execute(attempts.update().where(attempts.c.id == line.id)
-                               .values(detail=scrub(line.detail, idents)))
+    detail = sa.func.lower(attempts.c.detail)
+    quoting = sa.or_(*(detail.contains(form.lower(), autoescape=True) for form in spellings(idents)))
+    for line in (await conn.execute(sa.select(attempts.c.id, attempts.c.detail).where(quoting))).all():
+        await conn.execute(attempts.update().where(attempts.c.id == line.id).values(detail=scrub(line.detail, idents)))
 
 
 async def _anonymous_rows(conn: AsyncConnection, rows: Sequence[Stored]) -> list[Stored]:

@@ -15,7 +15,7 @@ from sync.iterable.identifiers import (
     is_email as is_email,  # re-exported: the rules live in sync.iterable.identifiers
 )
 from sync.segment import timestamps
-from sync.wire import finite_size, json_size, non_finite, unpaired_surrogate
+from sync.wire import finite_size, json_size, non_finite, unpaired_surrogate, utf8_text
 
 TYPES = ("identify", "track", "page", "screen", "group", "alias", "delete")  # delete: Webhooks (Classic)
 MAX_EVENT_BYTES = 32 * 1024
@@ -27,13 +27,7 @@ ID_FIELDS = ("userId", "anonymousId", "previousId")
 
 def storable(text: str) -> bool:
     """Whether a string can be a database key: valid UTF-8 and no NUL (PostgreSQL refuses both)."""
-    if "\x00" in text:
-        return False
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
+    return "\x00" not in text and utf8_text(text)
 
 
 def require_storable(event: dict[str, Any], fields: tuple[str, ...]) -> None:

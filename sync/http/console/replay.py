@@ -10,7 +10,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -69,6 +69,7 @@ async def _stop_runs(app: web.Application) -> AsyncIterator[None]:
 
 
 EARLIEST, LATEST = datetime(1970, 1, 1, tzinfo=UTC), datetime(9000, 1, 1, tzinfo=UTC)  # a replay window's bounds
+WANTED = "a date and time such as 2026-11-28T09:30 (UTC), between 1970 and 9000"
 
 
 def selection(values: Mapping[str, Any], now: datetime) -> tuple[ReplayFilter | None, str | None]:
@@ -81,9 +82,9 @@ def selection(values: Mapping[str, Any], now: datetime) -> tuple[ReplayFilter | 
             if moment is not None:  # in UTC, as the ledger keeps times (a year-1 time with an offset overflows)
                 moment = (moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment).astimezone(UTC)
         except (ValueError, OverflowError):
-            moment = EARLIEST - timedelta(days=1)
+            return None, f"{name}: {WANTED}"
         if moment is not None and not EARLIEST <= moment <= LATEST:
-            return None, f"{name}: a date and time such as 2026-11-28T09:30 (UTC), between 1970 and 9000"
+            return None, f"{name}: {WANTED}"
         moments[name] = moment
     since, until = moments["since"], moments["until"] or now
     if since is None:
