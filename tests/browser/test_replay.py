@@ -36,4 +36,5 @@ async def test_preview_confirm_and_watch_a_replay_finish(
     await page.get_by_role("button", name="Replay 3 rows").click()
     await expect(page.get_by_role("status")).to_have_text("Done.", timeout=15_000)
     await expect(page.locator("#replay-progress")).to_contain_text("Sent again: 3")
+    await wait_for(lambda: fake.idle)  # Iterable applies accepted writes after a delay
     assert sorted(e["id"] for e in fake.event_log[3:]) == ["br-0", "br-1", "br-2"]
