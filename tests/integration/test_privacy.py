@@ -269,6 +269,11 @@ async def test_inbound_events_follow_the_persons_last_outbound_consent(
         assert (await post(daemon, "/v1/batch", {"batch": [said(True, "ic-2")]}))[0] == 200
         await webhook(daemon, opened(3))
         await wait_for(lambda: len(segment.unique()) == 2)
+
+        async def settled() -> bool:  # Segment may have the event a moment before the ledger records it
+            return all(r.status is not Status.PENDING for r in await daemon.ledger.rows(direction=IN))
+
+        await wait_for(settled)
         keys = [r.key for r in await daemon.ledger.rows(direction=IN)]
         statuses = [(await row(daemon, k, IN)).status for k in keys]
         reasons = [(await row(daemon, k, IN)).reason for k in keys]
