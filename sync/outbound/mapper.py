@@ -32,7 +32,7 @@ from sync.mapping.rules import (
 from sync.outbound import consent
 from sync.outbound.commerce import items, product_list
 from sync.segment import semantics as semantic
-from sync.segment.spec import as_dict, event_time, is_email, iterable_dates, text_id
+from sync.segment.spec import as_dict, event_time, is_email, iterable_dates, js_number, text_id
 
 USERS_UPDATE = "users/update"
 EVENTS_TRACK = "events/track"
@@ -220,9 +220,19 @@ def _page_values(event: dict[str, Any]) -> dict[str, str]:
     properties = as_dict(event.get("properties"))
     values = {}
     for name in ("name", "category"):
-        value = event.get(name) or properties.get(name)
-        values[name] = value.strip() if isinstance(value, str) else ""
+        value = _named(event.get(name))
+        values[name] = value if value is not None else _named(properties.get(name)) or ""
     return values
+
+
+def _named(value: Any) -> str | None:
+    """A page's name or category as text: a number as JavaScript writes it (Segment's facade reads the field
+    as given: ``{"name": 42}`` is the page "42"); empty, or neither text nor a number: None."""
+    if isinstance(value, str):
+        return value.strip() or None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return js_number(value)
+    return None
 
 
 # -- 6: who -------------------------------------------------------------------------------------
@@ -416,7 +426,8 @@ def _fields(event: dict[str, Any]) -> dict[str, Any]:
     if event["type"] != "page":
         return dict(properties)
     page = as_dict(as_dict(event.get("context")).get("page"))
-    extra = {k: event[k] for k in ("name", "category") if isinstance(event.get(k), str)}
+    extra = {k: event[k] for k in ("name", "category")
+             if isinstance(event.get(k), str | int | float) and not isinstance(event[k], bool)}
     return {**page, **extra, **properties}
 
 

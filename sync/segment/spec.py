@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sync.errors import InvalidEvent
@@ -42,13 +43,36 @@ def as_dict(value: Any) -> dict[str, Any]:
 
 
 def text_id(value: Any) -> str | None:
-    """A Segment id (userId, anonymousId ...) as text; numbers are allowed, empty is absent."""
+    """A Segment id (userId, anonymousId ...) as text; numbers are allowed (written as JavaScript writes them,
+    ``js_number``), empty is absent."""
     if isinstance(value, bool) or value is None:
         return None
-    if isinstance(value, int | float | str):
-        text = str(value).strip()
-        return text or None
+    if isinstance(value, str):
+        return value.strip() or None
+    if isinstance(value, int | float):
+        return js_number(value)
     return None
+
+
+def js_number(value: int | float) -> str:
+    """A number as JavaScript's ``String(n)`` writes it (ECMA-262 Number::toString): Segment's libraries and
+    pipeline are JavaScript, and a Java or Kotlin client that sends the id ``12345`` as the double ``12345.0``
+    names the same person. The shortest digits that read back as the number (as Python's ``repr``), in full
+    from 1e-7 (excluded) to 1e21 (excluded), else with an exponent: ``12345.0`` -> ``"12345"``, ``1e20`` ->
+    ``"100000000000000000000"``, ``1.5e-06`` -> ``"0.0000015"``, ``1e21`` -> ``"1e+21"``, ``1e-07`` ->
+    ``"1e-7"``, ``-0.0`` -> ``"0"``. Raises ``ValueError`` for a non-finite float."""
+    if isinstance(value, int):
+        return str(value)
+    digits = Decimal(repr(value))  # ValueError-free for finite floats; NaN and infinity are refused below
+    if not digits.is_finite():
+        raise ValueError("not a finite number")
+    if digits.is_zero():
+        return "0"
+    exponent = digits.adjusted()
+    if -7 < exponent < 21:
+        return format(digits.normalize(), "f")
+    mantissa = format(digits.scaleb(-exponent).normalize(), "f")
+    return f"{mantissa}e{'+' if exponent > 0 else '-'}{abs(exponent)}"
 
 
 def merge_batch_defaults(event: dict[str, Any], context: Any, integrations: Any) -> dict[str, Any]:
@@ -81,8 +105,11 @@ def validate(event: Any) -> dict[str, Any]:
         raise InvalidEvent("event: required for track (a non-empty string)")
     timestamps.checked_time(event, TIME_FIELDS)  # each readable, and the clock correction representable too
     for name in ID_FIELDS:
-        if isinstance(event.get(name), str) and has_control(event[name]):
+        value = event.get(name)
+        if isinstance(value, str) and has_control(value):
             raise InvalidEvent(f"{name}: contains a control character")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, str | int | float)):
+            raise InvalidEvent(f"{name}: expected a string (or a number), got {_json_type(value)}")
     message_id = event.get("messageId")
     if message_id is None or message_id == "":
         event, size = {**event, "messageId": str(uuid.uuid4())}, None
@@ -92,6 +119,11 @@ def validate(event: Any) -> dict[str, Any]:
         raise InvalidEvent(f"event: larger than Segment's {MAX_EVENT_BYTES // 1024} KB limit per event")
     checked: dict[str, Any] = event
     return checked
+
+
+def _json_type(value: Any) -> str:
+    return ("a boolean" if isinstance(value, bool) else "an object" if isinstance(value, dict)
+            else "an array" if isinstance(value, list) else type(value).__name__)
 
 
 def parse_time(value: Any) -> datetime | None:

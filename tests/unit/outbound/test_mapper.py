@@ -387,3 +387,39 @@ def test_a_cart_event_whose_products_are_not_a_list_is_refused_and_without_produ
         mapped({"type": "track", "event": "Cart Updated", "userId": "u1", "properties": {"products": "abc"}})
     plain = call({"type": "track", "event": "Cart Updated", "userId": "u1", "properties": {"products": None}})
     assert plain.endpoint == "events/track"  # not an updateCart that would empty the cart
+
+
+# -- ids and names that are numbers, or neither text nor a number (a fresh-eyes review) --------------------------
+
+@pytest.mark.parametrize(("user_id", "sent"), [
+    # JavaScript's String(n) (ECMA-262 Number::toString), as Segment's libraries and pipeline write a number:
+    # a Java or Kotlin client sending the id 12345 as the double 12345.0 names the same person
+    (12345, "12345"), (12345.0, "12345"), (1e20, "100000000000000000000"), (1.2345678901234568e20,
+                                                                              "123456789012345680000"),
+    (1e21, "1e+21"), (1.5e-6, "0.0000015"), (1e-7, "1e-7"), (-2.5, "-2.5"), (0.1, "0.1"), (-0.0, "0"),
+])
+def test_a_numeric_user_id_is_written_as_javascript_writes_it(user_id: float, sent: str) -> None:
+    body = call({"type": "track", "event": "Played", "userId": user_id}).body
+    assert body["userId"] == sent
+
+
+@pytest.mark.parametrize("field", ["userId", "anonymousId", "previousId"])
+@pytest.mark.parametrize(("value", "named_as"), [
+    (True, "a boolean"), (False, "a boolean"), ({"id": 1}, "an object"), (["a"], "an array"),
+])
+def test_an_id_that_is_neither_text_nor_a_number_is_refused_naming_it(field: str, value: Any, named_as: str) -> None:
+    """It was read as absent: the event got 200 and was skipped as "no email or userId"."""
+    with pytest.raises(InvalidEvent, match=f"^{field}: expected a string \\(or a number\\), got {named_as}$"):
+        validate({"type": "track", "event": "Played", "messageId": "m", "userId": "u1", field: value})
+
+
+@pytest.mark.parametrize(("event", "name"), [
+    ({"type": "page", "name": 42}, "42 page"), ({"type": "screen", "name": 7.0}, "7 screen"),
+    ({"type": "page", "properties": {"name": 3}}, "3 page"),
+])
+def test_a_page_named_by_a_number_keeps_its_name(event: dict[str, Any], name: str) -> None:
+    """Its name was dropped: sent as "Loaded a Page" with nothing naming it."""
+    result = call({**event, "userId": "u1"})
+    assert result.body["eventName"] == name
+    if event["type"] == "page" and "name" in event:
+        assert result.body["dataFields"]["name"] == event["name"]
