@@ -20,6 +20,7 @@ from sync.engine import retry as schedule
 from sync.engine.throttle import Throttle
 from sync.errors import RetryableUpstream
 from sync.iterable import api
+from sync.wire import compact
 from sync.iterable.bulk import bulk_body
 from sync.metrics import Metrics
 
@@ -109,8 +110,9 @@ class IterableClient:
 
 
 def encoded(body: Any) -> bytes:
-    """Compact JSON as Iterable receives it from us (the bytes ``wire.json_size`` counts)."""
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    """Compact JSON as Iterable receives it from us (``wire.compact``; ``wire.json_size`` counts at least
+    as many bytes). Raises as ``wire.compact`` does."""
+    return compact(body)
 
 
 def _json(raw: bytes) -> Any:

@@ -23,6 +23,7 @@ from sync.ledger.leases import Leases
 from sync.ledger.schema import events
 from sync.ledger.timeouts import DatabaseTimeouts
 from sync.model import Direction, Row, Status
+from sync.wire import stored_loads
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
 # a forgotten person's rows hold tombstones: requeueing one would send a tombstone upstream (``decisions.forgotten``)
@@ -45,12 +46,14 @@ def create_engine(url: str, timeouts: DatabaseTimeouts | None = None) -> AsyncEn
     if url.startswith("sqlite"):
         engine = create_async_engine(
             async_url(url), pool_size=1, max_overflow=0, pool_timeout=timeouts.pool_seconds,
+            json_deserializer=stored_loads,
             connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
         )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     return create_async_engine(async_url(url), pool_pre_ping=True, pool_size=10, max_overflow=5,
-                               pool_timeout=timeouts.pool_seconds, connect_args=timeouts.connect_args())
+                               pool_timeout=timeouts.pool_seconds, connect_args=timeouts.connect_args(),
+                               json_deserializer=stored_loads)
 
 
 
