@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sync.errors import LedgerUnavailable
@@ -168,9 +169,13 @@ class Operations(SqlLedger):
             return await conn.scalar(sa.select(cursors.c.position).where(cursors.c.name == name))
 
     async def set_cursor(self, name: str, position: str, now: datetime) -> None:
+        """Write a cursor in one statement (an upsert): replicas starting together each write the mapping's
+        digest, and a delete then an insert let two of them insert at once (a duplicate key killed one)."""
+        upsert = (postgresql.insert if self.is_postgres else sqlite.insert)(cursors)
+        upsert = upsert.values(name=name, position=position, updated_at=now).on_conflict_do_update(
+            index_elements=["name"], set_={"position": upsert.excluded.position, "updated_at": upsert.excluded.updated_at})
         async with self._tx() as conn:
-            await conn.execute(cursors.delete().where(cursors.c.name == name))
-            await conn.execute(cursors.insert().values(name=name, position=position, updated_at=now))
+            await conn.execute(upsert)
 
     @asynccontextmanager
     async def singleton(self, name: str) -> AsyncIterator[bool]:

@@ -342,6 +342,20 @@ async def test_cursors_keep_their_last_position(ledger: AnyLedger) -> None:
     assert await ledger.cursor("export") == "2026-01-02"
 
 
+async def test_processes_writing_one_cursor_at_once_all_succeed(ledger: AnyLedger, ledger_url: str) -> None:
+    """Replicas starting together each write the mapping's digest: a delete then an insert let two insert at
+    once, and the duplicate key killed one of them at startup."""
+    others = [another_process(ledger, ledger_url) for _ in range(3)]
+    try:
+        for round_ in range(10):
+            await asyncio.gather(*(other.set_cursor(f"digest-{round_}", f"{n}", T0) for n, other in enumerate(others)))
+            assert await ledger.cursor(f"digest-{round_}") in {"0", "1", "2"}
+    finally:
+        for other in others:
+            if other is not ledger:
+                await other.close()
+
+
 async def test_unreachable_database_is_ledger_unavailable() -> None:
     ledger = Ledger(create_engine("postgresql://nobody@127.0.0.1:1/none"))
     with pytest.raises(LedgerUnavailable):
