@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import msgspec
@@ -181,3 +181,21 @@ def segment_size(value: Any) -> int:
     """Bytes as segment-analytics-python measures and sends a message: ``json.dumps`` with its default
     ASCII escaping, so a non-ASCII character costs six bytes (``\\u00e9``), not two."""
     return len(json.dumps(value, default=str).encode(errors="surrogatepass"))
+
+
+def unreadable_fields(fields: Mapping[str, Any]) -> str | None:
+    """What is wrong with the first query or form field (name or text value) that no ledger could store or
+    search (a NUL character, text that is not UTF-8: PostgreSQL refuses both), named without its value;
+    None when every field is readable. Without this an operator's typo in a console filter reached the
+    database and came back as a ledger outage."""
+    for name, value in fields.items():
+        if not storable(name):
+            return "a field name holds a NUL character or is not UTF-8 text"
+        if isinstance(value, str) and not storable(value):
+            return f"{name[:40]!r} holds a NUL character or is not UTF-8 text"
+    return None
+
+
+def storable(text: str) -> bool:
+    """Whether a string can be a database key: valid UTF-8 and no NUL (PostgreSQL refuses both)."""
+    return "\x00" not in text and utf8_text(text)

@@ -29,7 +29,7 @@ from sync.outbound import consent
 from sync.outbound import mapper as outbound
 from sync.outbound.companions import derived
 from sync.segment import spec as segment_events
-from sync.wire import deeper_than, finite
+from sync.wire import deeper_than, finite, storable
 
 log = logging.getLogger("sync.engine.intake")
 
@@ -136,7 +136,7 @@ def companions(event: dict[str, Any], options: outbound.Options, row: NewEvent,
 def _rejected_outbound(raw: Any, error: str, digest: str | None = None) -> NewEvent:
     message_id = raw.get("messageId") if isinstance(raw, dict) else None
     key = f"rejected-{uuid.uuid4()}"
-    if isinstance(message_id, str) and 0 < len(message_id) <= 100 and segment_events.storable(message_id):
+    if isinstance(message_id, str) and 0 < len(message_id) <= 100 and storable(message_id):
         key = message_id
     kind = raw["type"] if isinstance(raw, dict) and raw.get("type") in segment_events.TYPES else "unknown"
     named = _named(raw)

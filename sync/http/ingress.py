@@ -22,7 +22,7 @@ from sync.model import Status
 from sync.outbound import mapper as outbound
 from sync.segment import timestamps
 from sync.segment.spec import merge_batch_defaults
-from sync.wire import TooMany, array_slices, strict_loads
+from sync.wire import TooMany, array_slices, strict_loads, unreadable_fields
 
 log = logging.getLogger("sync.http.ingress")
 
@@ -92,11 +92,17 @@ LEDGER_RETRY_AFTER_SECONDS = 5  # a ledger outage (slow, locked or out of connec
 INGEST_FAILURE_SECONDS = 2 * LEDGER_RETRY_AFTER_SECONDS  # /readyz reports a failed ingest this long
 
 
+INGEST_PREFIXES = ("/v1/", "/segment/", "/iterable/")  # the routes that record events
+
+
 @web.middleware
 async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                   ) -> web.StreamResponse:
     if request.method == "POST" and request.app[HEALTH].draining:
         return _fail(503, "shutting down; retry shortly")
+    if problem := unreadable_fields(request.query):
+        return _fail(400, f"query string: {problem}")
+    ingest = request.method == "POST" and request.path.startswith(INGEST_PREFIXES)
     try:
         response = await handler(request)
     except InvalidEvent as exc:
@@ -104,8 +110,11 @@ async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitab
     except Unauthenticated as exc:
         return _fail(401, str(exc))
     except LedgerError as exc:
-        log.error("ingest refused: the ledger cannot commit", extra={"error": str(exc), "path": request.path})
-        request.app[HEALTH].ingest_failing = (time.monotonic(), str(exc))
+        if ingest:  # only a refused event is an ingest failure (/readyz reports it); a console page is not
+            log.error("ingest refused: the ledger cannot commit", extra={"error": str(exc), "path": request.path})
+            request.app[HEALTH].ingest_failing = (time.monotonic(), str(exc))
+        else:
+            log.warning("request failed: the ledger is unavailable", extra={"error": str(exc), "path": request.path})
         response = _fail(503, "the ledger cannot commit right now; retry")
         response.headers["Retry-After"] = str(LEDGER_RETRY_AFTER_SECONDS)
         return response
@@ -117,7 +126,7 @@ async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitab
         if exc.status < 400:
             raise
         return _fail(exc.status, exc.reason)
-    if request.method == "POST" and response.status < 300:
+    if ingest and response.status < 300:
         request.app[HEALTH].ingest_failing = None
     return response
 

@@ -16,7 +16,7 @@ from sync.iterable.identifiers import (
     is_email as is_email,  # re-exported: the rules live in sync.iterable.identifiers
 )
 from sync.segment import timestamps
-from sync.wire import finite_size, json_size, non_finite, unpaired_surrogate, utf8_text
+from sync.wire import finite_size, json_size, non_finite, storable, unpaired_surrogate
 
 TYPES = ("identify", "track", "page", "screen", "group", "alias", "delete")  # delete: Webhooks (Classic)
 MAX_EVENT_BYTES = 32 * 1024
@@ -24,11 +24,6 @@ MAX_MESSAGE_ID = 100
 
 TIME_FIELDS = ("timestamp", "originalTimestamp", "sentAt", "receivedAt")
 ID_FIELDS = ("userId", "anonymousId", "previousId")
-
-
-def storable(text: str) -> bool:
-    """Whether a string can be a database key: valid UTF-8 and no NUL (PostgreSQL refuses both)."""
-    return "\x00" not in text and utf8_text(text)
 
 
 def require_storable(event: dict[str, Any], fields: tuple[str, ...]) -> None:

@@ -256,3 +256,24 @@ async def test_a_form_that_does_not_parse_a_time_out_of_range_and_tls_behind_a_p
             f"{base(daemon)}/console/login", data={"token": TOKEN}, allow_redirects=False,
             headers={"X-Forwarded-Proto": "https"}) as response:
         assert response.status == 303 and "Secure" in response.headers["Set-Cookie"]
+
+
+async def test_a_nul_or_non_utf8_filter_is_a_400_not_a_ledger_outage(daemon: Daemon,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """A bug hunt: on PostgreSQL a NUL in a console filter reached the database, came back as a 503, and the log
+    and /readyz reported the ledger unable to commit ingest (a false outage alarm for an operator's typo)."""
+    import yarl
+
+    http, csrf = await logged_in(daemon)
+    async with http:
+        for query in ("person?q=a%00b", "rows?person=a%00b", "rows?reason=%00",
+                      "replay?since=2026-11-01T00:00&person=%00", "rows?a%00=1"):
+            async with http.get(yarl.URL(f"{base(daemon)}/console/{query}", encoded=True)) as response:
+                assert response.status == 400, (query, response.status)
+                assert "NUL character or is not UTF-8" in await response.text()
+        async with http.post(f"{base(daemon)}/console/retry",
+                             data={"csrf": csrf, "all": "1", "person": "a\x00b"}) as response:
+            assert response.status == 400
+        async with http.get(f"{base(daemon)}/readyz") as response:
+            assert response.status == 200 and (await response.json())["ready"] is True
+    assert "ledger cannot commit" not in caplog.text and "ledger is unavailable" not in caplog.text

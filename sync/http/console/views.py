@@ -32,6 +32,7 @@ from sync.ledger.store import Ledger
 from sync.logs import Redactor
 from sync.metrics import Metrics
 from sync.model import Direction, Pending, Row, Status
+from sync.wire import unreadable_fields
 
 log = logging.getLogger("sync.http.console")
 
@@ -117,9 +118,12 @@ async def session_form(request: web.Request) -> Any:
     """The request's form fields; a body that does not parse as a form (a multipart body without its
     boundary, say) is a 400, never a 500 with a traceback in the log."""
     try:
-        return await request.post()
+        form = await request.post()
     except ValueError:
         raise web.HTTPBadRequest(reason="the form could not be read") from None
+    if problem := unreadable_fields(form):
+        raise web.HTTPBadRequest(reason=f"form: {problem}")
+    return form
 
 
 def _forwarded_https(request: web.Request) -> bool:
