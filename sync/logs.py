@@ -11,6 +11,10 @@ from typing import Any
 
 from sync import masking
 
+# libraries whose DEBUG and INFO lines carry statement parameters or request data (an event's userId and traits):
+# they stay at WARNING whatever ``--log-level`` says (SPEC section 11: no identifier in a log line)
+QUIET_BELOW_WARNING = ("sqlalchemy", "aiosqlite", "asyncpg", "backoff", "urllib3", "requests")
+
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
 
 
@@ -77,5 +81,5 @@ def setup(*, fmt: str = "text", level: str = "INFO", secrets: Iterable[str] = ()
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("aiohttp.access", "segment", "apscheduler", "alembic"):
+    for noisy in ("aiohttp.access", "segment", "apscheduler", "alembic", *QUIET_BELOW_WARNING):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
+from sync import masking
 from sync.config import Config, secrets
 from sync.engine.intake import Intake, Rejection, inbound_row, outbound_rows
 from sync.errors import InvalidEvent, LedgerError, LedgerNotMigrated, Overloaded, Unauthenticated
@@ -140,7 +141,11 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     health = request.app[HEALTH]
-    redact = request.app[REDACTOR].redact
+    without_secrets = request.app[REDACTOR].redact
+
+    def redact(text: str) -> str:  # /readyz needs no login: no secret and no email (a pause's reason is free text)
+        return masking.mask(without_secrets(text))
+
     paused = {direction: redact(reason) for direction, reason in health.paused().items()}
     reason = "shutting down" if health.draining else None
     if reason is None:

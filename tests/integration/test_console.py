@@ -277,3 +277,15 @@ async def test_a_nul_or_non_utf8_filter_is_a_400_not_a_ledger_outage(daemon: Dae
         async with http.get(f"{base(daemon)}/readyz") as response:
             assert response.status == 200 and (await response.json())["ready"] is True
     assert "ledger cannot commit" not in caplog.text and "ledger is unavailable" not in caplog.text
+
+
+async def test_readyz_shows_a_pause_reason_without_its_email(daemon: Daemon) -> None:
+    """A bug hunt: /readyz needs no login, and showed an operator's pause reason as typed (the log masked it)."""
+    http, csrf = await logged_in(daemon)
+    async with http:
+        async with http.post(f"{base(daemon)}/console/pause", data={
+                "csrf": csrf, "direction": "outbound", "reason": "asked by carol@example.com", "confirm": "1"}):
+            pass
+        async with http.get(f"{base(daemon)}/readyz") as response:
+            body = await response.text()
+    assert "carol@example.com" not in body and "asked by [email]" in body
