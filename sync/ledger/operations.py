@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sync.errors import LedgerUnavailable
 from sync.ledger import decisions, forget, history
 from sync.ledger.base import NOT_FORGOTTEN, PAUSE_KINDS, SqlLedger, _lock_id, _row, _short
-from sync.ledger.schema import cursors, downtime, events
+from sync.ledger.schema import attempts, cursors, downtime, events, replays
 from sync.model import Direction, Downtime, Pending, Remapped, Row, Stats, Status
 
 
@@ -152,7 +152,9 @@ class Operations(SqlLedger):
             )
             async with self._tx() as conn:
                 ids_list = [r.id for r in (await conn.execute(ids)).all()]
-                if ids_list:
+                if ids_list:  # with their history: on SQLite a later row may get a purged row's id again
+                    for table in (attempts, replays):
+                        await conn.execute(table.delete().where(table.c.event_id.in_(ids_list)))
                     await conn.execute(events.delete().where(events.c.id.in_(ids_list)))
             total += len(ids_list)
             if len(ids_list) < chunk:

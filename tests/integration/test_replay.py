@@ -104,3 +104,21 @@ async def test_a_window_without_delivered_rows_replays_nothing(
                                                                "--dry-run")) == 0
         assert "dry run: 0 delivered rows" in capsys.readouterr().out
     assert await replay(daemon.config, daemon.ledger, args("--since", later.isoformat(), "--dry-run")) == 2
+
+
+async def test_a_purged_row_takes_its_replay_history_with_it(ledger_url: str) -> None:
+    """A bug hunt: after `ledger purge`, the replays table still named the purged ids; on SQLite a later row
+    can get such an id again and showed a replay history that was never its own."""
+    from sync.model import Claim, NewEvent, Settlement
+    from tests.conftest import opened
+
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    async with opened(ledger_url) as ledger:
+        await ledger.record([NewEvent(direction=Direction.OUTBOUND, key="old", kind="track", payload={},
+                                      user_key="u1")], t0)
+        [row] = await ledger.claim(Claim(direction=Direction.OUTBOUND, owner="w", limit=1, lease_seconds=30), t0)
+        await ledger.settle(Settlement(delivered=(row.id,)), t0, owner="w")
+        await history.record(ledger, "replay-1", [(row.id, "sent")], t0 + timedelta(hours=1))
+        assert [r.run for r in await history.history(ledger, row.id)] == ["replay-1"]
+        assert await ledger.purge(t0 + timedelta(hours=2)) == 1
+        assert await history.history(ledger, row.id) == []
