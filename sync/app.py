@@ -106,8 +106,10 @@ class Daemon:
     address: tuple[str, int] = ("", 0)
 
     def paused(self) -> dict[str, str]:
-        return {w.direction.value: w.paused or w.operator_paused or "" for w in self.workers
-                if w.paused or w.operator_paused}
+        """Why each paused direction is paused: an operator's reason, the upstream's refusal, or both (an
+        operator may pause a direction the credentials already paused: neither hides the other)."""
+        reasons = {w.direction.value: [r for r in (w.operator_paused, w.paused) if r] for w in self.workers}
+        return {direction: "; ".join(found) for direction, found in reasons.items() if found}
 
 
 def owner_name() -> str:

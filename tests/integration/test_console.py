@@ -289,3 +289,22 @@ async def test_readyz_shows_a_pause_reason_without_its_email(daemon: Daemon) -> 
         async with http.get(f"{base(daemon)}/readyz") as response:
             body = await response.text()
     assert "carol@example.com" not in body and "asked by [email]" in body
+
+
+async def test_a_second_pause_keeps_the_first_reason_and_says_so(daemon: Daemon,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """A bug hunt: a second pause logged "paused ... reason=second pause" while /readyz and `ledger stats` kept
+    the first reason."""
+    caplog.set_level("INFO", logger="sync.http.console")
+    http, csrf = await logged_in(daemon)
+    async with http:
+        for reason in ("first pause", "second pause"):
+            async with http.post(f"{base(daemon)}/console/pause", data={
+                    "csrf": csrf, "direction": "outbound", "reason": reason, "confirm": "1"}):
+                pass
+        async with http.get(f"{base(daemon)}/readyz") as response:
+            assert (await response.json())["paused"] == {"outbound": "first pause"}
+    assert (await daemon.ledger.stats()).paused == {"outbound": "first pause"}
+    said = [(r.getMessage(), getattr(r, "reason", None)) for r in caplog.records if r.name == "sync.http.console"]
+    assert ("direction already paused from the console", "first pause") in said
+    assert all(reason != "second pause" for _, reason in said)

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import io
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -272,6 +273,16 @@ async def test_bad_api_key_pauses_outbound_and_it_resumes_by_itself(
     assert 'sync_direction_paused{direction="outbound"} 1.0' in daemon.metrics.render().decode()
     assert (await daemon.ledger.stats()).paused["outbound"]
     assert await daemon.ledger.rows(status=Status.DEAD) == []
+    # an operator pauses it too: neither reason hides the other (a bug hunt: /readyz showed only the 401)
+    now = datetime.now(UTC)
+    await daemon.ledger.pause(Direction.OUTBOUND, "maintenance window", now, kind="manual")
+    for worker in daemon.workers:
+        worker.recheck()
+    await wait_for(lambda: "maintenance window" in daemon.paused().get("outbound", ""))
+    assert "401" in daemon.paused()["outbound"]
+    await daemon.ledger.resume(Direction.OUTBOUND, now, kind="manual")
+    for worker in daemon.workers:
+        worker.recheck()
     fake.api_key = good
     await wait_for(lambda: len(fake.users) == 2, within=10)
     await wait_for(lambda: daemon.paused() == {})

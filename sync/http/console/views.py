@@ -334,6 +334,10 @@ async def pause(request: web.Request) -> web.StreamResponse:
     reason = str(form.get("reason") or "").strip()[:500] or "paused from the console"
     if form.get("confirm") != "1":  # pausing production is never one click
         return console.render(request, "pause_confirm.html", direction=direction.value, reason=reason)
+    if (already := await console.ledger.held_by_operator(direction)) is not None:  # its first reason stays
+        log.info("direction already paused from the console", extra={"direction": direction.value,
+                                                                     "reason": already})
+        raise web.HTTPSeeOther("/console")
     await console.ledger.pause(direction, reason, console.clock(), kind="manual")
     log.warning("direction paused from the console", extra={"direction": direction.value, "reason": reason})
     _recheck(console)
