@@ -6,22 +6,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import os
 import re
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sync import config as config_module
-from sync import logs
+from sync import logs, people
 from sync.config import Config
 from sync.errors import ConfigError, SyncError
 from sync.iterable.api import EXPORT_TYPES
-from sync.model import Direction, Status
+from sync.model import EARLIEST, LATEST, Direction, Status, named_time
 
 if TYPE_CHECKING:  # a command imports what only it needs: each one starts as a process of its own
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -51,8 +51,8 @@ def parser() -> argparse.ArgumentParser:
                        help="with --try: a Segment event (outbound) or an Iterable webhook (inbound)")
     forget = command("forget", "forget one person: the ledger keeps no personal data of theirs")
     who = forget.add_mutually_exclusive_group(required=True)
-    who.add_argument("--user-id", help="the person's Segment userId")
-    who.add_argument("--email", help="the person's email")
+    who.add_argument("--user-id", type=user_id, help="the person's Segment userId")
+    who.add_argument("--email", type=email, help="the person's email")
     forget.add_argument("--upstream", action="store_true",
                         help="also delete (or forget, per outbound.deletion) the user in Iterable")
     ledger = command("ledger", "inspect and operate the ledger")
@@ -62,12 +62,12 @@ def parser() -> argparse.ArgumentParser:
     listing = actions.add_parser("list", help="rows of one status, with reasons")
     listing.add_argument("--status", required=True, choices=[s.value for s in Status])
     listing.add_argument("--direction", choices=[d.value for d in Direction])
-    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--limit", type=row_count, default=50, help="at most this many rows (at least 1; default 50)")
     listing.add_argument("--json", action="store_true")
     retry = actions.add_parser("retry", help="requeue rows as pending")
     which = retry.add_mutually_exclusive_group(required=True)
     which.add_argument("--status", choices=[Status.DEAD.value, Status.REJECTED.value, Status.SKIPPED.value])
-    which.add_argument("--id", type=int, nargs="+", dest="ids")
+    which.add_argument("--id", type=row_id, nargs="+", dest="ids")
     retry.add_argument("--direction", choices=[d.value for d in Direction])
     retry.add_argument("--remap", action="store_true",
                        help="decide the rows again under the current mapping config (instead of as recorded)")
@@ -82,7 +82,7 @@ def parser() -> argparse.ArgumentParser:
                           help="window per export request, in hours (at least one minute; default 24)")
     backfill.add_argument("--restart", action="store_true", help="ignore the progress of an earlier run")
     purge = actions.add_parser("purge", help="delete terminal rows older than a duration")
-    purge.add_argument("--older-than", required=True, type=duration, help="e.g. 30d, 12h, 90m")
+    purge.add_argument("--older-than", required=True, type=age, help="e.g. 30d, 12h, 90m")
     purge.add_argument("--below-retention", action="store_true",
                        help="allow a duration under ledger.retention_days (duplicates of those events will no "
                             "longer be recognised)")
@@ -94,40 +94,94 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
+BIGINT = 2**63 - 1  # ids and counts go to the ledger as 64-bit integers (PostgreSQL's BIGINT, SQLite's INTEGER)
+LONGEST = LATEST - EARLIEST  # no window or age is longer than the times a command can name
+
+
+def _whole(text: str, what: str, example: str) -> int:
+    """A whole number from 1 to ``BIGINT``; ``what`` and ``example`` say what was expected."""
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if not 1 <= number <= BIGINT:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected {what}, a whole number from 1 to {BIGINT} "
+                                         f"(e.g. {example})")
+    return number
+
+
+def row_id(text: str) -> int:
+    """``ledger retry --id``: a row id (ids start at 1)."""
+    return _whole(text, "a row id", "42")
+
+
+def row_count(text: str) -> int:
+    """``ledger list --limit``: how many rows at most; 0 or less would list nothing (SQLite took -1 for all)."""
+    return _whole(text, "a number of rows", "50")
+
+
 def slice_hours(text: str) -> float:
-    """``--slice-hours``: a finite number of hours, at least one minute (0 or less would never end a window)."""
+    """``--slice-hours``: a finite number of hours, at least one minute (0 or less would never end a window)
+    and at most the span of the times a command can name (longer is one window anyway)."""
     try:
         hours = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: expected a number of hours (e.g. 24)") from None
-    if not math.isfinite(hours) or hours < 1 / 60:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a number of hours of at least one minute (e.g. 24)")
+    if not 1 / 60 <= hours <= LONGEST / timedelta(hours=1):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number of hours of at least one minute and at most "
+                                         f"{LONGEST / timedelta(hours=1):.0f} (e.g. 24)")
     return hours
 
 
-def _days(span: timedelta) -> str:
-    """A duration as the command takes it: ``30d``, ``12h``, ``90m`` (``0m`` for none)."""
-    seconds = int(span.total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds and seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds // 60}m"
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Age:
+    """``ledger purge --older-than``: as typed (``30d``, to echo it) and as a span."""
+
+    text: str
+    span: timedelta
 
 
-def duration(text: str) -> timedelta:
+def age(text: str) -> Age:
+    """A number and d, h or m, at most the span of the times a command can name (``LONGEST``)."""
     match = re.fullmatch(r"(\d+)([dhm])", text.strip())
     if not match:
         raise argparse.ArgumentTypeError(f"{text!r}: expected a number and d, h or m (e.g. 30d)")
-    unit = {"d": "days", "h": "hours", "m": "minutes"}[match.group(2)]
-    return timedelta(**{unit: int(match.group(1))})
+    size = {"d": timedelta(days=1), "h": timedelta(hours=1), "m": timedelta(minutes=1)}[match.group(2)]
+    count = int(match.group(1))
+    if count > LONGEST // size:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected at most {LONGEST.days}d (the times a command can name "
+                                         "run from 1970 to 9000)")
+    return Age(text=text.strip(), span=count * size)
+
+
+def purge_before(now: datetime, older_than: Age) -> datetime:
+    """The cut-off of ``ledger purge``: ``older_than`` before ``now``, and no earlier than ``EARLIEST`` (nothing
+    the ledger holds is older; the subtraction would leave datetime's years)."""
+    return now - min(older_than.span, now - EARLIEST)
 
 
 def moment(text: str) -> datetime:
+    """``--since``, ``--until``: a time in the range the console's replay form takes too (``named_time``)."""
     try:
-        parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        return named_time(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected an ISO-8601 date or date-time") from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an ISO-8601 date or date-time between {EARLIEST.year} "
+                                         f"and {LATEST.year} (UTC unless it names an offset; e.g. 2026-11-28T09:30)"
+                                         ) from None
+
+
+def user_id(text: str) -> str:
+    """``forget --user-id``: a userId, not blank."""
+    if people.identifier(text) is None:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected the person's userId (not blank)")
+    return text
+
+
+def email(text: str) -> str:
+    """``forget --email``: an email address."""
+    if people.email_identifier(text) is None:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an email address")
+    return text
 
 
 def export_types(text: str) -> tuple[str, ...]:
@@ -261,6 +315,10 @@ async def _ledger(config: Config, args: argparse.Namespace) -> int:
     from sync.ledger import migrate as migrations
     from sync.ledger.store import Ledger
 
+    refusal = _purge_refusal(config, args) if args.action == "purge" else None
+    if refusal:
+        print(f"error: {refusal}", file=sys.stderr)
+        return 2
     engine = _engine(config)
     try:
         await migrations.ensure_current(engine)
@@ -277,22 +335,25 @@ async def _ledger(config: Config, args: argparse.Namespace) -> int:
             return await replay(config, ledger, args)
         if args.action == "retry":
             return await _retry(config, ledger, args, now)
-        floor = timedelta(days=config.ledger.retention_days)
-        if args.older_than < floor and not args.below_retention:
-            print(f"error: --older-than {_days(args.older_than)} is under ledger.retention_days ({_days(floor)}): "
-                  "the ledger recognises a duplicate only while it keeps the row, so a client's retry of a purged "
-                  "event would be sent again. Pass --below-retention to purge anyway.", file=sys.stderr)
-            return 2
-        count = await ledger.purge(now - args.older_than)
-        print(f"purged {count} terminal rows older than {_days(args.older_than)}")
+        count = await ledger.purge(purge_before(now, args.older_than))
+        print(f"purged {count} terminal rows older than {args.older_than.text}")
         return 0
     finally:
         await engine.dispose()
 
 
+def _purge_refusal(config: Config, args: argparse.Namespace) -> str | None:
+    """Why ``ledger purge`` refuses its ``--older-than`` (under ``ledger.retention_days``), or None."""
+    days = config.ledger.retention_days
+    if args.below_retention or args.older_than.span >= timedelta(days=days):
+        return None
+    return (f"--older-than {args.older_than.text} is under ledger.retention_days ({days}d): the ledger recognises "
+            "a duplicate only while it keeps the row, so a client's retry of a purged event would be sent again. "
+            "Pass --below-retention to purge anyway.")
+
+
 async def _forget(config: Config, args: argparse.Namespace) -> int:
     """``forget``: tombstones for the person's rows; with ``--upstream`` a deletion for Iterable too."""
-    from sync import people
     from sync.engine.intake import Intake, outbound_options, outbound_row
     from sync.ledger import migrate as migrations
     from sync.ledger.store import Ledger
@@ -300,9 +361,7 @@ async def _forget(config: Config, args: argparse.Namespace) -> int:
     from sync.segment.spec import validate
 
     identifier = people.identifier(args.user_id) if args.user_id else people.email_identifier(args.email)
-    if identifier is None:
-        print("error: --email must be an email address", file=sys.stderr)
-        return 2
+    assert identifier is not None  # the parser takes only a userId or an email that names someone
     engine = _engine(config)
     try:
         await migrations.ensure_current(engine)

@@ -6,7 +6,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -205,6 +205,26 @@ def known(asked: str, links: Mapping[str, str], consents_seen: Sequence[tuple[st
     user_ids = [ident.removeprefix("u:") for ident in mine if ident.startswith("u:")]
     seen = [categories for ident, categories in consents_seen if ident in mine]
     return Known(user_id=user_ids[0] if user_ids else None, consent=seen[0] if seen else None)
+
+
+# The times an operator can name (the commands' --since and --until, the console's replay form): within them
+# every ledger stores a time and the arithmetic on it (a window, a cut-off) stays inside datetime's years.
+EARLIEST, LATEST = datetime(1970, 1, 1, tzinfo=UTC), datetime(9000, 1, 1, tzinfo=UTC)
+WANTED = "a date and time such as 2026-11-28T09:30 (UTC), between 1970 and 9000"
+
+
+def named_time(text: str) -> datetime:
+    """An ISO 8601 date or date-time as an aware UTC datetime (UTC when it names no offset), between
+    ``EARLIEST`` and ``LATEST``. Raises ValueError (``WANTED``) otherwise: a year-1 time with a positive
+    offset, or year 9999's last hours with a negative one, is no time in UTC at all."""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+        moment = (moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment).astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise ValueError(WANTED) from None
+    if not EARLIEST <= moment <= LATEST:
+        raise ValueError(WANTED)
+    return moment
 
 
 LATENCY_EDGES = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0)

@@ -65,7 +65,7 @@ def slices(since: datetime, until: datetime, hours: float) -> list[tuple[datetim
         raise ValueError(f"a window must last a positive, finite number of hours, not {hours!r}")
     step, out, start = timedelta(hours=hours), [], since
     while start < until:
-        end = min(start + step, until)
+        end = start + min(step, until - start)  # never past until: start + step may leave datetime's years
         out.append((start, end))
         start = end
     return out

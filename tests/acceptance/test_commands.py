@@ -113,7 +113,9 @@ async def test_ledger_list_retry_and_purge(ops_config: Path, ledger: Ledger) -> 
     assert code == 0 and out.startswith("purged 2 terminal rows older than 30d")  # the delivered and the skipped row
     # under ledger.retention_days (7 by default) a purge would let a client's retry of those events through
     code, _, err = await cli("ledger", "purge", "--older-than", "0d", "--config", str(ops_config))
-    assert code == 2 and "under ledger.retention_days (7d)" in err and "--below-retention" in err
+    assert code == 2 and "--older-than 0d is under ledger.retention_days (7d)" in err and "--below-retention" in err
+    code, _, err = await cli("ledger", "purge", "--older-than", "90m", "--config", str(ops_config))  # as typed
+    assert code == 2 and "--older-than 90m is under" in err
     code, out, _ = await cli("ledger", "purge", "--older-than", "6d", "--below-retention", "--config", str(ops_config))
     assert code == 0 and out.startswith("purged 0 terminal rows older than 6d")
     code, _, err = await cli("ledger", "purge", "--older-than", "soon", "--config", str(ops_config))

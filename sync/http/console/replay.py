@@ -10,7 +10,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -21,7 +21,7 @@ from sync.errors import SyncError
 from sync.http.console.views import CONSOLE, _csrf, _session, session_form
 from sync.iterable.sink import IterableSink
 from sync.ledger.replays import ReplayFilter
-from sync.model import Direction
+from sync.model import WANTED, Direction, named_time
 from sync.replay import Progress, Replayer, new_run
 
 log = logging.getLogger("sync.http.console")
@@ -68,24 +68,15 @@ async def _stop_runs(app: web.Application) -> AsyncIterator[None]:
         task.cancel()
 
 
-EARLIEST, LATEST = datetime(1970, 1, 1, tzinfo=UTC), datetime(9000, 1, 1, tzinfo=UTC)  # a replay window's bounds
-WANTED = "a date and time such as 2026-11-28T09:30 (UTC), between 1970 and 9000"
-
-
 def selection(values: Mapping[str, Any], now: datetime) -> tuple[ReplayFilter | None, str | None]:
     """The replay a form describes, or why it cannot run."""
     moments: dict[str, datetime | None] = {}
     for name in ("since", "until"):
         text = str(values.get(name) or "").strip()
         try:
-            moment = datetime.fromisoformat(text) if text else None
-            if moment is not None:  # in UTC, as the ledger keeps times (a year-1 time with an offset overflows)
-                moment = (moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment).astimezone(UTC)
-        except (ValueError, OverflowError):
+            moments[name] = named_time(text) if text else None
+        except ValueError:
             return None, f"{name}: {WANTED}"
-        if moment is not None and not EARLIEST <= moment <= LATEST:
-            return None, f"{name}: {WANTED}"
-        moments[name] = moment
     since, until = moments["since"], moments["until"] or now
     if since is None:
         return None, None
