@@ -110,8 +110,8 @@ class IterableClient:
 
 
 def encoded(body: Any) -> bytes:
-    """Compact JSON as Iterable receives it from us (``wire.compact``; ``wire.json_size`` counts at least
-    as many bytes). Raises as ``wire.compact`` does."""
+    """Compact JSON as Iterable receives it from us (``wire.compact``; a bulk request is measured by these
+    bytes, not by ``wire.json_size``). Raises as ``wire.compact`` does."""
     return compact(body)
 
 

@@ -61,8 +61,8 @@ def test_a_malformed_column_still_fails_loudly() -> None:
 @given(JSON_VALUES)
 def test_a_request_body_carries_the_value_pythons_json_would(value: Any) -> None:
     body = compact(value)
-    assert _same(json.loads(body), value)
-    assert len(body) <= len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+    assert _same(json.loads(body), value)  # (not always as short: msgspec writes 1e-05 as 0.00001; the sink
+    # measures a bulk request by these bytes themselves)
 
 
 def test_a_body_that_cannot_be_sent_raises_what_the_sink_sets_aside() -> None:
