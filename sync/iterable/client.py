@@ -20,9 +20,9 @@ from sync.engine import retry as schedule
 from sync.engine.throttle import Throttle
 from sync.errors import RetryableUpstream
 from sync.iterable import api
-from sync.wire import compact
 from sync.iterable.bulk import bulk_body
 from sync.metrics import Metrics
+from sync.wire import compact
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
