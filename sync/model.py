@@ -184,27 +184,51 @@ class Known:
 
     user_id: str | None = None
     consent: dict[str, bool] | None = None
+    email: str | None = None  # the email their latest user write named (``last_email``), when asked for
 
 
 class Decider(Protocol):
     """Decides rows again, inside the transaction that records them, from what the ledger knows of their
-    people (``sync.engine.intake.OnePerson``): ``asked`` names the identifiers to look up."""
+    people (``sync.engine.intake.OnePerson``): ``asked`` names the identifiers to look up; with ``emails``, the
+    ledger also finds each one's ``Known.email``."""
+
+    emails: bool
 
     def asked(self, rows: Sequence[NewEvent]) -> list[str]: ...
 
     def __call__(self, rows: Sequence[NewEvent], found: Mapping[str, Known]) -> list[NewEvent]: ...
 
 
-def known(asked: str, links: Mapping[str, str], consents_seen: Sequence[tuple[str, dict[str, bool]]]) -> Known:
+def known(asked: str, links: Mapping[str, str], consents_seen: Sequence[tuple[str, dict[str, bool]]],
+          emails: Mapping[str, str] | None = None) -> Known:
     """``asked``'s userId and last consent, given ``links`` (identifier -> person) of the person's identifiers
-    and the consents stored under them, newest first. Several userIds (an alias joined two): the smallest."""
+    and the consents stored under them, newest first. Several userIds (an alias joined two): the smallest.
+    ``emails``: person -> the email their latest user write named (``last_email``)."""
     person = links.get(asked)
     if person is None:
         return Known()
     mine = sorted(ident for ident, p in links.items() if p == person)
     user_ids = [ident.removeprefix("u:") for ident in mine if ident.startswith("u:")]
     seen = [categories for ident, categories in consents_seen if ident in mine]
-    return Known(user_id=user_ids[0] if user_ids else None, consent=seen[0] if seen else None)
+    return Known(user_id=user_ids[0] if user_ids else None, consent=seen[0] if seen else None,
+                 email=(emails or {}).get(person))
+
+
+# The rows whose call leaves an email on the person's Iterable profile (SPEC section 5): identifies
+# (``users/update``), the email changes an identify brings along and aliases (``users/updateEmail``); only
+# rows pending or delivered count (a dead or skipped one changed nothing).
+EMAIL_KINDS = ("identify", "email change", "alias")
+EMAIL_STATUSES = (Status.PENDING, Status.DELIVERED)
+_EMAIL_FIELDS = {"users/update": "email", "users/updateEmail": "newEmail"}  # sync.outbound.mapper's endpoints
+
+
+def last_email(mapped: Mapping[str, Any] | None) -> str | None:
+    """The email a recorded call (``IterableCall.frozen()``) leaves on its profile: a ``users/update``'s
+    ``email`` (email projects name a user by it), a ``users/updateEmail``'s ``newEmail``; None otherwise."""
+    body = mapped.get("body") if mapped else None
+    field_name = _EMAIL_FIELDS.get(str(mapped.get("endpoint"))) if mapped else None
+    value = body.get(field_name) if field_name and isinstance(body, Mapping) else None
+    return value if isinstance(value, str) and value else None
 
 
 # The times an operator can name (the commands' --since and --until, the console's replay form): within them

@@ -25,7 +25,7 @@ from sync.iterable.field_types import FieldTypes
 from sync.mapping.rules import InboundMapping
 from sync.metrics import Metrics
 from sync.model import Decider, Direction, Known, NewEvent, Status
-from sync.outbound import consent
+from sync.outbound import consent, email_changes
 from sync.outbound import mapper as outbound
 from sync.outbound.companions import derived
 from sync.segment import spec as segment_events
@@ -293,20 +293,28 @@ def _released_row(event: dict[str, Any], options: outbound.Options, digest: str 
 
 
 class OnePerson:
-    """Inbound rows obey the person's last outbound consent and carry their linked userId (SPEC section 14),
-    decided inside the commit's transaction (``Ledger.record(decide=...)``): one look-up per group commit."""
+    """What the ledger knows of a person decides their new rows, inside the commit's transaction
+    (``Ledger.record(decide=...)``), with one look-up per group commit: with ``inbound``, inbound rows obey the
+    person's last outbound consent and carry their linked userId (SPEC section 14); with ``emails`` (email
+    projects), an identify that gives a userId a new email is preceded by its email change (SPEC section 5,
+    ``sync.outbound.email_changes``)."""
 
-    def __init__(self, intake: Intake) -> None:
-        self.intake = intake
+    def __init__(self, intake: Intake, *, inbound: bool = True, emails: bool = False) -> None:
+        self.intake, self.inbound, self.emails = intake, inbound, emails
 
     def asked(self, rows: Sequence[NewEvent]) -> list[str]:
-        return inbound_people.asked(rows)
+        return [*(inbound_people.asked(rows) if self.inbound else ()),
+                *(email_changes.asked(rows) if self.emails else ())]
 
     def __call__(self, rows: Sequence[NewEvent], found: Mapping[str, Known]) -> list[NewEvent]:
-        intake = self.intake
-        decided = [inbound_people.decided(row, found, categories=intake.inbound_consent,
-                                          join=intake.join_identities) for row in rows]
-        intake._decided.update((id(row), new) for row, new in zip(rows, decided, strict=True) if new is not row)
+        decided = list(rows)
+        if self.inbound:
+            intake = self.intake
+            decided = [inbound_people.decided(row, found, categories=intake.inbound_consent,
+                                              join=intake.join_identities) for row in rows]
+            intake._decided.update((id(row), new) for row, new in zip(rows, decided, strict=True) if new is not row)
+        if self.emails:  # the rows it adds are calls, not events received: they are not counted as received
+            decided = email_changes.with_changes(decided, {i: k.email for i, k in found.items() if k.email})
         return decided
 
 
@@ -325,8 +333,10 @@ class Intake:
         self.inbound_consent, self.join_identities = tuple(inbound_consent), join_identities
         holds = None if options is None else Holds(ledger=ledger, options=options, hold_hours=hold_hours,
                                                    decide=lambda event: _released_row(event, options, digest))
-        self.commits = GroupCommit(ledger, clock, decide=OnePerson(self) if inbound_consent or join_identities
-                                   else None, prepare=holds.prepare if holds else None)
+        inbound = bool(inbound_consent or join_identities)
+        emails = options is not None and options.project_type == "email"
+        self.commits = GroupCommit(ledger, clock, decide=OnePerson(self, inbound=inbound, emails=emails)
+                                   if inbound or emails else None, prepare=holds.prepare if holds else None)
         self._decided: dict[int, NewEvent] = {}  # id(row) -> the row as _one_person decided it (for the counts)
 
     async def record(self, rows: Sequence[NewEvent]) -> set[str]:

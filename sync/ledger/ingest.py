@@ -55,10 +55,10 @@ class Ingest(SqlLedger):
                         await forget.forget_person(conn, person, now, keep=keep, why="user deleted")
         return {key for (_, key) in unique} - inserted
 
-    async def people_known(self, identifiers: Sequence[str]) -> dict[str, links.Known]:
+    async def people_known(self, identifiers: Sequence[str], *, emails: bool = False) -> dict[str, links.Known]:
         """What the ledger knows of the people ``identifiers`` name (``sync.ledger.links``)."""
         async with self._tx() as conn:
-            return await links.people_known(conn, identifiers)
+            return await links.people_known(conn, identifiers, emails=emails)
 
     async def deletions_pending(self) -> int:
         async with self._tx() as conn:

@@ -18,6 +18,8 @@ from sync import people
 from sync.ledger import decisions
 from sync.ledger.decisions import Stored
 from sync.model import (
+    EMAIL_KINDS,
+    EMAIL_STATUSES,
     Claim,
     Decider,
     Direction,
@@ -34,6 +36,7 @@ from sync.model import (
     claimable,
     event_name,
     known,
+    last_email,
 )
 
 
@@ -62,7 +65,7 @@ class MemoryLedger:
         """Record new events once; return the keys already recorded (as ``Ledger.record``)."""
         unique = decisions.first_copies(batch)
         if decide is not None and (asked := decide.asked(unique)):
-            unique = decisions.first_copies(decide(unique, await self.people_known(asked)))
+            unique = decisions.first_copies(decide(unique, await self.people_known(asked, emails=decide.emails)))
         persons = self._people([e.identities for e in unique if e.identities])
         fresh = []
         for e in unique:  # either idempotency key makes a duplicate (the first copy of an also-key wins too)
@@ -113,12 +116,22 @@ class MemoryLedger:
         self.links.update(links)
         return {**{i: merges.get(p, p) for i, p in known_links.items()}, **links}
 
-    async def people_known(self, identifiers: Sequence[str]) -> dict[str, Known]:
+    async def people_known(self, identifiers: Sequence[str], *, emails: bool = False) -> dict[str, Known]:
         persons = {self.links[i] for i in identifiers if i in self.links}
         mine = {i: p for i, p in self.links.items() if p in persons}
         seen = [(i, c) for i, (c, _) in sorted(((i, v) for i, v in self.consents.items() if i in mine),
                                                key=lambda item: item[1][1], reverse=True)]
-        return {i: known(i, mine, seen) for i in identifiers}
+        last = self._last_emails(persons) if emails else {}
+        return {i: known(i, mine, seen, last) for i in identifiers}
+
+    def _last_emails(self, persons: set[str]) -> dict[str, str]:
+        """As ``sync.ledger.links.last_emails``: the email each person's newest row of ``EMAIL_KINDS`` named."""
+        newest: dict[str, Row] = {}
+        for row in self._in_order():
+            if (row.direction is Direction.OUTBOUND and row.user_key in persons and row.kind in EMAIL_KINDS
+                    and row.status in EMAIL_STATUSES):
+                newest[row.user_key] = row
+        return {person: email for person, row in newest.items() if (email := last_email(row.mapped))}
 
     async def deletions_pending(self) -> int:
         return sum(r.status is Status.PENDING and r.kind == "delete" for r in self.table.values())

@@ -129,9 +129,11 @@ class Project:
                         else "email or userId is required")
 
     def find(self, by: str, value: Any, now: float | None = None) -> dict[str, Any] | None:
-        """The applied user named so (only a visible one when ``now`` is given)."""
+        """The applied user named so (only a visible one when ``now`` is given). Emails match without regard
+        to letter case (Iterable lower-cases them: ``GET /api/users/forgotten``); userIds are case-sensitive."""
+        wanted = _matched(by, value)
         for user in self.users:
-            if value is not None and user.get(by) == value:
+            if value is not None and _matched(by, user.get(by)) == wanted:
                 if now is None or self.visible_at.get(id(user), 0.0) <= now:
                     return user
         return None
@@ -251,3 +253,8 @@ class Project:
                 user = self.find(by, value)
                 if user is not None:
                     self.users.remove(user)
+
+
+def _matched(by: str, value: Any) -> Any:
+    """An identifier as the project compares it: an email lower-cased, a userId as it is."""
+    return value.lower() if by == "email" and isinstance(value, str) else value

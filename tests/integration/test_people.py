@@ -16,9 +16,9 @@ from sync.config import Config
 from sync.ledger.schema import events, identities
 from sync.model import Direction, Status
 from sync.sandbox import FakeIterable, FakeSegment, Fault
-from tests.conftest import started
+from tests.conftest import STRICT, serving, started
 from tests.integration.test_outbound import post, url
-from tests.support import WEBHOOK_TOKEN, sign, wait_for
+from tests.support import ITERABLE_KEY, WEBHOOK_TOKEN, sign, wait_for
 
 OUT = Direction.OUTBOUND
 PERSON = ("del-user", "del@example.com")
@@ -252,3 +252,33 @@ async def test_a_user_id_that_is_a_dot_segment_is_deleted_not_reported_done(
     await wait_for(lambda: status_is(daemon, "dots-1", Status.DELIVERED))
     await wait_for(lambda: fake.idle)
     assert fake.deletions == [{"userId": user_id}] and fake.find_user(user_id=user_id) is None
+
+
+async def test_an_email_projects_identify_with_a_new_email_moves_the_profile_with_update_email(
+        stack_config: Config, ledger_url: str) -> None:
+    """SPEC section 5: in an email project the new email is given to the known profile with users/updateEmail,
+    before the identify's update names it; one profile keeps its history. A change of case alone is none."""
+    fake = FakeIterable(ITERABLE_KEY, **{**STRICT, "project_type": "email"})
+    config = replace(stack_config, iterable=replace(stack_config.iterable, project_type="email"))
+    first = {"userId": "e1", "messageId": "ec-1", "traits": {"email": "e1@example.com", "plan": "a"}}
+    then = [{"userId": "e1", "messageId": "ec-2", "traits": {"email": "e1-new@example.com"}},
+            {"userId": "e1", "messageId": "ec-3", "traits": {"email": "E1-New@Example.com", "seats": 3}}]
+    async with serving(fake.app()) as iterable_url:
+        config = replace(config, iterable=replace(config.iterable, base_url=iterable_url))
+        async with started(config, ledger_url) as daemon:
+            assert (await post(daemon, "/v1/identify", first))[0] == 200
+            await wait_for(lambda: status_is(daemon, "ec-1", Status.DELIVERED))
+            for event in then:
+                assert (await post(daemon, "/v1/identify", event))[0] == 200
+            await wait_for(lambda: _settled(daemon), within=20)
+            await wait_for(lambda: fake.idle)
+            change = await status(daemon, "ec-2:email")
+    assert [(u["email"], u["userId"], u["dataFields"]) for u in fake.project.users] == \
+        [("e1-new@example.com", "e1", {"plan": "a", "seats": 3})]
+    assert fake.project.email_changes == [{"from": "e1@example.com", "to": "e1-new@example.com"}]
+    calls = [(endpoint, body) for endpoint, body in fake.requests if endpoint.startswith("users/")]
+    in_order = [endpoint for n, (endpoint, body) in enumerate(calls) if n == 0 or calls[n - 1] != (endpoint, body)]
+    assert in_order == ["users/bulkUpdate", "users/updateEmail", "users/update", "users/update"]  # retries aside
+    assert [body for endpoint, body in calls if endpoint == "users/updateEmail"][0] == \
+        {"currentEmail": "e1@example.com", "newEmail": "e1-new@example.com"}
+    assert change is Status.DELIVERED
