@@ -13,8 +13,10 @@ from typing import Any
 
 import aiohttp
 import pytest
+import yarl
 
 from sync.app import Daemon
+from sync.http.console import session
 from sync.model import Direction, Status
 from sync.sandbox import FakeIterable, FakeSegment
 from tests.conftest import started
@@ -262,8 +264,6 @@ async def test_a_nul_or_non_utf8_filter_is_a_400_not_a_ledger_outage(daemon: Dae
                                                                     caplog: pytest.LogCaptureFixture) -> None:
     """A bug hunt: on PostgreSQL a NUL in a console filter reached the database, came back as a 503, and the log
     and /readyz reported the ledger unable to commit ingest (a false outage alarm for an operator's typo)."""
-    import yarl
-
     http, csrf = await logged_in(daemon)
     async with http:
         for query in ("person?q=a%00b", "rows?person=a%00b", "rows?reason=%00",
@@ -308,3 +308,19 @@ async def test_a_second_pause_keeps_the_first_reason_and_says_so(daemon: Daemon,
     said = [(r.getMessage(), getattr(r, "reason", None)) for r in caplog.records if r.name == "sync.http.console"]
     assert ("direction already paused from the console", "first pause") in said
     assert all(reason != "second pause" for _, reason in said)
+
+
+async def test_a_logged_out_session_is_refused_even_with_a_copy_of_its_cookie(daemon: Daemon) -> None:
+    """Sessions are signed cookies: logging out only deleted the browser's copy, and a copied cookie kept
+    working until it expired. Now the ledger remembers the ended session, for every replica."""
+    http, csrf = await logged_in(daemon)
+    async with http:
+        copied = http.cookie_jar.filter_cookies(yarl.URL(f"{base(daemon)}/console"))[session.COOKIE].value
+        async with http.post(f"{base(daemon)}/console/logout", data={"csrf": csrf}, allow_redirects=False) as response:
+            assert response.status == 303
+    async with aiohttp.ClientSession(cookies={session.COOKIE: copied}) as thief:
+        async with thief.get(f"{base(daemon)}/console/rows", allow_redirects=False) as response:
+            assert response.status == 303 and response.headers["Location"] == "/console/login"
+    other, _ = await logged_in(daemon)  # other sessions go on
+    async with other, other.get(f"{base(daemon)}/console/rows", allow_redirects=False) as response:
+        assert response.status == 200

@@ -2,7 +2,8 @@
 
 A session is ``<expires>.<nonce>.<mac>``, the MAC keyed by the login token that opened it. Replicas with
 the same config accept each other's sessions; taking a token out of ``console.tokens`` ends every
-session it opened. The CSRF token is a second MAC over the nonce: a page can carry it, another site
+session it opened. Logging out ends that session everywhere: the ledger keeps its name (``ended``) until it
+would have expired, so a copied cookie is refused by every replica. The CSRF token is a second MAC over the nonce: a page can carry it, another site
 cannot compute it, and it is worthless without the cookie. Pure functions, every comparison constant-time.
 """
 
@@ -50,6 +51,11 @@ def valid(cookie: str | None, tokens: Sequence[str], *, now: float) -> str | Non
         if token:
             signed |= hmac.compare_digest(as_bytes(mac), as_bytes(_mac(token, "session", f"{expires}.{nonce}")))
     return nonce if signed else None
+
+
+def ended(nonce: str) -> str:
+    """The ledger cursor that marks a logged-out session (a digest of its nonce, never the nonce itself)."""
+    return f"console:ended:{hashlib.sha256(as_bytes(nonce)).hexdigest()[:40]}"
 
 
 def csrf_token(cookie: str) -> str:

@@ -105,8 +105,8 @@ def install(app: web.Application, config: Config, ledger: Ledger, workers: Seque
 def _session(handler: Handler) -> Handler:
     async def guarded(request: web.Request) -> web.StreamResponse:
         console = request.app[CONSOLE]
-        if session.valid(request.cookies.get(session.COOKIE), console.config.console.tokens,
-                         now=time.time()) is None:
+        nonce = session.valid(request.cookies.get(session.COOKIE), console.config.console.tokens, now=time.time())
+        if nonce is None or await console.ledger.cursor(session.ended(nonce)) is not None:
             if request.method == "GET" and "HX-Request" not in request.headers:
                 raise web.HTTPSeeOther("/console/login")
             raise web.HTTPUnauthorized(reason="log in to the console first")
@@ -178,6 +178,13 @@ async def login(request: web.Request) -> web.StreamResponse:
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
+    """End the session here and on every replica (a copy of the cookie is refused from now on)."""
+    console = request.app[CONSOLE]
+    nonce = session.valid(request.cookies.get(session.COOKIE), console.config.console.tokens, now=time.time())
+    if nonce is not None:  # (``_session`` checked it)
+        expires = request.cookies[session.COOKIE].split(".")[0]  # kept: after it, the cookie is dead anyway
+        await console.ledger.set_cursor(session.ended(nonce), expires, console.clock())
+        log.info("console session ended (logout)")
     response = web.HTTPSeeOther("/console/login")
     response.del_cookie(session.COOKIE, path="/console")
     raise response
