@@ -11,7 +11,7 @@ from typing import Any
 
 from sync.model import Direction, NewEvent, Remapped, Row, Status
 
-COMPANIONS = ("device token", "browser token", "subscriptions")
+COMPANIONS = ("device token", "browser token", "subscriptions", "email change")  # calls an event brings along
 
 
 def remap(row: Row, decided: NewEvent, *, force: bool = False) -> Remapped | str:
@@ -23,7 +23,7 @@ def remap(row: Row, decided: NewEvent, *, force: bool = False) -> Remapped | str
     if row.status is Status.DELIVERED:
         return f"row {row.id}: already delivered"
     if row.kind in COMPANIONS:
-        return f"row {row.id}: a {row.kind} call comes with its event; re-map the event's own row"
+        return f"row {row.id}: its {row.kind} call comes with its event; re-map the event's own row"
     if not force and row.direction is Direction.OUTBOUND and _outcome_unknown(row):
         before, after = _endpoint(row.mapped), _endpoint(decided.mapped)
         if before != after:

@@ -121,3 +121,20 @@ async def test_the_update_after_an_email_change_goes_through_the_single_queue() 
     # right after the person's bulk write, the change waits for Iterable's bulk queue, and so does the update
     held = plan(items, {later[0].user_key or "": ("bulk", 0.0)}, 10.0, 60.0)
     assert held.held == {later[0].id: 50.0} and held.send == []
+
+
+def test_an_email_change_row_is_not_remapped_on_its_own() -> None:
+    """Its payload is the identify that brought it: re-mapped alone it would become a second users/update."""
+    from datetime import UTC, datetime
+
+    from sync.engine.remap import remap
+    from sync.model import Direction, Row
+
+    at = datetime(2026, 11, 1, tzinfo=UTC)
+    row = Row(id=7, direction=Direction.OUTBOUND, key="m-1:email", kind="email change", user_key="u:e1",
+              payload={"type": "identify"}, status=Status.DEAD, attempts=1, next_attempt_at=at, lease_owner=None,
+              lease_expires_at=None, last_error=None, reason="HTTP 400", received_at=at, updated_at=at,
+              retry_from=at)
+    decided = NewEvent(direction=Direction.OUTBOUND, key="m-1:email", kind="identify", payload={},
+                       user_key="u:e1")
+    assert remap(row, decided) == "row 7: its email change call comes with its event; re-map the event's own row"
