@@ -48,9 +48,16 @@ class Progress:
 
 
 def as_webhook(kind: str, record: dict[str, Any]) -> dict[str, Any]:
-    """An export record in the shape of a system webhook (``email``, ``userId``, ``eventName``, ``dataFields``)."""
-    fields: dict[str, Any] = record["dataFields"] if isinstance(record.get("dataFields"), dict) else record
-    data = {k: v for k, v in fields.items() if k not in _NOT_FIELDS and k != "dataFields"}
+    """An export record in the shape of a system webhook (``email``, ``userId``, ``eventName``, ``dataFields``).
+
+    A record's own fields (``createdAt``, ``eventName``, ``messageId``, campaign and template) are at its top
+    level; a custom event's or a purchase's fields are nested in its ``dataFields``. Both go into the webhook's
+    ``dataFields``, the record's own fields winning a clash (a custom field named ``createdAt`` does not
+    move the event's time). Keeping only the nested ones lost the time (the event took the run's "now"), the
+    custom event's name and its message, and two custom events of one person merged."""
+    top = {k: v for k, v in record.items() if k not in _NOT_FIELDS and k != "dataFields"}
+    nested = record.get("dataFields")
+    data = {**{k: v for k, v in nested.items() if k not in _NOT_FIELDS}, **top} if isinstance(nested, dict) else top
     webhook: dict[str, Any] = {"eventName": kind, "dataFields": data}
     for name in ("email", "userId"):
         if record.get(name) is not None:

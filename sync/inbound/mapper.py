@@ -89,6 +89,9 @@ def validate(webhook: Any) -> dict[str, Any]:
                         ("dataFields.email", as_dict(webhook.get("dataFields")).get("email"))):
         if isinstance(value, str) and has_control(value):
             raise InvalidEvent(f"{path}: contains a control character")
+    user_id = webhook.get("userId")
+    if user_id is not None and (isinstance(user_id, bool) or not isinstance(user_id, str | int | float)):
+        raise InvalidEvent("userId: expected a string (or a number)")  # it was dropped: sent as anonymous
     overflow = non_finite(webhook)
     if overflow:
         raise InvalidEvent(f"{overflow}: a number too large to represent (not finite)")
@@ -122,6 +125,16 @@ DISTINGUISHING = ("emailListIds", "emailListId", "listId", "channelIds", "channe
                   "inboxSessionId", "smsMessageId", "toPhoneNumber", "fromPhoneNumber", "url", "linkUrl",
                   "eventName", "smsMessage")
 CLICKED = ("url", "linkUrl", "clickedUrl", "href")  # where a click names its link, by event and by source
+# what else tells two clicks of one message apart: an embedded message's button and its target (a key without them
+# is unchanged, so events recorded before keep their keys)
+CLICK_TARGETS = ("targetUrl", "buttonIdentifier", "buttonUrl")
+CUSTOM_EVENT = "customEvent"  # an export's custom events (not a system webhook): named by their own eventName
+
+
+def is_click(name: str) -> bool:
+    """A click event: the named ones, and every ``...Click`` Iterable adds (``whatsAppClick``, ``embeddedClick``:
+    the export's ``dataTypeName`` list)."""
+    return name in CLICK_EVENTS or name.endswith("Click")
 
 
 def inbound_key(webhook: dict[str, Any]) -> str:
@@ -134,8 +147,8 @@ def inbound_key(webhook: dict[str, Any]) -> str:
     email = _email(webhook)  # an email is one person in any case; a userId is not (User-A and user-a are two)
     parts = [webhook["eventName"], email.lower() if email else (text_id(webhook.get("userId")) or ""),
              created.isoformat() if created else _raw_time(webhook), str(message)]
-    if webhook["eventName"] in CLICK_EVENTS:
-        parts.append(_clicked(fields))
+    if is_click(webhook["eventName"]):
+        parts += _click_parts(fields)
     if not fields.get("messageId"):
         present = {name: fields[name] for name in DISTINGUISHING if fields.get(name) is not None}
         if present:
@@ -146,6 +159,12 @@ def inbound_key(webhook: dict[str, Any]) -> str:
 def _clicked(fields: dict[str, Any]) -> str:
     """The link a click names, wherever its event and source put it (``CLICKED``)."""
     return str(next((fields[name] for name in CLICKED if fields.get(name)), ""))
+
+
+def _click_parts(fields: dict[str, Any]) -> list[str]:
+    """What tells a click apart in a key: its link, and its button and target when it has them."""
+    targets = {name: fields[name] for name in CLICK_TARGETS if fields.get(name) is not None}
+    return [_clicked(fields), *([json.dumps(targets, sort_keys=True, default=str)] if targets else [])]
 
 
 def message_key(webhook: dict[str, Any]) -> str | None:
@@ -159,8 +178,8 @@ def message_key(webhook: dict[str, Any]) -> str | None:
     if not message or created is None:
         return None
     parts = [webhook["eventName"], str(message), created.isoformat()]
-    if webhook["eventName"] in CLICK_EVENTS:
-        parts.append(_clicked(fields))
+    if is_click(webhook["eventName"]):
+        parts += _click_parts(fields)
     return "m:" + hashlib.sha256("\x1f".join(parts).encode(errors="surrogatepass")).hexdigest()[:60]
 
 
@@ -216,8 +235,11 @@ def to_track(webhook: dict[str, Any], *, event_names: str, received_at: datetime
     for source, target in (("ip", "ip"), ("userAgent", "userAgent")):
         if isinstance(fields.get(source), str):
             context[target] = fields[source]
+    own = fields.get("eventName") if name == CUSTOM_EVENT else None  # a custom event's own name
+    own = own.strip() if isinstance(own, str) and own.strip() else None
     track = SegmentTrack(
-        event=mapping.names.get(name) or (SEGMENT_NAMES.get(name, name) if event_names == "segment" else name),
+        event=mapping.names.get(name) or own or (SEGMENT_NAMES.get(name, name) if event_names == "segment"
+                                                 else name),
         user_id=user_id,
         anonymous_id=None if user_id else email,
         properties=_properties(name, fields, mapping),
@@ -236,7 +258,7 @@ def _properties(name: str, fields: dict[str, Any], mapping: InboundMapping) -> d
     fields, but never for a field the rules kept out (a denied emailSubject stays out as email_subject)."""
     properties = shape(fields, mapping.properties)
     if mapping.email_spec_properties and (name.startswith("email") or name == "hostedUnsubscribeClick"):
-        names = {**EMAIL_SPEC_NAMES, **(CLICK_SPEC_NAMES if name in CLICK_EVENTS else {})}
+        names = {**EMAIL_SPEC_NAMES, **(CLICK_SPEC_NAMES if is_click(name) else {})}
         kept = set(shape(dict.fromkeys(fields), FieldRules(allow=mapping.properties.allow,
                                                            deny=mapping.properties.deny)))
         properties.update({target: fields[src] for src, target in names.items()

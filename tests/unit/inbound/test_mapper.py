@@ -187,3 +187,55 @@ def test_a_webhook_and_its_export_record_share_the_message_key_whatever_identifi
     later = {**webhook, "dataFields": {**webhook["dataFields"], "createdAt": "2016-12-03 11:00:01 +00:00"}}
     assert message_key(later) != message_key(webhook)  # a second open of the same message is another event
     assert message_key({"eventName": "pushOpen", "userId": "u", "dataFields": {"createdAt": SAME_SECOND}}) is None
+
+
+# -- a fresh-eyes review of the inbound side ----------------------------------------------------------------
+
+
+def test_an_exported_custom_event_keeps_its_time_name_and_fields() -> None:
+    """The export nests a custom event's (and a purchase's) fields in ``dataFields``; its own time, name and
+    message are at the top. Only the nested ones were kept: the track took the run's "now", was named
+    "customEvent", and two custom events of one person merged into one."""
+    from sync.inbound.export import as_webhook
+
+    records = [{"createdAt": "2016-12-09 10:00:00 +00:00", "email": "cust@example.com", "eventName": name,
+                "dataFields": {"plan": "pro", "createdAt": "not the event's time"}, "_type": "customEvent"}
+               for name in ("Trial Started", "Plan Upgraded")]
+    hooks = [validate(as_webhook("customEvent", record)) for record in records]
+    assert inbound_key(hooks[0]) != inbound_key(hooks[1])
+    first = to_track(hooks[0], event_names="segment", received_at=NOW)
+    assert first.event == "Trial Started"
+    assert first.timestamp == datetime(2016, 12, 9, 10, tzinfo=UTC)
+    assert first.properties["plan"] == "pro" and "_type" not in first.properties
+    flat = as_webhook("emailOpen", {"createdAt": "2016-12-09 10:00:00 +00:00", "email": "a@example.com",
+                                    "messageId": "m1", "_type": "emailOpen"})
+    assert flat["dataFields"] == {"createdAt": "2016-12-09 10:00:00 +00:00", "email": "a@example.com",
+                                  "messageId": "m1"}  # a flat record as before
+
+
+@pytest.mark.parametrize(("name", "first", "second"), [
+    ("whatsAppClick", {"url": "https://x/1"}, {"url": "https://x/2"}),
+    ("embeddedClick", {"buttonIdentifier": "b1", "targetUrl": "https://x/1"},
+     {"buttonIdentifier": "b2", "targetUrl": "https://x/2"}),
+    ("embeddedClick", {"targetUrl": "https://x/1"}, {"targetUrl": "https://x/2"}),
+    ("rcsClick", {"clickedUrl": "https://x/1"}, {"clickedUrl": "https://x/2"}),  # any click Iterable adds
+])
+def test_two_clicks_of_one_message_on_different_links_are_two_events(
+        name: str, first: dict[str, Any], second: dict[str, Any]) -> None:
+    """Only five click events were known as clicks: two WhatsApp or embedded clicks of one message merged."""
+    from sync.inbound.mapper import message_key
+
+    def hook(link: dict[str, Any]) -> dict[str, Any]:
+        return validate({"email": "wa@example.com", "eventName": name, "dataFields": {
+            "createdAt": "2016-12-09 22:52:38 +00:00", "messageId": "wa1", **link}})
+
+    assert inbound_key(hook(first)) != inbound_key(hook(second))
+    assert message_key(hook(first)) != message_key(hook(second))
+    assert inbound_key(hook(first)) == inbound_key(hook(dict(first)))  # a retry is still one event
+
+
+@pytest.mark.parametrize("user_id", [{"a": 1}, ["u"], True])
+def test_an_inbound_user_id_that_is_neither_text_nor_a_number_is_refused(user_id: Any) -> None:
+    """It was dropped: the event went to Segment as anonymous."""
+    with pytest.raises(InvalidEvent, match="^userId: expected a string"):
+        validate({"email": "obj@example.com", "userId": user_id, "eventName": "emailOpen", "dataFields": {}})
