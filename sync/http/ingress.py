@@ -182,6 +182,11 @@ async def _body(request: web.Request, limit: int | None = None) -> bytes:
     except TimeoutError:
         raise web.HTTPRequestTimeout(reason="body not received in time") from None
     except RequestPayloadError:  # a gzip or deflate body that does not decompress
+        # nothing more is read of it: without this aiohttp reads on after the answer, meets the same error and
+        # logs it as an unhandled exception; the connection closes after the answer (its stream is broken)
+        request.content.feed_eof()
+        if request.protocol is not None:
+            request.protocol.close()
         encoding = request.headers.get("Content-Encoding", "")[:20]
         raise InvalidEvent(f"body: cannot be decoded as its Content-Encoding ({encoding!r}) says") from None
 

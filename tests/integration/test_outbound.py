@@ -412,12 +412,15 @@ async def _dead_keys(daemon: Daemon, keys: set[str]) -> bool:
 ])
 @pytest.mark.parametrize("encoding", ["gzip", "deflate"])
 async def test_a_body_that_does_not_decompress_is_a_400_naming_it(daemon: Daemon, path: str, auth: str,
-                                                                  encoding: str) -> None:
+                                                                  encoding: str, caplog: pytest.LogCaptureFixture
+                                                                  ) -> None:
     """A corrupt gzip body answered 500 with a traceback, even without credentials on `/v1/batch` (its body
-    is read for a write key) and with any well-formed `X-Signature`."""
+    is read for a write key) and with any well-formed `X-Signature`. Then the 400 still left an "Unhandled
+    exception" traceback at ERROR in the log (anyone with the token could fill the error log)."""
     headers = {"none": {}, "basic": BASIC, "signature": {"X-Signature": "0" * 40},
                "token": {"Authorization": WEBHOOK_TOKEN}}[auth]
     status, body = await post(daemon, path, b"\x1f\x8b\x08garbage", {**headers, "Content-Encoding": encoding})
     assert status == 400, body
     assert body == {"success": False, "error": f"body: cannot be decoded as its Content-Encoding ('{encoding}') says"}
     assert (await post(daemon, "/v1/track", {"userId": "u1", "event": "E", "messageId": "after"}))[0] == 200
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")], caplog.text
