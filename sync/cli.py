@@ -449,8 +449,9 @@ class ProgressLine:
         self.stream, self.tty, self.shown = stream, stream.isatty(), False
 
     def show(self, kind: str, progress: Progress) -> None:
-        text = (f"[{progress.slices_done}/{progress.slices_total}] {kind}: fetched {progress.fetched}, "
-                f"new {progress.new}, duplicates {progress.duplicates}")
+        text = (f"[{progress.slices_done}/{progress.slices_total}] {kind} window done; all types so far: "
+                f"fetched {progress.fetched}, new {progress.new}, duplicates {progress.duplicates}, "
+                f"invalid {progress.invalid}")
         self.stream.write(f"\r\033[K{text}" if self.tty else f"{text}\n")
         self.stream.flush()
         self.shown = True

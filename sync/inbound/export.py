@@ -19,7 +19,7 @@ from sync.iterable import api
 from sync.iterable.client import IterableClient
 from sync.ledger.store import Ledger
 from sync.mapping.rules import InboundMapping
-from sync.model import NewEvent
+from sync.model import NewEvent, Status
 from sync.wire import strict_loads
 
 log = logging.getLogger("sync.inbound.export")
@@ -133,10 +133,13 @@ class ExportPuller:
                                         now=datetime.now(UTC), mapping=self.mapping, digest=self.digest))
             except (ValueError, RecursionError, InvalidEvent, AttributeError, TypeError):
                 invalid += 1
-        duplicates = 0
+        seen: set[str] = set()
         for at in range(0, len(rows), RECORD_BATCH):
-            duplicates += len(await self.intake.record(rows[at:at + RECORD_BATCH]))
-        return Progress(fetched=fetched, new=len(rows) - duplicates, duplicates=duplicates, invalid=invalid)
+            seen |= await self.intake.record(rows[at:at + RECORD_BATCH])
+        recorded = [row for row in rows if row.key not in seen]
+        rejected = sum(row.status is Status.REJECTED for row in recorded)  # kept as rejected rows, with the reason
+        return Progress(fetched=fetched, new=len(recorded) - rejected, duplicates=len(rows) - len(recorded),
+                        invalid=invalid + rejected)
 
     async def _fetch(self, kind: str, start: datetime, end: datetime) -> bytes:
         params = {"dataTypeName": kind, "startDateTime": start.astimezone(UTC).strftime(EXPORT_TIME),

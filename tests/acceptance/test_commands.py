@@ -160,7 +160,7 @@ async def test_backfill_records_the_window_and_dedupes_against_webhooks(
                                "2016-12-04T00:00:00Z", "--types", "emailOpen,pushSend")
     assert code == 0, err
     assert out.strip() == "backfill done: 6 windows, fetched 12, new 11, duplicates 1, invalid 0"
-    assert "[3/6] emailOpen: fetched 11, new 10, duplicates 1" in err
+    assert "[3/6] emailOpen window done; all types so far: fetched 11, new 10, duplicates 1, invalid 0" in err
     assert sum(1 for endpoint, _ in fake.hits if endpoint == "export/data.json") == 6
     segment = fake_segment[0]
     await wait_for(lambda: len(segment.unique()) == 12)  # the serving daemon delivers what backfill recorded

@@ -139,3 +139,23 @@ async def test_the_serving_daemon_runs_reconciliation_on_its_scheduler(
         await wait_for(lambda: len(fake_segment[0].messages) == 1, within=20)
     message: dict[str, Any] = fake_segment[0].messages[0]
     assert message["event"] == "Push Opened" and message["anonymousId"] == "late@example.com"
+
+
+async def test_a_backfill_counts_records_it_could_not_read_as_invalid_not_new(ledger: Ledger) -> None:
+    """A fresh-eyes review: a record whose time cannot be read is kept as a rejected row (with its reason),
+    and the progress counted it as new."""
+    import json
+
+    class Export(ExportPuller):
+        async def _fetch(self, kind: str, start: datetime, end: datetime) -> str:
+            records = [{"email": "a@example.com", "createdAt": "2016-12-02 10:00:00 +00:00", "messageId": "m1"},
+                       {"email": "b@example.com", "createdAt": "yesterday", "messageId": "m2"}, "not an object"]
+            return "\n".join(json.dumps(r) for r in records) + "\nnot json\n"
+
+    metrics = Metrics()
+    puller = Export(None, Intake(ledger, metrics), ledger, event_names="segment")  # type: ignore[arg-type]
+    got = await puller.pull("emailOpen", T0, T0 + timedelta(hours=1))
+    assert (got.fetched, got.new, got.duplicates, got.invalid) == (4, 1, 0, 3)
+    again = await puller.pull("emailOpen", T0, T0 + timedelta(hours=1))
+    assert (again.new, again.duplicates, again.invalid) == (0, 2, 2)  # the rejected row is recorded once
+    assert [r.status for r in await ledger.rows(direction=Direction.INBOUND)] == [Status.PENDING, Status.REJECTED]
