@@ -35,7 +35,13 @@ class LedgerError(SyncError):
 
 
 class LedgerUnavailable(LedgerError):
-    pass
+    """The ledger did not commit. ``outage``: the database could not be reached or did not answer in time (a
+    lock, statement or pool timeout, a lost connection, a full disk), as against a statement it refused for the
+    values in it (SQLSTATE classes 22 and 23): trying again at once, row by row, would only wait again."""
+
+    def __init__(self, message: str, *, outage: bool = True) -> None:
+        super().__init__(message)
+        self.outage = outage
 
 
 class LedgerNotMigrated(LedgerError):

@@ -207,8 +207,9 @@ class GroupCommit:
     """Concurrent requests share one transaction; each still gets its answer only after that commit.
 
     While one commit runs, new requests queue; the first of them to get the lock commits the whole
-    queue. When a shared commit fails, each request is committed on its own, so a request whose rows
-    the database refuses fails alone (503) and the others are answered as usual. At most
+    queue. When a shared commit fails because the database refused values in it, each request is committed on
+    its own, so a request whose rows the database refuses fails alone (503) and the others are answered as
+    usual; when it fails for an outage (``LedgerUnavailable.outage``), every waiting request gets its 503 at once. At most
     ``max_queued`` rows wait: past that a request is refused with ``Overloaded`` before it queues.
     """
 
@@ -258,8 +259,15 @@ class GroupCommit:
             known = await (self.ledger.record(every, self.clock(), decide=self.decide) if self.decide
                            else self.ledger.record(every, self.clock()))
         except Exception as exc:  # noqa: BLE001 - LedgerError, or a row the driver cannot encode
-            if len(batch) == 1:
+            if len(batch) == 1 or (isinstance(exc, LedgerUnavailable) and exc.outage):
+                # an outage (a lock or statement timeout, no connection) fails every waiting request now (503),
+                # and those queued meanwhile: tried one by one, or as the next batch, each would wait the whole
+                # timeout again behind the commit lock (a client waited several timeouts for its 503)
                 _fail(batch, exc)
+                if isinstance(exc, LedgerUnavailable) and exc.outage:
+                    waiting, self._queue = self._queue, []
+                    self._queued -= sum(len(rows) for rows, _ in waiting)
+                    _fail(waiting, exc)
             else:
                 for entry in batch:  # one request at a time: only a request the database refuses fails
                     await self._commit([entry])

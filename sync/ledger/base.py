@@ -118,7 +118,7 @@ class SqlLedger:
             # its insert on the driver in the writer thread (locked past the busy timeout, disk full)
             if _missing_table(exc):
                 raise LedgerNotMigrated("the ledger schema is missing: run `python -m sync migrate`") from exc
-            raise LedgerUnavailable(f"ledger unavailable: {_short(exc)}") from exc
+            raise LedgerUnavailable(f"ledger unavailable: {_short(exc)}", outage=not refused(exc)) from exc
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -147,6 +147,19 @@ def _lock_id(name: str) -> int:
 def _missing_table(exc: Exception) -> bool:
     text = str(exc).lower()
     return "no such table" in text or ("relation" in text and "does not exist" in text)
+
+
+def refused(exc: Exception) -> bool:
+    """Whether the database refused a statement for the values in it (a data exception or an integrity
+    violation: SQLSTATE class 22 or 23; SQLite's integrity and data errors), not for want of time or a
+    connection."""
+    if isinstance(exc, sa.exc.DataError | sa.exc.IntegrityError):
+        return True
+    orig = getattr(exc, "orig", None)
+    if isinstance(orig, sqlite3.IntegrityError | sqlite3.DataError):
+        return True
+    state = getattr(exc, "sqlstate", None) or getattr(orig, "sqlstate", None)  # asyncpg's own, or as wrapped
+    return isinstance(state, str) and state[:2] in ("22", "23")
 
 
 def _short(exc: Exception) -> str:

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sync import people
 from sync.errors import LedgerUnavailable
 from sync.ledger import decisions, forget, history, links
-from sync.ledger.base import SqlLedger, _lock_id, _row
+from sync.ledger.base import SqlLedger, _lock_id, _row, refused
 from sync.ledger.schema import events, identities
 from sync.model import Direction, NewEvent, Row, Status
 
@@ -203,7 +203,8 @@ async def insert_unnested(conn: AsyncConnection, rows: Sequence[NewEvent], now: 
     try:
         return {r[0] for r in await driver.fetch(_PG_INSERT, *columns)}
     except Exception as exc:  # the driver's own errors, converted as SQLAlchemy's DBAPIError would be
-        raise LedgerUnavailable(f"ledger unavailable: {str(exc).splitlines()[0][:300]}") from exc
+        raise LedgerUnavailable(f"ledger unavailable: {str(exc).splitlines()[0][:300]}",
+                                outage=not refused(exc)) from exc
 
 
 _TEXT: dict[Direction | Status, str] = {**{d: d.value for d in Direction}, **{s: s.value for s in Status}}

@@ -54,3 +54,73 @@ async def test_a_failed_commit_fails_every_request_in_it(ledger: Ledger, monkeyp
     gate.set()
     results = await asyncio.gather(*tasks, return_exceptions=True)
     assert all(isinstance(r, LedgerUnavailable) for r in results)
+
+
+@pytest.mark.postgres
+async def test_requests_waiting_out_a_locked_ledger_get_their_503_after_one_lock_timeout(pg_url: str) -> None:
+    """A bug hunt: while a stalled session held the table, a failed shared commit was tried again request by
+    request, each waiting the whole lock timeout behind the commit lock: requests waited 28 s for a 503 (or
+    for their 200) where the lock timeout was 5 s, and clients gave up first."""
+    import time
+
+    import asyncpg
+
+    from sync.ledger.store import create_engine
+    from sync.ledger.timeouts import DatabaseTimeouts
+    from tests.conftest import _reset_pg
+
+    await _reset_pg(pg_url)
+    ledger = Ledger(create_engine(pg_url, DatabaseTimeouts(lock_seconds=1.0)))
+    stall = await asyncpg.connect(pg_url)
+    try:
+        group = GroupCommit(ledger, lambda: datetime.now(UTC))
+        await stall.execute("BEGIN; LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+
+        async def one(n: int) -> float:
+            await asyncio.sleep(n * 0.15)  # requests keep arriving while the lock is held
+            started = time.monotonic()
+            with pytest.raises(LedgerUnavailable) as raised:
+                await group.record([event(f"l{n}")])
+            assert raised.value.outage
+            return time.monotonic() - started
+
+        waited = await asyncio.gather(*(one(n) for n in range(12)))
+        assert max(waited) < 2.5, waited  # about one lock timeout each, never several
+    finally:
+        await stall.execute("ROLLBACK")
+        await stall.close()
+        await ledger.close()
+    assert await ledger_after(pg_url)
+
+
+async def ledger_after(url: str) -> bool:
+    """Once the lock is gone, the same requests commit."""
+    from sync.ledger.store import create_engine
+
+    ledger = Ledger(create_engine(url))
+    try:
+        return await GroupCommit(ledger, lambda: datetime.now(UTC)).record([event("l0")]) == set()
+    finally:
+        await ledger.close()
+
+
+@pytest.mark.postgres
+async def test_a_commit_the_database_refuses_for_its_values_is_not_an_outage(pg_url: str) -> None:
+    """Only a refusal for the values tries the batch's requests one by one (an outage fails them at once).
+    (PostgreSQL refuses a NUL in text; SQLite stores it.)"""
+    from sync.ledger.store import create_engine
+    from tests.conftest import _reset_pg
+
+    await _reset_pg(pg_url)
+    ledger = Ledger(create_engine(pg_url))
+    try:
+        with pytest.raises(LedgerUnavailable) as raised:
+            await ledger.record([NewEvent(direction=Direction.OUTBOUND, key="k\x00", kind="track", payload={},
+                                          user_key="u")], datetime.now(UTC))
+        assert raised.value.outage is False
+        group = GroupCommit(ledger, lambda: datetime.now(UTC))
+        bad, good = await asyncio.gather(group.record([event("k\x00")]), group.record([event("fine")]),
+                                         return_exceptions=True)
+        assert isinstance(bad, LedgerUnavailable) and good == set()  # the good request still commits
+    finally:
+        await ledger.close()
