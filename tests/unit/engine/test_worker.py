@@ -169,7 +169,7 @@ class Refusing:
         self.commits += 1
         await self.gate.wait()
         if any(e.key == "poison" for e in batch):
-            raise LedgerUnavailable("ledger unavailable: invalid input for type json")
+            raise LedgerUnavailable("ledger unavailable: invalid input for type json", outage=False)  # refused values
         return await self.inner.record(batch, now)
 
 
