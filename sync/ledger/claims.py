@@ -110,11 +110,12 @@ class Claims(SqlLedger):
         return [row_id for queue in queues.values() for row_id in claimable(queue, claim.in_flight)]
 
     async def recheck(self, owner: str, ids: Sequence[int]) -> dict[int, tuple[str | None, bool]]:
-        """Each row's person key now, and whether it is still pending under ``owner``'s lease (a row skipped,
-        forgotten or decided again since it was claimed is not); rows gone from the ledger are left out."""
+        """Each row's person key now, and whether it is still pending under ``owner``'s running lease (a row
+        skipped, forgotten or decided again since it was claimed is not, nor one whose lease ran out:
+        ``Leases.running``); rows gone from the ledger are left out."""
         if not ids:
             return {}
-        mine = sa.and_(events.c.status == decisions.LEASED, events.c.lease_owner == owner)
+        mine = sa.and_(events.c.status == decisions.LEASED, events.c.lease_owner == owner, self.leases.running())
         query = sa.select(events.c.id, events.c.user_key, sa.case((mine, 1), else_=0).label("mine")).where(
             _ids_in(self.is_postgres, ids))
         async with self._tx() as conn:

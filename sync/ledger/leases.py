@@ -42,6 +42,14 @@ class Leases:
             return ran_out
         return sa.and_(ran_out, events.c.lease_owner.not_in(sorted(self.live)))
 
+    def running(self) -> Any:
+        """A lease not run out, for its holder's own re-check at send: on PostgreSQL by the database's clock (a
+        replica that stalled past its lease, through a ledger outage say, must not send a row another replica
+        may hold now); on SQLite a live owner's lease does not run out."""
+        if self.postgres:
+            return events.c.lease_expires_at > sa.func.now()
+        return sa.true()
+
     def until(self, until: datetime, seconds: float | None) -> Any:
         """The value a claim or a renewal writes as the lease's end: on PostgreSQL ``now()`` plus ``seconds``."""
         if self.postgres and seconds is not None:

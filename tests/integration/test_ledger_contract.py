@@ -239,6 +239,19 @@ async def test_a_delivered_deletion_becomes_a_tombstone(ledger: AnyLedger) -> No
     assert row.mapped is None and row.user_key.startswith("forgotten:") and await ledger.deletions_pending() == 0
 
 
+async def test_a_lease_run_out_fails_its_holders_recheck_where_replicas_share_the_ledger(
+        ledger: AnyLedger, ledger_url: str) -> None:
+    """A bug hunt: after a ledger outage longer than the lease, a replica's rows claimed ahead passed its
+    re-check (pending, its name on the lease) though the lease had run out and another replica could hold them
+    now: two replicas sent the same rows within 0.2 s. On PostgreSQL the re-check judges the lease by the
+    database's clock; on SQLite and in memory (one process) a live owner's lease does not run out."""
+    await ledger.record([event("a")], T0)
+    [a] = await ledger.claim(claim(), T0)
+    await lapse_leases(ledger, 31)  # the claim's lease is 30 s
+    mine = (await ledger.recheck("w1", [a.id]))[a.id][1]
+    assert mine is (not ledger_url.startswith("postgresql"))
+
+
 async def test_a_row_skipped_since_its_claim_is_no_longer_the_owners(ledger: AnyLedger) -> None:
     await ledger.record([event("a", user=None, identities=("u:cy",)), event("b", user="u2")], T0)
     a, b = await ledger.claim(claim(), T0)
