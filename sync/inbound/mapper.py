@@ -153,6 +153,8 @@ def inbound_key(webhook: dict[str, Any]) -> str:
         present = {name: fields[name] for name in DISTINGUISHING if fields.get(name) is not None}
         if present:
             parts.append(json.dumps(present, sort_keys=True, default=str))
+    if _created_value(webhook) is None:  # no time at all: every field tells it apart (a retry has the same ones)
+        parts.append(json.dumps(fields, sort_keys=True, default=str))
     return hashlib.sha256("\x1f".join(parts).encode(errors="surrogatepass")).hexdigest()
 
 

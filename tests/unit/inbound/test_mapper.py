@@ -239,3 +239,15 @@ def test_an_inbound_user_id_that_is_neither_text_nor_a_number_is_refused(user_id
     """It was dropped: the event went to Segment as anonymous."""
     with pytest.raises(InvalidEvent, match="^userId: expected a string"):
         validate({"email": "obj@example.com", "userId": user_id, "eventName": "emailOpen", "dataFields": {}})
+
+
+def test_two_events_without_a_time_that_differ_in_any_field_are_two_events() -> None:
+    """A bug hunt: Iterable's API marks createdAt optional on some events; without it, two opens of one person
+    and campaign merged into one row for as long as the ledger kept it."""
+    def opened(**fields: Any) -> dict[str, Any]:
+        return validate({"email": "nc@example.com", "eventName": "pushOpen",
+                         "dataFields": {"campaignId": 5, "templateId": 6, **fields}})
+
+    assert inbound_key(opened(platform="iOS")) != inbound_key(opened(platform="Android"))
+    assert inbound_key(opened(appAlreadyRunning=True)) != inbound_key(opened(appAlreadyRunning=False))
+    assert inbound_key(opened(platform="iOS")) == inbound_key(opened(platform="iOS"))  # a retry is one event
