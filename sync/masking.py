@@ -16,18 +16,23 @@ from sync import people
 
 EMAIL_MASK = "[email]"
 USER_ID_MASK = "[userId]"
+PHONE_MASK = "[phone]"
 # an address as it appears inside a sentence: local part, "@", dotted domain labels (quotes and brackets stop it);
 # bounded repeats (RFC 5321's sizes) keep the scan linear on long text without spaces
 _CHAR = r"[^\s@\"'<>()\[\],;:]"
 _LABEL = r"[^\s@\"'<>()\[\],;:.]{1,63}"
 EMAIL_SHAPE = re.compile(rf"{_CHAR}{{1,64}}@(?:{_LABEL}\.){{1,8}}{_LABEL}")
 _NAMING = ("email", "userId", "currentEmail", "newEmail")
+# a phone number in international form as a sentence quotes it (E.164: "+", 8 to 15 digits, written with
+# spaces, dots, dashes or brackets between them): Iterable's answers quote a user's phoneNumber
+PHONE_SHAPE = re.compile(r"(?<![\w+])\+\d(?:[ .\-()]{0,2}\d){7,14}(?!\w)")
 
 
 def mask(text: str, user_ids: Iterable[str] = ()) -> str:
-    """``text`` with every email-shaped token replaced by ``[email]`` and each spelling of ``user_ids`` by
-    ``[userId]``: ``"Invalid email: Zoë@Example.com"`` -> ``"Invalid email: [email]"``."""
-    text = EMAIL_SHAPE.sub(EMAIL_MASK, text)
+    """``text`` with every email-shaped token replaced by ``[email]``, every international phone number by
+    ``[phone]`` and each spelling of ``user_ids`` by ``[userId]``: ``"Invalid email: Zoë@Example.com"`` ->
+    ``"Invalid email: [email]"``, ``"phone +1 555-000-1111"`` -> ``"phone [phone]"``."""
+    text = PHONE_SHAPE.sub(PHONE_MASK, EMAIL_SHAPE.sub(EMAIL_MASK, text))
     for value in user_ids:
         for form in people.forms(value):
             if len(form) >= 2:  # a one-character userId would mask half of any sentence

@@ -142,7 +142,8 @@ class DeliveryRound:
             for row, call in chunk:
                 self._fail(row, call, str(exc), retryable=True, wait=exc.retry_after)
             return
-        self.results.called(ids, bulk_endpoint, reply.status, excerpt(reply.body))
+        named = [value for _, call in chunk for value in masking.named_in(call.body)]
+        self.results.called(ids, bulk_endpoint, reply.status, masking.mask(excerpt(reply.body), named))
         if 200 <= reply.status < 300:
             await self._bulk_answer(reply, chunk)
         elif reply.status in (400, 413) and len(chunk) > 1:
@@ -160,7 +161,7 @@ class DeliveryRound:
                 reason, retryable = outcome.failed[index]
                 named_by = reason.removeprefix("Iterable rejected the item: ").split(" ", 1)[0]
                 self.results.called([row.id], self.results.calls[row.id].endpoint, reply.status,
-                                    excerpt(reply.body, named_by=named_by))
+                                    masking.mask(excerpt(reply.body, named_by=named_by), masking.named_in(call.body)))
                 self._fail(row, call, reason, retryable=retryable, not_found=retryable)
             elif outcome.unmatched:
                 unsure.append((row, call))

@@ -12,9 +12,9 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sync.ledger import decisions, history
-from sync.ledger.base import SqlLedger, _ids_in, _in, _lock_id, _moment
+from sync.ledger.base import NOT_FORGOTTEN, SqlLedger, _ids_in, _in, _lock_id, _moment
 from sync.ledger.schema import events
-from sync.model import Claim, Direction, Queued, Row, Settlement, Status, claimable
+from sync.model import Attempt, Claim, Direction, Queued, Row, Settlement, Status, claimable
 
 # when its call was not frozen at intake (rows recorded before revision 0004), and times come as the driver
 # gives them (SQLite's text is parsed by ``_moment``, far cheaper than the generic type's parser)
@@ -159,7 +159,16 @@ class Claims(SqlLedger):
                 await conn.execute(stmt.values(**decisions.released(now)))
             if settlement.forgotten:
                 await self._forget_deletions(conn, settlement.forgotten)
-            await history.record(conn, settlement.attempts, now)
+            await history.record(conn, await self._not_forgotten(conn, settlement.attempts), now)
+
+    async def _not_forgotten(self, conn: AsyncConnection, tried: Sequence[Attempt]) -> list[Attempt]:
+        """The tries whose row was not forgotten while they ran: a forget deletes a person's history, and a
+        try answered after it must not write the person's data (Iterable's answer, the call) back."""
+        if not tried:
+            return []
+        gone = set((await conn.execute(sa.select(events.c.id).where(
+            _ids_in(self.is_postgres, [t.row_id for t in tried]), sa.not_(NOT_FORGOTTEN)))).scalars())
+        return [t for t in tried if t.row_id not in gone]
 
     @staticmethod
     async def _forget_deletions(conn: AsyncConnection, ids: Sequence[int]) -> None:

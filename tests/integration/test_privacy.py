@@ -125,13 +125,20 @@ async def test_iterables_message_naming_the_user_is_stored_and_logged_masked(
         daemon: Daemon, fake_iterable: tuple[FakeIterable, str], capsys: pytest.CaptureFixture[str]) -> None:
     fake, _ = fake_iterable
     fake.faults.add(Fault(endpoint="users/bulkUpdate", status=400, body={
-        "msg": "Invalid email: Mask.Me@Example.com (userId mask-user-9)", "code": "InvalidEmailAddressError"}))
+        "msg": "Invalid email: Mask.Me@Example.com (userId mask-user-9, phone +1 555-000-1111)",
+        "code": "InvalidEmailAddressError"}))
     person = {"type": "identify", "userId": "mask-user-9", "messageId": "mk-1",
               "traits": {"email": "mask.me@example.com"}}
     assert (await post(daemon, "/v1/batch", {"batch": [person]}))[0] == 200
     await wait_for(lambda: has_status(daemon, "mk-1", Status.DEAD))
-    reason = (await row(daemon, "mk-1")).reason
-    assert reason == "HTTP 400 InvalidEmailAddressError: Invalid email: [email] (userId [userId])"
+    dead = await row(daemon, "mk-1")
+    assert dead.reason == "HTTP 400 InvalidEmailAddressError: Invalid email: [email] (userId [userId], phone [phone])"
+    # the try's history too (a bug hunt: the bulk call's answer was stored as it came, with the userId and phone)
+    from sync.ledger import history
+
+    async with daemon.ledger.engine.connect() as conn:
+        details = " ".join(a.detail or "" for a in await history.of_row(conn, dead.id))
+    assert "[userId]" in details and "mask-user-9" not in details and "555-000-1111" not in details
     logs.setup(fmt="json")
     try:
         logging.getLogger("sync.engine.worker").warning("event dead-lettered", extra={
@@ -355,3 +362,21 @@ async def test_forgetting_a_person_leaves_no_history_line_that_names_them(ledger
         lines = {r.event_id: r.detail for r in (await conn.execute(sa.select(attempts))).all()}
     assert ids["g1"] not in lines
     assert "gina" not in lines[ids["o1"]].lower() and "[forgotten]" in lines[ids["o1"]]
+
+
+async def test_a_try_answered_after_its_person_was_forgotten_writes_no_history(ledger: Any) -> None:
+    """A bug hunt: a row forgotten while its request was in flight became a tombstone, then the try's settlement
+    wrote Iterable's answer (quoting the person's userId and phone) into its history, shown on the console."""
+    from sync.ledger import history
+    from sync.model import Attempt, Claim, NewEvent, Settlement
+
+    now = datetime.now(UTC)
+    await ledger.record([NewEvent(direction=Direction.OUTBOUND, key="fl-1", kind="track", payload={"n": 1},
+                                  user_key="u:liam-13", identities=("u:liam-13",))], now)
+    [claimed] = await ledger.claim(Claim(direction=Direction.OUTBOUND, owner="w", limit=1, lease_seconds=30), now)
+    await ledger.forget("u:liam-13", now)
+    tried = Attempt(row_id=claimed.id, direction=Direction.OUTBOUND, outcome="dead", endpoint="events/trackBulk",
+                    http_status=400, detail="HTTP 400: Invalid dataFields for userId liam-13 phone +15550001111")
+    await ledger.settle(Settlement(dead=((claimed.id, "HTTP 400"),), attempts=(tried,)), now, owner="w")
+    async with ledger.engine.connect() as conn:
+        assert await history.of_row(conn, claimed.id) == []

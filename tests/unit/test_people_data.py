@@ -147,3 +147,15 @@ def test_check_config_try_shows_the_consent_decision(tmp_path: Any, capsys: pyte
     hook.write_text('{"email": "a@b.co", "eventName": "emailOpen", "dataFields": {"messageId": "m"}}')
     assert cli.main(["check-config", "--config", str(path), "--try", str(hook), "--direction", "inbound"]) == 0
     assert "last consent seen outbound grants Analytics" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("text", "masked"), [
+    ("Invalid phoneNumber +15550001111", "Invalid phoneNumber [phone]"),
+    ('{"phoneNumber":"+1 555-000-1111"}', '{"phoneNumber":"[phone]"}'),
+    ("call +44 (20) 7946 0958.", "call [phone]."),
+    ("HTTP 400 at 12:00, code 4001234567", "HTTP 400 at 12:00, code 4001234567"),  # no "+": not a phone shape
+    ("version +1.2", "version +1.2"), ("score +12345", "score +12345"),  # too short for E.164
+])
+def test_a_phone_number_in_an_upstream_message_is_masked(text: str, masked: str) -> None:
+    """A bug hunt: Iterable's answers quoting a user's phone number were stored and logged as they came."""
+    assert masking.mask(text) == masked
