@@ -15,7 +15,7 @@ from typing import Any
 from sync import __version__, people
 from sync.errors import InvalidEvent
 from sync.iterable.identifiers import has_control
-from sync.mapping.rules import FieldRules, InboundMapping, matches, shape
+from sync.mapping.rules import InboundMapping, matches, screen, shape
 from sync.segment import timestamps
 from sync.segment.spec import as_dict, require_storable, text_id
 from sync.wire import non_finite, segment_size
@@ -261,8 +261,7 @@ def _properties(name: str, fields: dict[str, Any], mapping: InboundMapping) -> d
     properties = shape(fields, mapping.properties)
     if mapping.email_spec_properties and (name.startswith("email") or name == "hostedUnsubscribeClick"):
         names = {**EMAIL_SPEC_NAMES, **(CLICK_SPEC_NAMES if is_click(name) else {})}
-        kept = set(shape(dict.fromkeys(fields), FieldRules(allow=mapping.properties.allow,
-                                                           deny=mapping.properties.deny)))
+        kept = set(screen(fields, mapping.properties))
         properties.update({target: fields[src] for src, target in names.items()
                            if fields.get(src) is not None and src in kept})
     return properties

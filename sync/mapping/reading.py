@@ -31,6 +31,8 @@ from sync.mapping.rules import (
     PageRules,
     TraitRules,
     matches,
+    path_allowed,
+    path_denied,
 )
 
 OUTBOUND_KEYS = ("identity", "filter", "pages", "screens", "properties", "traits", "events")
@@ -123,9 +125,15 @@ class _Reader:
             if target in seen:
                 self.problems.append(f"{key}: '{seen[target]}' is renamed to '{target}' too")
             seen[target] = source
-            if matches(deny, source):
+            outer = next((o for o in table if source.startswith(f"{o}.")), None)
+            if outer is not None:
+                self.problems.append(f"{key}: source is inside '{outer}', which is renamed too")
+            if "." in target:
+                self.problems.append(f"{key}: the target '{target}' is a dotted path; a rename moves a field to a "
+                                     "top-level key")
+            if matches(deny, source) or path_denied(deny, source):
                 self.problems.append(f"{key}: source is denied (it would never be seen)")
-            elif allow and not matches(allow, source):
+            elif allow and not (matches(allow, source) or path_allowed(allow, source)):
                 self.problems.append(f"{key}: source is not in allow (it would never be seen)")
         return {k: v for k, v in table.items() if isinstance(v, str) and v.strip()}
 
@@ -214,14 +222,24 @@ def _pages(read: _Reader, raw: Any, name: str, default: PageRules) -> PageRules:
         read.problems.append(f"{name}.send: must be one of {' | '.join(repr(m) for m in SEND_MODES)}, got {send!r}")
         send = default.send
     event_name = read.text(table.get("event_name"), f"{name}.event_name", default.event_name)
-    for placeholder in re.findall(r"(?<!\{)\{(\w*)\}(?!\})", event_name.replace("{{", "").replace("}}", "")):
-        if placeholder not in PLACEHOLDERS:
-            read.problems.append(f"{name}.event_name: unknown placeholder {{{placeholder}}} "
-                                 "(known: {name}, {category})")
+    read.problems.extend(f"{name}.event_name: {problem}" for problem in _template_problems(event_name))
     unnamed = read.text(table.get("unnamed_event_name"), f"{name}.unnamed_event_name", default.unnamed_event_name)
     if re.search(r"\{\w*\}", unnamed.replace("{{", "").replace("}}", "")):
         read.problems.append(f"{name}.unnamed_event_name: must not hold a placeholder")
     return PageRules(send=send, event_name=event_name, unnamed_event_name=unnamed)
+
+
+def _template_problems(text: str) -> list[str]:
+    """What is wrong in a page/screen name template: only ``{name}`` and ``{category}``, and ``{{``/``}}`` for a
+    brace (read left to right, as ``rules.template`` fills it)."""
+    problems = []
+    for token in re.finditer(r"\{\{|\}\}|\{(\w*)\}|[{}]", text):
+        if token.group(0) in ("{", "}"):
+            problems.append(f"stray '{token.group(0)}' at character {token.start() + 1} (placeholders are {{name}} "
+                            "and {category}; write {{ or }} for a brace)")
+        elif token.group(1) is not None and token.group(1) not in PLACEHOLDERS:
+            problems.append(f"unknown placeholder {{{token.group(1)}}} (known: {{name}}, {{category}})")
+    return problems
 
 
 def _events(read: _Reader, raw: Any) -> dict[str, EventRule]:

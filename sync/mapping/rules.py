@@ -12,7 +12,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 CALL_TYPES = ("identify", "track", "page", "screen", "alias")
@@ -33,6 +33,9 @@ class FieldRules:
     allow: tuple[str, ...] = ()
     deny: tuple[str, ...] = ()
     rename: Mapping[str, str] = field(default_factory=dict)
+
+
+NO_RULES = FieldRules()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -134,26 +137,122 @@ def dropped_by(rules: Sequence[DropRule], event: Mapping[str, Any]) -> int | Non
     return None
 
 
-def shape(fields: Mapping[str, Any], *layers: FieldRules | None) -> dict[str, Any]:
-    """Apply allow -> deny -> rename of each layer in turn (global first, then per event)."""
+def effective(rules: FieldRules, per_event: FieldRules | None = None) -> FieldRules:
+    """The rules an event's fields go through (B2): a per-event ``allow`` replaces the global one; its ``deny``
+    and ``rename`` add to the global ones, and its rename of a source the global table also renames wins."""
+    if per_event is None or per_event == NO_RULES:
+        return rules
+    return replace(rules, allow=per_event.allow or rules.allow, deny=(*rules.deny, *per_event.deny),
+                   rename={**rules.rename, **per_event.rename})
+
+
+def shape(fields: Mapping[str, Any], rules: FieldRules) -> dict[str, Any]:
+    """allow -> deny -> rename, once (B3), over ``fields``; the input is not changed.
+
+    ``allow`` and ``deny`` entries are globs over a top-level key or a dotted path (``address.street``,
+    ``address.*``): each dot-separated part matches one key, in objects and in each object of a list. A key that
+    itself holds a dot is named by the same text, so ``x.y`` names both the key ``"x.y"`` and ``y`` inside ``x``.
+    ``rename`` moves every source, read from the fields as allow and deny left them, to its top-level target at
+    once: swaps and chains move each value once. A dotted source is a path to a value in nested objects (a key
+    spelled with the dot wins) and leaves its object without it.
+    """
+    out = screen(fields, rules)
+    return _renamed(out, rules.rename) if rules.rename else out
+
+
+def screen(fields: Mapping[str, Any], rules: FieldRules) -> dict[str, Any]:
+    """The fields ``rules.allow`` and ``rules.deny`` let through (``shape`` without the renames)."""
     out = dict(fields)
-    for rules in layers:
-        if rules is None:
-            continue
-        if rules.allow:
-            out = {k: v for k, v in out.items() if matches(rules.allow, k)}
-        if rules.deny:
-            out = {k: v for k, v in out.items() if not matches(rules.deny, k)}
-        for source, target in rules.rename.items():
-            if source in out:
-                out[target] = out.pop(source)
+    if rules.allow:
+        out = _allowed(out, rules.allow)
+    if rules.deny:
+        out = _denied(out, rules.deny)
     return out
 
 
-def event_layer(rules: FieldRules, per_event: FieldRules) -> FieldRules:
-    """A per-event layer: its ``allow`` replaces the global one; ``deny`` and ``rename`` add to it."""
-    return FieldRules(allow=per_event.allow or rules.allow, deny=(*rules.deny, *per_event.deny),
-                      rename={**rules.rename, **per_event.rename})
+def path_denied(deny: Sequence[str], path: str) -> str | None:
+    """The deny glob that removes the value at ``path``: it names the path or an object the path goes through."""
+    parts = path.split(".")
+    return next((g for g in deny if len(g.split(".")) <= len(parts) and _names(g.split("."), parts)), None)
+
+
+def path_allowed(allow: Sequence[str], path: str) -> bool:
+    """Whether ``allow`` keeps some of the value at ``path``: a glob names it, an object it is in, or a key
+    inside it."""
+    parts = path.split(".")
+    return any(_names(g.split("."), parts) for g in allow)
+
+
+def _names(globs: list[str], parts: list[str]) -> bool:
+    """Whether the glob parts and the path parts agree as far as both go."""
+    return all(fnmatch.fnmatchcase(part, glob) for glob, part in zip(globs, parts, strict=False))
+
+
+def _splits(glob: str) -> list[tuple[str, str]]:
+    """(the part for this level, the rest) at every dot: a key may itself hold dots."""
+    return [(glob[:i], glob[i + 1:]) for i, char in enumerate(glob) if char == "."]
+
+
+def _deeper(globs: Sequence[str], key: str) -> tuple[str, ...]:
+    return tuple(rest for glob in globs if "." in glob for head, rest in _splits(glob)
+                 if fnmatch.fnmatchcase(key, head))
+
+
+def _allowed(fields: Mapping[str, Any], allow: Sequence[str]) -> dict[str, Any]:
+    out = {}
+    for key, value in fields.items():
+        if matches(allow, key):
+            out[key] = value
+            continue
+        deeper = _deeper(allow, key)
+        kept = _inside(value, deeper, _allowed, keep_others=False) if deeper else None
+        if kept:
+            out[key] = kept
+    return out
+
+
+def _denied(fields: Mapping[str, Any], deny: Sequence[str]) -> dict[str, Any]:
+    out = {}
+    for key, value in fields.items():
+        if matches(deny, key):
+            continue
+        deeper = _deeper(deny, key)
+        out[key] = _inside(value, deeper, _denied, keep_others=True) if deeper else value
+    return out
+
+
+def _inside(value: Any, globs: tuple[str, ...], step: Any, *, keep_others: bool) -> Any:
+    """``step`` applied inside an object, or inside each object of a list; what is neither is kept as it is
+    (deny) or left out (allow)."""
+    if isinstance(value, Mapping):
+        return step(value, globs)
+    if isinstance(value, list):
+        inner = [step(v, globs) if isinstance(v, Mapping) else v for v in value
+                 if keep_others or isinstance(v, Mapping)]
+        return inner if keep_others else [v for v in inner if v]
+    return value if keep_others else None
+
+
+def _renamed(fields: dict[str, Any], rename: Mapping[str, str]) -> dict[str, Any]:
+    moved = {target: _take(fields, source) for source, target in rename.items()}
+    fields.update({target: value for target, (found, value) in moved.items() if found})
+    return fields
+
+
+def _take(fields: dict[str, Any], source: str) -> tuple[bool, Any]:
+    """Remove and return the value at ``source`` (a top-level key, else a dotted path through objects),
+    copying the objects on its way so the caller's input is not changed."""
+    if source in fields or "." not in source:
+        return (True, fields.pop(source)) if source in fields else (False, None)
+    for head, rest in _splits(source):
+        inner = fields.get(head)
+        if isinstance(inner, Mapping):
+            copy = dict(inner)
+            found, value = _take(copy, rest)
+            if found:
+                fields[head] = copy
+                return True, value
+    return False, None
 
 
 def template(text: str, values: Mapping[str, str]) -> str | None:

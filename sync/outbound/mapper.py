@@ -19,12 +19,11 @@ from sync.errors import InvalidEvent
 from sync.iterable.identifiers import email_problem
 from sync.mapping.rules import (
     EventRule,
-    FieldRules,
     Identity,
     OutboundMapping,
     PageRules,
     dropped_by,
-    event_layer,
+    effective,
     matches,
     shape,
     template,
@@ -48,7 +47,6 @@ BULK_FORM = {USERS_UPDATE: ("users/bulkUpdate", "users"), EVENTS_TRACK: ("events
 BUILT_IN_CALLS = {"Order Completed": "purchase", "Product Added": "cart", "Product Removed": "cart",
                   "Cart Updated": "cart"}
 NO_EVENT_RULE = EventRule()
-NO_FIELD_RULES = FieldRules()
 SPEC_IDENTITY = Identity()
 
 
@@ -394,9 +392,7 @@ def _track_like(event: dict[str, Any], who: Named, options: Options) -> Iterable
     kind = event["type"]
     name = str(event["event"]).strip() if kind == "track" else _page_name(event, kind, mapping)
     rule = mapping.events.get(name, NO_EVENT_RULE) if kind == "track" else NO_EVENT_RULE
-    per_event = rule is not NO_EVENT_RULE and rule.properties != NO_FIELD_RULES
-    fields = shape(_fields(event), mapping.properties,
-                   event_layer(mapping.properties, rule.properties) if per_event else None)
+    fields = shape(_fields(event), effective(mapping.properties, rule.properties))
     call = rule.call or (_built_in_call(name) if kind == "track" else "track")
     if call == "purchase":
         return _purchase(event, who, options, rule, fields, name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -115,3 +116,34 @@ async def test_remap_refuses_to_reroute_a_row_whose_last_try_had_no_answer(
     await serve.ready()
     await wait_for(lambda: bool(fake.purchases), within=20)
     assert await serve.stop() == 0
+
+
+SHAPING = '''[outbound.properties]
+allow = ["a", "holder", "zzz", "k", "address.*", "x", "y"]
+deny = ["card_*", "address.street"]
+rename = { holder = "card_holder", x = "y", y = "x" }
+[outbound.events]
+"Signed Up" = { properties = { allow = ["b", "holder", "zz*", "k", "address.*", "x", "y"], deny = ["zzz"] } }
+[outbound.pages]
+event_name = "{ name }"
+'''
+
+
+async def test_check_config_try_applies_each_events_field_rules_once(tmp_path: Path) -> None:
+    """The real command, as an operator debugs a config: the per-event allow replaces the global one, the global
+    rules run once, renames swap, a dotted deny removes the nested field, and a stray brace is refused."""
+    path = tmp_path / "shaping.toml"
+    path.write_text(daemon_config(free_port(), f"sqlite:///{tmp_path}/l.db", "http://127.0.0.1:9",
+                                  "http://127.0.0.1:9", extra=SHAPING))
+    code, _, err = await cli("check-config", "--config", str(path))
+    assert code == 1 and "outbound.pages.event_name: stray '{' at character 1" in err
+    path.write_text(path.read_text().replace("{ name }", "{name}"))
+    event = tmp_path / "signed_up.json"
+    event.write_text(json.dumps({"type": "track", "event": "Signed Up", "userId": "u1", "messageId": "m1",
+                                 "properties": {"a": 1, "b": 2, "c": 3, "holder": "Ann", "zzz": 1, "k": 2, "x": 5,
+                                                "y": 6, "address": {"street": "Main St 1", "city": "Oslo"}}}))
+    code, out, err = await cli("check-config", "--config", str(path), "--try", str(event))
+    assert code == 0, err
+    body = json.loads(out[out.index("{"):out.rindex("}") + 1])
+    assert body["dataFields"] == {"b": 2, "card_holder": "Ann", "k": 2, "x": 6, "y": 5,
+                                  "address": {"city": "Oslo"}}

@@ -141,6 +141,91 @@ def test_a_rename_can_feed_the_special_fields() -> None:
     assert body(toml, {**TRACK, "properties": {"utm_campaign_id": "77"}})["campaignId"] == 77
 
 
+SIGNED_UP = {"type": "track", "event": "Signed Up"}
+
+
+@pytest.mark.parametrize(("toml", "properties", "fields"), [
+    # a per-event allow replaces the global one: it can let through a field the global allow leaves out
+    ('[outbound.properties]\nallow = ["a"]\n[outbound.events]\n"Signed Up" = { properties = { allow = ["b"] } }',
+     {"a": 1, "b": 2, "c": 3}, {"b": 2}),
+    # the global rules run once: the global deny does not catch what the global rename produced
+    ('[outbound.properties]\ndeny = ["card_*"]\nrename = { holder = "card_holder" }\n[outbound.events]\n'
+     '"Signed Up" = { properties = { deny = ["zzz"] } }', {"holder": "Ann", "zzz": 1, "k": 2},
+     {"card_holder": "Ann", "k": 2}),
+    # nor renames what the global rename produced a second time
+    ('[outbound.properties]\nrename = { a = "b" }\n[outbound.events]\n"Signed Up" = { properties = { deny = ["z"] } }',
+     {"a": 1, "z": 0}, {"b": 1}),
+    # a per-event rename of the same source wins over the global one
+    ('[outbound.properties]\nrename = { a = "g" }\n[outbound.events]\n"Signed Up" = { properties = '
+     '{ rename = { a = "e" } } }', {"a": 1, "k": 2}, {"e": 1, "k": 2}),
+])
+def test_the_effective_rules_of_an_event_apply_once(toml: str, properties: dict[str, Any],
+                                                     fields: dict[str, Any]) -> None:
+    assert body(toml, {**SIGNED_UP, "properties": properties})["dataFields"] == fields
+
+
+@pytest.mark.parametrize(("rename", "fields"), [
+    ('{ a = "b", b = "a" }', {"b": 1, "a": 2}),  # a swap
+    ('{ a = "b", b = "c" }', {"b": 1, "c": 2}),  # a chain
+    ('{ b = "c", a = "b" }', {"b": 1, "c": 2}),  # the order of the table does not matter
+])
+def test_renames_apply_to_the_input_keys_at_once(rename: str, fields: dict[str, Any]) -> None:
+    assert body(f"[outbound.properties]\nrename = {rename}", {**SIGNED_UP, "properties": {"a": 1, "b": 2}})[
+        "dataFields"] == fields
+    identify = {"type": "identify", "traits": {"a": 1, "b": 2}}
+    assert body(f"[outbound.traits]\nrename = {rename}", identify)["dataFields"] == fields
+    cfg = config(f"[inbound.properties]\nrename = {rename}")
+    hook = {"email": "a@x.io", "eventName": "pushOpen", "dataFields": {"a": 1, "b": 2}}
+    properties = to_track(hook, event_names="segment", received_at=NOW, mapping=cfg.inbound.mapping).properties
+    assert fields.items() <= properties.items()
+
+
+ADDRESS = {"a": 1, "address": {"street": "Main St 1", "city": "Oslo", "geo": {"lat": 59.9, "lng": 10.7}},
+           "x.y": "literal", "x": {"y": "nested"}, "lines": [{"sku": "s1", "secret": 1}, {"sku": "s2"}, "plain"]}
+
+
+@pytest.mark.parametrize(("rules", "fields"), [
+    ('deny = ["address.street"]', {**ADDRESS, "address": {"city": "Oslo", "geo": {"lat": 59.9, "lng": 10.7}}}),
+    ('deny = ["address.geo.*"]', {**ADDRESS, "address": {"street": "Main St 1", "city": "Oslo", "geo": {}}}),
+    ('deny = ["*.street", "address.geo"]', {**ADDRESS, "address": {"city": "Oslo"}}),
+    ('allow = ["address.city"]', {"address": {"city": "Oslo"}}),
+    ('allow = ["a", "address.geo.lat"]', {"a": 1, "address": {"geo": {"lat": 59.9}}}),
+    ('allow = ["address.nowhere"]', {}),  # an object that holds nothing allowed is left out
+    ('allow = ["a.b"]', {}),  # a scalar has no keys to keep
+    # a path goes through lists of objects; what is not an object is not entered (deny) or kept (allow)
+    ('deny = ["lines.secret"]', {**ADDRESS, "lines": [{"sku": "s1"}, {"sku": "s2"}, "plain"]}),
+    ('allow = ["lines.sku"]', {"lines": [{"sku": "s1"}, {"sku": "s2"}]}),
+    # a key that itself holds a dot is named by the same text: a path names it and the nested key alike
+    ('deny = ["x.y"]', {k: v for k, v in ADDRESS.items() if k != "x.y"} | {"x": {}}),
+    ('allow = ["x.y"]', {"x.y": "literal", "x": {"y": "nested"}}),
+    ('rename = { "address.city" = "city" }',
+     {**ADDRESS, "address": {"street": "Main St 1", "geo": {"lat": 59.9, "lng": 10.7}}, "city": "Oslo"}),
+    ('rename = { "address.geo.lat" = "lat", "address.city" = "address" }',
+     {**ADDRESS, "address": "Oslo", "lat": 59.9}),
+    ('rename = { "x.y" = "z" }', {**{k: v for k, v in ADDRESS.items() if k != "x.y"}, "z": "literal"}),
+    ('rename = { "nowhere.at_all" = "z", "a.b" = "y" }', ADDRESS),  # a path that is not there moves nothing
+])
+def test_dotted_paths_name_nested_keys(rules: str, fields: dict[str, Any]) -> None:
+    assert body(f"[outbound.properties]\n{rules}", {**SIGNED_UP, "properties": ADDRESS})["dataFields"] == fields
+
+
+def test_a_dotted_deny_keeps_a_nested_field_out_of_every_call() -> None:
+    person = {"address": {"street": "Main St 1", "city": "Oslo"}, "plan": "pro"}
+    toml = ('[outbound.traits]\ndeny = ["address.street"]\n[outbound.properties]\ndeny = ["address.street"]\n'
+            '[outbound.events]\n"Checkout Completed" = { call = "purchase", properties = { deny = ["card.*"] } }\n'
+            '[inbound.properties]\ndeny = ["address.street"]')
+    assert body(toml, {"type": "identify", "traits": person})["dataFields"] == {"address": {"city": "Oslo"},
+                                                                               "plan": "pro"}
+    purchase = body(toml, {"type": "track", "event": "Checkout Completed", "context": {"traits": person},
+                           "properties": {"order_id": "o1", "total": 3, "address": person["address"],
+                                          "card": {"number": "4111", "brand": "visa"}}})
+    assert purchase["dataFields"] == {"order_id": "o1", "address": {"city": "Oslo"}, "card": {}}
+    assert purchase["user"]["dataFields"] == {"address": {"city": "Oslo"}, "plan": "pro"}
+    hook = {"email": "a@x.io", "eventName": "pushOpen", "dataFields": {"address": person["address"]}}
+    track = to_track(hook, event_names="segment", received_at=NOW, mapping=config(toml).inbound.mapping)
+    assert track.properties["address"] == {"city": "Oslo"}
+
+
 IDENTIFY = {"type": "identify", "traits": {"email": "a@x.io", "plan": "pro", "password_hash": "h", "gone": None},
             "context": {"timezone": "Europe/Oslo", "locale": "nb-NO", "ip": "1.2.3.4"}}
 
@@ -235,6 +320,20 @@ def test_inbound_names_properties_and_email_spec_aliases() -> None:
      'outbound.events."Signed Up".merge_nested_objects: only applies to call = "purchase" or "cart"'),
     ('[outbound.pages]\nevent_name = "{title}"',
      "outbound.pages.event_name: unknown placeholder {title} (known: {name}, {category})"),
+    ('[outbound.pages]\nevent_name = "{name"',
+     "outbound.pages.event_name: stray '{' at character 1 (placeholders are {name} and {category}; write {{ or }} "
+     "for a brace)"),
+    ('[outbound.screens]\nevent_name = "{ name }"', "outbound.screens.event_name: stray '{' at character 1"),
+    ('[outbound.pages]\nevent_name = "Viewed name}"', "outbound.pages.event_name: stray '}' at character 12"),
+    ('[outbound.pages]\nevent_name = "{}"', "outbound.pages.event_name: unknown placeholder {}"),
+    ('[outbound.properties]\nrename = { a = "b.c" }',
+     "outbound.properties.rename.a: the target 'b.c' is a dotted path; a rename moves a field to a top-level key"),
+    ('[outbound.properties]\nrename = { address = "addr", "address.city" = "city" }',
+     'outbound.properties.rename."address.city": source is inside \'address\', which is renamed too'),
+    ('[outbound.properties]\ndeny = ["address"]\nrename = { "address.city" = "city" }',
+     'outbound.properties.rename."address.city": source is denied (it would never be seen)'),
+    ('[outbound.properties]\nallow = ["name"]\nrename = { "address.city" = "city" }',
+     'outbound.properties.rename."address.city": source is not in allow (it would never be seen)'),
     ('[outbound.pages]\nunnamed_event_name = "{name}"',
      "outbound.pages.unnamed_event_name: must not hold a placeholder"),
     ('[outbound.screens]\nsend = "some"', "outbound.screens.send: must be one of 'all' | 'named' | 'categorized' | "
@@ -265,6 +364,21 @@ def test_inbound_names_properties_and_email_spec_aliases() -> None:
 ])
 def test_each_validation_rule_names_its_key(toml: str, message: str) -> None:
     assert any(p.startswith(message) for p in problems(toml)), problems(toml)
+
+
+@pytest.mark.parametrize(("rules", "event_name"), [
+    ('allow = ["address.city"]\nrename = { "address.city" = "city" }', "{name} page"),
+    ('allow = ["address"]\nrename = { "address.city" = "city" }', "{{{name}}} page"),
+    ('allow = ["a", "b", "address.*"]\ndeny = ["address.street"]\nrename = { a = "b", b = "a" }',
+     "{{ {category} }}"),
+])
+def test_paths_swaps_and_escaped_braces_pass_validation(rules: str, event_name: str) -> None:
+    config(f'[outbound.properties]\n{rules}\n[outbound.pages]\nevent_name = "{event_name}"')
+
+
+def test_escaped_braces_are_sent_as_braces() -> None:
+    page = {"type": "page", "name": "Home"}
+    assert body('[outbound.pages]\nevent_name = "{{{name}}} page"', page)["eventName"] == "{Home} page"
 
 
 def test_every_problem_is_listed_at_once() -> None:
