@@ -240,6 +240,30 @@ async def test_anonymous_events_batched_with_the_sign_up_are_released_by_it(
     assert {await status(daemon, k) for k in ("sb-1", "sb-2")} == {Status.SKIPPED}  # released, not left held
 
 
+@pytest.mark.parametrize(("paths", "found"), [
+    ({"user_id_paths": ("context.traits.user_id",)}, {"context": {"traits": {"user_id": "cu-9"}}}),
+    ({"email_paths": ("context.traits.mail",)}, {"context": {"traits": {"mail": "cu9@example.com"}}}),
+])
+async def test_held_events_are_released_under_custom_identity_paths(
+        stack_config: Config, ledger_url: str, fake_iterable: tuple[FakeIterable, str], paths: dict[str, Any],
+        found: dict[str, Any]) -> None:
+    """The identity that released a held event was written where Segment keeps it, not where
+    ``[outbound.identity]`` reads: the released row was skipped for "no email or userId" (the event lost)."""
+    from sync.mapping.rules import Identity
+
+    fake, _ = fake_iterable
+    mapping = replace(stack_config.outbound.mapping, identity=Identity(**paths))
+    config = replace(stack_config, outbound=replace(stack_config.outbound, mapping=mapping))
+    batch = [{"type": "track", "anonymousId": "cu-a1", "event": "Viewed", "messageId": "cu-h1"},
+             {"type": "identify", "anonymousId": "cu-a1", "messageId": "cu-i1", "traits": {"name": "N"}, **found}]
+    async with started(config, ledger_url) as daemon:
+        assert (await post(daemon, "/v1/batch", {"batch": batch}))[0] == 200
+        await wait_for(lambda: "cu-h1" in fake.events, within=10)
+        assert await status(daemon, "cu-h1:released") is Status.DELIVERED
+    sent = fake.events["cu-h1"]
+    assert sent["eventName"] == "Viewed" and (sent.get("userId") == "cu-9" or sent.get("email") == "cu9@example.com")
+
+
 @pytest.mark.parametrize("user_id", ["..", "."])
 async def test_a_user_id_that_is_a_dot_segment_is_deleted_not_reported_done(
         daemon: Daemon, fake_iterable: tuple[FakeIterable, str], user_id: str) -> None:
