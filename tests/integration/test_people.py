@@ -175,6 +175,27 @@ async def test_subscription_traits_go_through_update_subscriptions(
         assert fake.project.silent_subscription_changes
 
 
+async def test_denied_subscription_traits_do_not_reach_iterable(
+        stack_config: Config, ledger_url: str, fake_iterable: tuple[FakeIterable, str]) -> None:
+    """``[outbound.traits] deny`` held for the identify's dataFields only: the subscription call still sent them."""
+    from sync.mapping.rules import TraitRules
+
+    fake, _ = fake_iterable
+    mapping = replace(stack_config.outbound.mapping, traits=TraitRules(deny=("emailListIds", "unsubscribed*")))
+    config = replace(stack_config, outbound=replace(stack_config.outbound, mapping=mapping))
+    event = {"type": "identify", "userId": "deny-sub", "messageId": "ds-1",
+             "traits": {"email": "a@b.co", "emailListIds": [1, 2], "unsubscribedChannelIds": [5], "plan": "x"}}
+    async with started(config, ledger_url) as daemon:
+        assert (await post(daemon, "/v1/batch", {"batch": [event]}))[0] == 200
+        await wait_for(lambda: _settled(daemon), within=20)
+        await wait_for(lambda: fake.idle)
+        assert await daemon.ledger.get(OUT, "ds-1:subscriptions") is None
+    user = fake.find_user(user_id="deny-sub")
+    assert user is not None and user["dataFields"]["plan"] == "x"
+    assert fake.subscription_events == [] and "emailListIds" not in user["dataFields"]
+    assert not [e for e, _ in fake.requests if "ubscriptions" in e]
+
+
 async def test_an_anonymous_visitors_journey_arrives_after_sign_up_in_order_with_its_times(
         daemon: Daemon, fake_iterable: tuple[FakeIterable, str]) -> None:
     fake, _ = fake_iterable
