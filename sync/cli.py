@@ -282,12 +282,12 @@ def _try(config: Config, path: str, direction: str) -> int:
         return 2
     digest = config_module.mapping_digest(config)
     try:
-        decided = explain.decide(config, payload, direction, digest, datetime.now(UTC), arriving=True)
+        decided = explain.decide_all(config, payload, direction, digest, datetime.now(UTC))
     except SyncError as exc:  # an inbound webhook of the wrong shape
         print(f"rejected: {exc}")
         return 0
-    print(explain.describe(decided))
-    for line in explain.consent_notes(config, payload, decided):
+    print("\n\n".join(explain.describe(row) for row in decided))  # each call the daemon would make, in order
+    for line in explain.consent_notes(config, payload, decided[0]):
         print(line)
     return 0
 

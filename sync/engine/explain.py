@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from sync.config import Config
-from sync.engine.intake import inbound_row, outbound_options, outbound_row
+from sync.engine.intake import inbound_row, outbound_options, outbound_row, outbound_rows
 from sync.errors import InvalidEvent
 from sync.inbound import mapper as inbound
 from sync.model import Direction, NewEvent, Status
@@ -35,6 +35,16 @@ def decide(config: Config, payload: Any, direction: str, digest: str | None, now
     except InvalidEvent as exc:
         return NewEvent(direction=Direction.OUTBOUND, key="-", kind="-", payload={}, status=Status.REJECTED,
                         reason=str(exc), mapping_digest=digest)
+
+
+def decide_all(config: Config, payload: Any, direction: str, digest: str | None, now: Any) -> list[NewEvent]:
+    """Every row intake would record for ``payload`` arriving now, in order: the event's own and those of the
+    calls it brings along (tokens, subscriptions), through intake's own ``outbound_rows``. (An email change in an
+    email project depends on what the ledger last sent: not shown.)"""
+    if direction == "inbound":
+        return [decide(config, payload, direction, digest, now, arriving=True)]
+    stamped = timestamps.stamp(payload, received_at=now, overwrite=False)
+    return outbound_rows([stamped], outbound_options(config), digest)[0]
 
 
 def describe(row: NewEvent) -> str:

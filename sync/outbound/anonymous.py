@@ -15,6 +15,9 @@ HOLD_PREFIX = "anon:"
 MAX_PER_VISITOR = 200  # held events per anonymousId; past it, more are skipped ("over the hold limit")
 MAX_TOTAL = 100_000  # held events in all; a flood of anonymous traffic cannot fill the ledger
 EXPIRE_HOURS_WHEN_OFF = 24.0  # rows held before ``hold_anonymous_hours`` was set to 0 expire after this
+# where a released event carries the identity that released it, whatever ``[outbound.identity]`` reads:
+# ``sync.outbound.mapper.raw_ids`` falls back to it for each identifier its paths do not find
+RELEASED_IDENTITY = "_releasedIdentity"
 
 
 def anonymous_id(event: Mapping[str, Any]) -> str | None:
@@ -36,8 +39,11 @@ def hold(row: NewEvent, event: Mapping[str, Any], *, hours: float, counts: Mappi
 
 
 def identity_of(payload: Mapping[str, Any], userid: str | None, email: str | None) -> dict[str, Any]:
-    """A held event's payload with the identity that released it (an event's own identifiers win)."""
+    """A held event's payload with the identity that released it (an event's own identifiers win): in
+    Segment's places (``userId``, the email trait) and, for custom ``[outbound.identity]`` paths, under
+    ``RELEASED_IDENTITY`` (``{"userId": ..., "email": ...}``, each only when known)."""
     event = dict(payload)
+    event[RELEASED_IDENTITY] = {k: v for k, v in (("userId", userid), ("email", email)) if v}
     if userid and not text_id(event.get("userId")):
         event["userId"] = userid
     if email:

@@ -10,6 +10,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
+from sync.mapping.rules import FieldRules, matches
 from sync.outbound.mapper import (
     SUBSCRIPTION_FIELDS,
     UPDATE_SUBSCRIPTIONS,
@@ -98,9 +99,16 @@ def _platform(device: dict[str, Any], system: dict[str, Any], event: dict[str, A
 def _subscriptions(event: dict[str, Any], options: Options, ids: dict[str, Any],
                    user_key: str | None) -> Derived | None:
     traits = as_dict(event.get("traits"))
-    changes = {k: traits[k] for k in SUBSCRIPTION_FIELDS if isinstance(traits.get(k), list)}
+    rules = options.mapping.traits
+    changes = {k: traits[k] for k in SUBSCRIPTION_FIELDS if isinstance(traits.get(k), list) and _sent(k, rules)}
     if not changes:
         return None
     call = IterableCall(endpoint=UPDATE_SUBSCRIPTIONS, body={**naming(ids, options), **changes},
                         user_key=user_key)
     return Derived(key=f"{event['messageId']}:subscriptions", kind="subscriptions", call=call)
+
+
+def _sent(trait: str, rules: FieldRules) -> bool:
+    """``[outbound.traits]`` allow (when set) and deny hold for the subscription traits too: a trait the user
+    keeps out of Iterable does not reach it through ``users/updateSubscriptions`` either."""
+    return (not rules.allow or matches(rules.allow, trait) is not None) and matches(rules.deny, trait) is None

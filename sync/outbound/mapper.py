@@ -29,6 +29,7 @@ from sync.mapping.rules import (
     template,
 )
 from sync.outbound import consent
+from sync.outbound.anonymous import RELEASED_IDENTITY
 from sync.outbound.commerce import items, product_list
 from sync.segment import semantics as semantic
 from sync.segment.spec import as_dict, event_time, is_email, iterable_dates, js_number, text_id
@@ -271,7 +272,8 @@ def _at(event: dict[str, Any], parts: tuple[str, ...]) -> Any:
 
 
 def raw_ids(event: dict[str, Any], identity: Identity) -> dict[str, Any]:
-    """The event's email and userId, as ``[outbound.identity]`` says where to find them."""
+    """The event's email and userId, as ``[outbound.identity]`` says where to find them; a released
+    anonymous event's identity (``anonymous.RELEASED_IDENTITY``) gives each one its paths do not find."""
     paths = _identity_paths(identity)
     user_id = None
     for _, parts in paths.user_id:
@@ -284,6 +286,11 @@ def raw_ids(event: dict[str, Any], identity: Identity) -> dict[str, Any]:
         if isinstance(found, str) and is_email(found.strip()):
             email = found.strip()
             break
+    released = event.get(RELEASED_IDENTITY)
+    if isinstance(released, dict):
+        user_id = user_id or text_id(released.get("userId"))
+        given = released.get("email")
+        email = email or (given.strip() if isinstance(given, str) and is_email(given.strip()) else None)
     if email is None and paths.email_from_user_id and is_email(user_id):
         email = user_id
     ids = {"email": email} if email else {}

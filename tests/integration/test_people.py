@@ -175,6 +175,27 @@ async def test_subscription_traits_go_through_update_subscriptions(
         assert fake.project.silent_subscription_changes
 
 
+async def test_denied_subscription_traits_do_not_reach_iterable(
+        stack_config: Config, ledger_url: str, fake_iterable: tuple[FakeIterable, str]) -> None:
+    """``[outbound.traits] deny`` held for the identify's dataFields only: the subscription call still sent them."""
+    from sync.mapping.rules import TraitRules
+
+    fake, _ = fake_iterable
+    mapping = replace(stack_config.outbound.mapping, traits=TraitRules(deny=("emailListIds", "unsubscribed*")))
+    config = replace(stack_config, outbound=replace(stack_config.outbound, mapping=mapping))
+    event = {"type": "identify", "userId": "deny-sub", "messageId": "ds-1",
+             "traits": {"email": "a@b.co", "emailListIds": [1, 2], "unsubscribedChannelIds": [5], "plan": "x"}}
+    async with started(config, ledger_url) as daemon:
+        assert (await post(daemon, "/v1/batch", {"batch": [event]}))[0] == 200
+        await wait_for(lambda: _settled(daemon), within=20)
+        await wait_for(lambda: fake.idle)
+        assert await daemon.ledger.get(OUT, "ds-1:subscriptions") is None
+    user = fake.find_user(user_id="deny-sub")
+    assert user is not None and user["dataFields"]["plan"] == "x"
+    assert fake.subscription_events == [] and "emailListIds" not in user["dataFields"]
+    assert not [e for e, _ in fake.requests if "ubscriptions" in e]
+
+
 async def test_an_anonymous_visitors_journey_arrives_after_sign_up_in_order_with_its_times(
         daemon: Daemon, fake_iterable: tuple[FakeIterable, str]) -> None:
     fake, _ = fake_iterable
@@ -238,6 +259,30 @@ async def test_anonymous_events_batched_with_the_sign_up_are_released_by_it(
     order = [e for e, body in fake.requests if '"sb-user"' in json.dumps(body)]
     assert order[0] in ("users/bulkUpdate", "users/update")  # after the identifying call
     assert {await status(daemon, k) for k in ("sb-1", "sb-2")} == {Status.SKIPPED}  # released, not left held
+
+
+@pytest.mark.parametrize(("paths", "found"), [
+    ({"user_id_paths": ("context.traits.user_id",)}, {"context": {"traits": {"user_id": "cu-9"}}}),
+    ({"email_paths": ("context.traits.mail",)}, {"context": {"traits": {"mail": "cu9@example.com"}}}),
+])
+async def test_held_events_are_released_under_custom_identity_paths(
+        stack_config: Config, ledger_url: str, fake_iterable: tuple[FakeIterable, str], paths: dict[str, Any],
+        found: dict[str, Any]) -> None:
+    """The identity that released a held event was written where Segment keeps it, not where
+    ``[outbound.identity]`` reads: the released row was skipped for "no email or userId" (the event lost)."""
+    from sync.mapping.rules import Identity
+
+    fake, _ = fake_iterable
+    mapping = replace(stack_config.outbound.mapping, identity=Identity(**paths))
+    config = replace(stack_config, outbound=replace(stack_config.outbound, mapping=mapping))
+    batch = [{"type": "track", "anonymousId": "cu-a1", "event": "Viewed", "messageId": "cu-h1"},
+             {"type": "identify", "anonymousId": "cu-a1", "messageId": "cu-i1", "traits": {"name": "N"}, **found}]
+    async with started(config, ledger_url) as daemon:
+        assert (await post(daemon, "/v1/batch", {"batch": batch}))[0] == 200
+        await wait_for(lambda: "cu-h1" in fake.events, within=10)
+        assert await status(daemon, "cu-h1:released") is Status.DELIVERED
+    sent = fake.events["cu-h1"]
+    assert sent["eventName"] == "Viewed" and (sent.get("userId") == "cu-9" or sent.get("email") == "cu9@example.com")
 
 
 @pytest.mark.parametrize("user_id", ["..", "."])

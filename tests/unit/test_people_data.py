@@ -159,3 +159,24 @@ def test_check_config_try_shows_the_consent_decision(tmp_path: Any, capsys: pyte
 def test_a_phone_number_in_an_upstream_message_is_masked(text: str, masked: str) -> None:
     """A bug hunt: Iterable's answers quoting a user's phone number were stored and logged as they came."""
     assert masking.mask(text) == masked
+
+
+def test_check_config_try_shows_every_call_serve_makes_in_order(tmp_path: Any,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """--try printed only the identify's users/update; serve also sends its subscriptions and its push token."""
+    from sync import cli
+    from tests.support import daemon_config
+
+    path = tmp_path / "sync.toml"
+    path.write_text(daemon_config(8787, f"sqlite:///{tmp_path}/l.db", "http://127.0.0.1:9", "http://127.0.0.1:9",
+                                  extra='[iterable.push]\napns_application_name = "com.example.ios"\n'))
+    event = tmp_path / "identify.json"
+    event.write_text(json.dumps({"type": "identify", "userId": "u1", "messageId": "m1",
+                                 "context": {"device": {"type": "ios", "token": "tok"}},
+                                 "traits": {"email": "a@b.co", "emailListIds": [1, 2], "plan": "x"}}))
+    assert cli.main(["check-config", "--config", str(path), "--try", str(event)]) == 0
+    out = capsys.readouterr().out
+    calls = [line for line in out.splitlines() if line.startswith("POST /api/")]
+    assert [c.split(" ")[1] for c in calls] == ["/api/users/update", "/api/users/registerDeviceToken",
+                                                "/api/users/updateSubscriptions"]
+    assert '"emailListIds": [' in out and '"applicationName": "com.example.ios"' in out
