@@ -27,6 +27,7 @@ from sync.metrics import Metrics
 from sync.model import Decider, Direction, Known, NewEvent, Status
 from sync.outbound import consent, email_changes
 from sync.outbound import mapper as outbound
+from sync.outbound.anonymous import RELEASED_IDENTITY
 from sync.outbound.companions import derived
 from sync.segment import spec as segment_events
 from sync.wire import deeper_than, finite, storable
@@ -73,6 +74,8 @@ def outbound_rows(events: Sequence[Any], options: outbound.Options, digest: str 
         try:
             if deeper_than(raw, MAX_DEPTH):
                 raise InvalidEvent(f"event: objects and arrays nested deeper than {MAX_DEPTH} levels")
+            if isinstance(raw, dict) and RELEASED_IDENTITY in raw:  # only a released row of ours carries it
+                raise InvalidEvent(f"{RELEASED_IDENTITY}: reserved for the events the daemon releases")
             event = segment_events.validate(raw)
             row, who = _outbound_row(event, options, digest)
             if types is not None and (refused := types.check(row.mapped)):

@@ -37,3 +37,14 @@ def test_a_held_events_own_identifier_wins_over_the_released_one() -> None:
     identity = Identity(user_id_paths=("context.traits.user_id",))
     held = {**HELD, "context": {"traits": {"user_id": "own"}}}
     assert raw_ids(identity_of(held, "u9", "v@example.com"), identity) == {"userId": "own", "email": "v@example.com"}
+
+
+def test_an_incoming_event_cannot_carry_the_released_identity() -> None:
+    """The identity a released event carries is the daemon's: a client sending it would name anyone."""
+    from sync.engine.intake import outbound_rows
+    from sync.outbound.anonymous import RELEASED_IDENTITY
+    from sync.outbound.mapper import Options
+
+    rows, rejected = outbound_rows([{"type": "track", "event": "E", "messageId": "m", "anonymousId": "a",
+                                     RELEASED_IDENTITY: {"userId": "someone-else"}}], Options())
+    assert [r.error for r in rejected] == [f"{RELEASED_IDENTITY}: reserved for the events the daemon releases"]
