@@ -286,7 +286,7 @@ def _try(config: Config, path: str, direction: str) -> int:
     except SyncError as exc:  # an inbound webhook of the wrong shape
         print(f"rejected: {exc}")
         return 0
-    print("\n\n".join(explain.describe(row) for row in decided))  # each call the daemon would make, in order
+    print("\n\n".join(explain.describe(row, config.outbound.mapping) for row in decided))  # each call the daemon would make, in order
     for line in explain.consent_notes(config, payload, decided[0]):
         print(line)
     return 0

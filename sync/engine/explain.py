@@ -11,8 +11,10 @@ from sync.config import Config
 from sync.engine.intake import inbound_row, outbound_options, outbound_row, outbound_rows
 from sync.errors import InvalidEvent
 from sync.inbound import mapper as inbound
+from sync.mapping.rules import OutboundMapping
 from sync.model import Direction, NewEvent, Status
 from sync.outbound import consent
+from sync.outbound import mapper as outbound
 from sync.outbound.commerce import item_id
 from sync.outbound.mapper import BULK_FORM, TRACK_PURCHASE, UPDATE_CART
 from sync.segment import semantics as semantic
@@ -47,8 +49,9 @@ def decide_all(config: Config, payload: Any, direction: str, digest: str | None,
     return outbound_rows([stamped], outbound_options(config), digest)[0]
 
 
-def describe(row: NewEvent) -> str:
-    """The decision as an operator reads it."""
+def describe(row: NewEvent, mapping: OutboundMapping | None = None) -> str:
+    """The decision as an operator reads it; with ``mapping``, its notes read the properties as the mapping
+    did (``readings``)."""
     if row.status is Status.SKIPPED:
         return f"skipped: {row.reason} (decided by {row.label})"
     if row.status is Status.REJECTED:
@@ -57,7 +60,7 @@ def describe(row: NewEvent) -> str:
     if "endpoint" in mapped:
         bulk = BULK_FORM.get(mapped["endpoint"])
         batched = f" (batched: POST /api/{bulk[0]}, one of its {bulk[1]})" if bulk else ""
-        notes = "".join(f"\n{note}" for note in readings(row.payload, mapped["endpoint"]))
+        notes = "".join(f"\n{note}" for note in readings(row.payload, mapped["endpoint"], mapping))
         return (f"POST /api/{mapped['endpoint']}{batched}\n{json.dumps(mapped['body'], indent=2, sort_keys=True)}"
                 f"{notes}")
     track = inbound.thawed(mapped)
@@ -65,9 +68,10 @@ def describe(row: NewEvent) -> str:
             f"messageId {track.message_id})\n{json.dumps(mapped, indent=2, sort_keys=True)}")
 
 
-def readings(event: Any, endpoint: str) -> list[str]:
+def readings(event: Any, endpoint: str, mapping: OutboundMapping | None = None) -> list[str]:
     """How the mapper read the event as Segment would: the time it decided (device clock corrected with
-    ``sentAt``) and the alias that gave each ecommerce field (SPEC section 13)."""
+    ``sentAt``) and the alias that gave each ecommerce field (SPEC section 13), in the properties as ``mapping``
+    shaped them (an ``order_id`` renamed from ``checkout_id`` by a per-event rule is read as ``order_id``)."""
     if not isinstance(event, dict):
         return []
     notes = []
@@ -78,7 +82,8 @@ def readings(event: Any, endpoint: str) -> list[str]:
     spec = semantic.spec_event(name) if isinstance(name, str) else None
     if spec and isinstance(name, str) and spec != name.strip():
         notes.append(f"event {name!r} read as Segment's {spec!r}")
-    properties = as_dict(event.get("properties"))
+    properties = (outbound.shaped_properties(event, mapping) if mapping is not None and event.get("type") == "track"
+                  else as_dict(event.get("properties")))
     if endpoint == TRACK_PURCHASE:
         order, total = semantic.pick(properties, semantic.ORDER_ID), semantic.pick(properties, semantic.ORDER_TOTAL)
         notes.append(f"id from properties.{order[0]}" if order else "id from messageId (no order_id, orderId or id)")

@@ -394,12 +394,21 @@ def _identify(event: dict[str, Any], who: Named, options: Options) -> IterableCa
     return IterableCall(endpoint=USERS_UPDATE, body=body, user_key=who.user_key)
 
 
+def shaped_properties(event: dict[str, Any], mapping: OutboundMapping) -> dict[str, Any]:
+    """A track's, page's or screen's properties as the mapping reads them: through the event's effective field
+    rules (its per-event rule's renames included: a purchase's ``order_id`` may be a renamed ``checkout_id``)."""
+    kind = event.get("type")
+    name = str(event.get("event", "")).strip() if kind == "track" else _page_name(event, str(kind), mapping)
+    rule = mapping.events.get(name, NO_EVENT_RULE) if kind == "track" else NO_EVENT_RULE
+    return shape(_fields(event), effective(mapping.properties, rule.properties))
+
+
 def _track_like(event: dict[str, Any], who: Named, options: Options) -> IterableCall:
     mapping, ids, key = options.mapping, who.ids, who.user_key
     kind = event["type"]
     name = str(event["event"]).strip() if kind == "track" else _page_name(event, kind, mapping)
     rule = mapping.events.get(name, NO_EVENT_RULE) if kind == "track" else NO_EVENT_RULE
-    fields = shape(_fields(event), effective(mapping.properties, rule.properties))
+    fields = shaped_properties(event, mapping)
     call = rule.call or (_built_in_call(name) if kind == "track" else "track")
     if call == "purchase":
         return _purchase(event, who, options, rule, fields, name)

@@ -180,3 +180,23 @@ def test_check_config_try_shows_every_call_serve_makes_in_order(tmp_path: Any,
     assert [c.split(" ")[1] for c in calls] == ["/api/users/update", "/api/users/registerDeviceToken",
                                                 "/api/users/updateSubscriptions"]
     assert '"emailListIds": [' in out and '"applicationName": "com.example.ios"' in out
+
+
+def test_check_config_try_explains_a_purchase_from_its_properties_as_the_rule_renamed_them(
+        tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """The body had "id": "c-9" (checkout_id renamed to order_id by the event's rule) while the note under it
+    said "id from messageId (no order_id, orderId or id)": the note read the event before its rule."""
+    from sync import cli
+    from tests.support import daemon_config
+
+    path = tmp_path / "sync.toml"
+    path.write_text(daemon_config(8787, f"sqlite:///{tmp_path}/l.db", "http://127.0.0.1:9", "http://127.0.0.1:9",
+                                  extra='[outbound.events]\n"Checkout Completed" = { call = "purchase", properties = '
+                                        '{ rename = { checkout_id = "order_id", revenue = "total" } } }\n'))
+    event = tmp_path / "checkout.json"
+    event.write_text(json.dumps({"type": "track", "userId": "u1", "messageId": "m1", "event": "Checkout Completed",
+                                 "properties": {"checkout_id": "c-9", "revenue": 12.5}}))
+    assert cli.main(["check-config", "--config", str(path), "--try", str(event)]) == 0
+    out = capsys.readouterr().out
+    assert '"id": "c-9"' in out
+    assert "id from properties.order_id" in out and "total from properties.total" in out
