@@ -394,12 +394,22 @@ def _identify(event: dict[str, Any], who: Named, options: Options) -> IterableCa
     return IterableCall(endpoint=USERS_UPDATE, body=body, user_key=who.user_key)
 
 
+def event_rule(name: str, mapping: OutboundMapping) -> EventRule:
+    """The ``[outbound.events]`` rule for a track named ``name``: the rule of that exact name, else the rule
+    named by the spec event it is a variant of (a rule for "Order Completed" holds for "order_completed" and
+    "Completed Order" too, as the built-in purchase does: SPEC section 13), else none."""
+    found = mapping.events.get(name)
+    if found is None and (spec := semantic.spec_event(name)) is not None:
+        found = mapping.events.get(spec)
+    return NO_EVENT_RULE if found is None else found
+
+
 def shaped_properties(event: dict[str, Any], mapping: OutboundMapping) -> dict[str, Any]:
     """A track's, page's or screen's properties as the mapping reads them: through the event's effective field
     rules (its per-event rule's renames included: a purchase's ``order_id`` may be a renamed ``checkout_id``)."""
     kind = event.get("type")
     name = str(event.get("event", "")).strip() if kind == "track" else _page_name(event, str(kind), mapping)
-    rule = mapping.events.get(name, NO_EVENT_RULE) if kind == "track" else NO_EVENT_RULE
+    rule = event_rule(name, mapping) if kind == "track" else NO_EVENT_RULE
     return shape(_fields(event), effective(mapping.properties, rule.properties))
 
 
@@ -407,7 +417,7 @@ def _track_like(event: dict[str, Any], who: Named, options: Options) -> Iterable
     mapping, ids, key = options.mapping, who.ids, who.user_key
     kind = event["type"]
     name = str(event["event"]).strip() if kind == "track" else _page_name(event, kind, mapping)
-    rule = mapping.events.get(name, NO_EVENT_RULE) if kind == "track" else NO_EVENT_RULE
+    rule = event_rule(name, mapping) if kind == "track" else NO_EVENT_RULE
     fields = shaped_properties(event, mapping)
     call = rule.call or (_built_in_call(name) if kind == "track" else "track")
     if call == "purchase":

@@ -423,3 +423,15 @@ def test_a_page_named_by_a_number_keeps_its_name(event: dict[str, Any], name: st
     assert result.body["eventName"] == name
     if event["type"] == "page" and "name" in event:
         assert result.body["dataFields"]["name"] == event["name"]
+
+
+@pytest.mark.parametrize("name", ["Order Completed", "order_completed", "ORDER COMPLETED", "Completed Order"])
+def test_a_rule_for_a_spec_event_holds_for_its_variants(name: str) -> None:
+    """A fresh-eyes review: a rule routing "Order Completed" to a plain track held for that spelling only; the
+    variants Segment reads as the same event still went to commerce/trackPurchase."""
+    from sync.mapping.rules import EventRule, OutboundMapping
+
+    rules = OutboundMapping(events={"Order Completed": EventRule(call="track", name="Order Completed (legacy)")})
+    result = call({"type": "track", "event": name, "userId": "u1", "properties": {"total": 5}},
+                  Options(mapping=rules))
+    assert result.endpoint == "events/track" and result.body["eventName"] == "Order Completed (legacy)"
