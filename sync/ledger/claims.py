@@ -157,18 +157,19 @@ class Claims(SqlLedger):
             if settlement.released:
                 stmt = e.update().where(_ids_in(self.is_postgres, settlement.released), mine)
                 await conn.execute(stmt.values(**decisions.released(now)))
+            gone = await self._forgotten(conn, settlement.attempts)  # before this settlement's own tombstones
             if settlement.forgotten:
                 await self._forget_deletions(conn, settlement.forgotten)
-            await history.record(conn, await self._not_forgotten(conn, settlement.attempts), now)
+            await history.record(conn, settlement.attempts, now, forgotten=gone)
 
-    async def _not_forgotten(self, conn: AsyncConnection, tried: Sequence[Attempt]) -> list[Attempt]:
-        """The tries whose row was not forgotten while they ran: a forget deletes a person's history, and a
-        try answered after it must not write the person's data (Iterable's answer, the call) back."""
+    async def _forgotten(self, conn: AsyncConnection, tried: Sequence[Attempt]) -> set[int]:
+        """The rows of ``tried`` whose person was forgotten while the try ran: a forget deletes a person's
+        history, and a try answered after it must not write the person's data (the call, Iterable's answer)
+        back (``history.record`` counts it and writes no line)."""
         if not tried:
-            return []
-        gone = set((await conn.execute(sa.select(events.c.id).where(
+            return set()
+        return set((await conn.execute(sa.select(events.c.id).where(
             _ids_in(self.is_postgres, [t.row_id for t in tried]), sa.not_(NOT_FORGOTTEN)))).scalars())
-        return [t for t in tried if t.row_id not in gone]
 
     @staticmethod
     async def _forget_deletions(conn: AsyncConnection, ids: Sequence[int]) -> None:

@@ -9,7 +9,7 @@ histogram, the last delivery). The history is a table of its own, so it outlives
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -34,9 +34,15 @@ BUCKET = timedelta(minutes=5)
 Counts = dict[tuple[str, str, str], float]  # (direction, metric, label) -> amount
 
 
-async def record(conn: AsyncConnection, tried: Sequence[Attempt], now: datetime) -> None:
-    """Append the history of one settlement and bump its counters (in the settlement's transaction)."""
+async def record(conn: AsyncConnection, tried: Sequence[Attempt], now: datetime,
+                 forgotten: Collection[int] = ()) -> None:
+    """Append the history of one settlement and bump its counters (in the settlement's transaction). The rows
+    in ``forgotten`` (their person was forgotten while the try ran) get no line, only their counts: a line
+    would write the person's data (the call, Iterable's answer) back under the tombstone."""
+    counts = _tally(tried)
+    tried = [a for a in tried if a.row_id not in forgotten] if forgotten else tried
     if not tried:
+        await bump(conn, counts, now)
         return
     delivered: dict[tuple[str | None, int | None, str | None], list[int]] = {}
     for a in tried:
@@ -59,7 +65,7 @@ async def record(conn: AsyncConnection, tried: Sequence[Attempt], now: datetime)
     if dead:  # the failure groups' index: a dead letter's reason class, beside its reason
         await conn.execute(events.update().where(events.c.id == sa.bindparam("row_id"), events.c.status == "dead")
                            .values(reason_class=sa.bindparam("cls")), dead)
-    await bump(conn, _tally(tried), now)
+    await bump(conn, counts, now)
 
 
 async def note(conn: AsyncConnection, ids: Sequence[int], outcome: str, detail: str, now: datetime) -> None:

@@ -367,7 +367,7 @@ async def test_forgetting_a_person_leaves_no_history_line_that_names_them(ledger
 async def test_a_try_answered_after_its_person_was_forgotten_writes_no_history(ledger: Any) -> None:
     """A bug hunt: a row forgotten while its request was in flight became a tombstone, then the try's settlement
     wrote Iterable's answer (quoting the person's userId and phone) into its history, shown on the console."""
-    from sync.ledger import history
+    from sync.ledger import counters, history
     from sync.model import Attempt, Claim, NewEvent, Settlement
 
     now = datetime.now(UTC)
@@ -380,3 +380,25 @@ async def test_a_try_answered_after_its_person_was_forgotten_writes_no_history(l
     await ledger.settle(Settlement(dead=((claimed.id, "HTTP 400"),), attempts=(tried,)), now, owner="w")
     async with ledger.engine.connect() as conn:
         assert await history.of_row(conn, claimed.id) == []
+        # still counted (a count names nobody): the console's and the metrics' totals stay the ledger's
+        assert (await counters.trends(conn, now)).directions["outbound"].failed_day == 1
+
+
+async def test_a_delivered_deletion_is_counted_and_keeps_its_own_history(ledger: Any) -> None:
+    """A review of the fix above: the deletion that forgets a person becomes a tombstone in its own settlement;
+    its delivery was no longer counted (the console said 11 deliveries where the ledger had 12)."""
+    from sync.ledger import counters, history
+    from sync.model import Attempt, Claim, NewEvent, Settlement
+
+    now = datetime.now(UTC)
+    await ledger.record([NewEvent(direction=Direction.OUTBOUND, key="del-1", kind="delete", payload={"n": 1},
+                                  user_key="u:gone-1", identities=("u:gone-1",),
+                                  mapped={"endpoint": "users/byUserId", "forget_hash": "abc"})], now)
+    [claimed] = await ledger.claim(Claim(direction=Direction.OUTBOUND, owner="w", limit=1, lease_seconds=30), now)
+    tried = Attempt(row_id=claimed.id, direction=Direction.OUTBOUND, outcome="delivered", endpoint="users/delete",
+                    http_status=200, detail=None, latency=0.5)
+    await ledger.settle(Settlement(delivered=(claimed.id,), forgotten=(claimed.id,), attempts=(tried,)), now,
+                        owner="w")
+    async with ledger.engine.connect() as conn:
+        assert [e.outcome for e in await history.of_row(conn, claimed.id)] == ["delivered"]
+        assert (await counters.trends(conn, now)).directions["outbound"].delivered_day == 1
