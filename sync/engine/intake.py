@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from sync import people
 from sync.config import Config
 from sync.engine.holding import HeldRows, Holds
+from sync.engine.remap import NOT_AS_RECEIVED
 from sync.errors import InvalidEvent, LedgerUnavailable, Overloaded, SyncError
 from sync.inbound import mapper as inbound
 from sync.inbound import people as inbound_people
@@ -30,7 +31,7 @@ from sync.outbound import mapper as outbound
 from sync.outbound.anonymous import RELEASED_IDENTITY
 from sync.outbound.companions import derived
 from sync.segment import spec as segment_events
-from sync.wire import deeper_than, finite, storable
+from sync.wire import deeper_than, finite, non_finite, storable
 
 log = logging.getLogger("sync.engine.intake")
 
@@ -143,9 +144,14 @@ def _rejected_outbound(raw: Any, error: str, digest: str | None = None) -> NewEv
         key = message_id
     kind = raw["type"] if isinstance(raw, dict) and raw.get("type") in segment_events.TYPES else "unknown"
     named = _named(raw)
+    altered = None
     if deeper_than(raw, MAX_DEPTH):  # kept as evidence only when it can be stored
-        raw = {"type": kind, "evidence": f"not kept: nested deeper than {MAX_DEPTH} levels"}
+        raw, altered = {"type": kind, "evidence": f"not kept: nested deeper than {MAX_DEPTH} levels"}, "too deep"
+    elif non_finite(raw) is not None:
+        altered = "numbers too large to represent stored as text"
     payload = finite(raw) if isinstance(raw, dict) else {"body": finite(raw)}
+    if altered or not isinstance(raw, dict):  # evidence, not the event: never decided again (``remap``)
+        payload = {**payload, NOT_AS_RECEIVED: altered or "not a JSON object"}
     return NewEvent(direction=Direction.OUTBOUND, key=key, kind=kind, payload=payload, user_key=named,
                     status=Status.REJECTED, reason=error, mapping_digest=digest)
 

@@ -14,8 +14,14 @@ from sync.model import Direction, NewEvent, Remapped, Row, Status
 COMPANIONS = ("device token", "browser token", "subscriptions", "email change")  # calls an event brings along
 
 
+NOT_AS_RECEIVED = "_notAsReceived"  # a rejected row's payload kept as evidence, altered to be stored (and why)
+
+
 def remap(row: Row, decided: NewEvent, *, force: bool = False) -> Remapped | str:
     """The row as the current mapping decides it, or why re-mapping it is refused."""
+    if isinstance(row.payload, dict) and NOT_AS_RECEIVED in row.payload:
+        return (f"row {row.id}: its event was kept as evidence, not as received "
+                f"({str(row.payload[NOT_AS_RECEIVED])[:80]}): it cannot be decided again; send it again fixed")
     if row.status is Status.PENDING and row.lease_owner is not None:
         return f"row {row.id}: being sent right now (claimed by a worker); try again once that try has settled"
     if row.status is Status.PENDING and row.attempts > 0:

@@ -264,3 +264,28 @@ def test_text_beyond_the_basic_plane_is_not_a_surrogate() -> None:
     event = {"type": "track", "userId": "u1", "event": "E", "messageId": "m", "properties": {"v": "é😀\U0010ffff"}}
     rows, rejected = outbound_rows([event], _options(), "d")
     assert rejected == [] and rows[0].payload["properties"]["v"] == "é😀\U0010ffff"
+
+
+@pytest.mark.parametrize("raw", [
+    {"type": "track", "userId": "a", "event": "Big", "messageId": "inf-1", "properties": {"x": -1e999}},
+    {"type": "track", "userId": "a", "event": "Big", "messageId": "inf-2", "properties": {"deep": {"v": 1e400}}},
+])
+def test_a_rejected_event_altered_to_be_stored_is_never_decided_again(raw: dict[str, object]) -> None:
+    """A fresh-eyes walk: `ledger retry --status rejected` re-decided an event rejected for a number too large,
+    from its stored evidence (the number kept as the text "Infinity"), and made it pending: Iterable would have
+    received "Infinity" as a string."""
+    from sync.engine.remap import remap
+    from sync.model import Direction, Row
+
+    rows, rejected = outbound_rows([raw], outbound_options(make_config(ledger_url="sqlite:///unused.db")))
+    assert len(rejected) == 1 and rows[0].status is Status.REJECTED
+    stored = rows[0]
+    row = Row(id=1, direction=Direction.OUTBOUND, key=stored.key, kind=stored.kind, user_key=stored.user_key,
+              payload=stored.payload, status=Status.REJECTED, attempts=0, next_attempt_at=NOW, lease_owner=None,
+              lease_expires_at=None, last_error=None, reason=stored.reason, received_at=NOW, updated_at=NOW,
+              retry_from=NOW)
+    decided, _ = outbound_rows([{k: v for k, v in stored.payload.items() if not k.startswith("_")}],
+                               outbound_options(make_config(ledger_url="sqlite:///unused.db")))
+    assert decided[0].status is Status.PENDING  # the evidence alone would pass: "Infinity" is a fine string
+    refused = remap(row, decided[0])
+    assert isinstance(refused, str) and "kept as evidence, not as received" in refused
