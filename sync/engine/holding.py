@@ -65,6 +65,10 @@ class Holds:
         if row.status not in (Status.PENDING, Status.SKIPPED) or not isinstance(row.payload, dict):
             return None
         visitor = anonymous.anonymous_id(row.payload)
+        if visitor is None and row.payload.get("type") == "alias":
+            # alias(previousId=the visitor's anonymousId, userId): Segment's server-side way to tie a visitor to
+            # a user ("previousId ... might be an Anonymous ID"); its libraries send no anonymousId with it
+            visitor = anonymous.visitor_id(row.payload.get("previousId"))
         if visitor and outbound.raw_ids(row.payload, self.options.mapping.identity):
             return visitor
         return None

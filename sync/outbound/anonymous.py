@@ -21,7 +21,12 @@ RELEASED_IDENTITY = "_releasedIdentity"
 
 
 def anonymous_id(event: Mapping[str, Any]) -> str | None:
-    found = text_id(event.get("anonymousId"))
+    return visitor_id(event.get("anonymousId"))
+
+
+def visitor_id(value: Any) -> str | None:
+    """A visitor's id as holds key it (an ``anonymousId``, or an alias's ``previousId`` naming one)."""
+    found = text_id(value)
     return found[:200] if found else None
 
 

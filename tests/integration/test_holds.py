@@ -68,3 +68,18 @@ async def test_rows_held_before_the_hold_was_switched_off_are_released_and_expir
     daemon.jobs.clock = lambda: datetime.now(UTC) + timedelta(hours=25)
     assert await daemon.jobs.expire_held() == 2
     assert await statuses(daemon, ["off-1", "off-2"]) == [Status.SKIPPED] * 2
+
+
+async def test_an_alias_from_the_visitors_anonymous_id_releases_their_held_events(daemon: Daemon) -> None:
+    """Real Segment libraries: alias(previousId=anonymousId, userId) is the server-side way to tie a visitor to
+    a user, and no library adds an anonymousId to it. The held events stayed held and expired unsent."""
+    batch = [{"type": "page", "anonymousId": "visitor-42", "name": "Pricing", "messageId": "al-p"},
+             {"type": "track", "anonymousId": "visitor-42", "event": "Signup Started", "messageId": "al-t"}]
+    assert (await post(daemon, "/v1/batch", {"batch": batch}))[0] == 200
+    assert await statuses(daemon, ["al-p", "al-t"]) == [Status.HELD, Status.HELD]
+    alias = {"type": "alias", "previousId": "visitor-42", "userId": "user-42", "messageId": "al-a"}
+    assert (await post(daemon, "/v1/batch", {"batch": [alias]}))[0] == 200
+    assert await statuses(daemon, ["al-p", "al-t"]) == [Status.SKIPPED, Status.SKIPPED]  # released as...
+    released = [await daemon.ledger.get(Direction.OUTBOUND, f"{key}:released") for key in ("al-p", "al-t")]
+    assert all(r is not None and r.status in (Status.PENDING, Status.DELIVERED) for r in released), released
+    assert all(r is not None and r.user_key == "u:user-42" for r in released)
