@@ -25,7 +25,7 @@ from sync.config import Config, mapping_digest
 from sync.engine.intake import Intake, outbound_options, people_rules
 from sync.engine.throttle import Throttle
 from sync.engine.worker import Sink, Worker
-from sync.errors import LedgerLocked, SyncError
+from sync.errors import CannotListen, LedgerLocked, SyncError
 from sync.guards import Guards
 from sync.http import console
 from sync.http.connections import LimitedSite, connection_limit
@@ -186,8 +186,12 @@ async def running(config: Config) -> AsyncIterator[Daemon]:
                                keepalive_timeout=config.server.header_timeout_seconds)
         await runner.setup()
         resources.push_async_callback(runner.cleanup)
-        await LimitedSite(runner, config.server.host, config.server.port,
-                          limit=connection_limit(config.server.max_connections)).start()
+        try:
+            await LimitedSite(runner, config.server.host, config.server.port,
+                              limit=connection_limit(config.server.max_connections)).start()
+        except OSError as exc:  # the port is taken, or the host is not an address of this machine
+            raise CannotListen(f"cannot listen on {config.server.host}:{config.server.port}: "
+                               f"{exc.strerror or exc} (server.host, server.port)") from None
         daemon.address = runner.addresses[0]
         log.info("serving", extra={"address": f"{config.server.host}:{daemon.address[1]}",
                                    "directions": [w.direction.value for w in daemon.workers],

@@ -83,3 +83,7 @@ class AuthRejected(UpstreamError):
 
 class RequestRejected(UpstreamError):
     pass
+
+
+class CannotListen(SyncError):
+    """``serve`` cannot open its port (taken by another process, or an address this machine does not have)."""

@@ -93,6 +93,24 @@ async def test_a_second_serve_on_the_same_sqlite_file_exits_1(spawn: Any, tmp_pa
     assert await first.stop() == 0
 
 
+async def test_a_port_already_taken_exits_1_with_one_line_naming_it(spawn: Any, tmp_path: Path) -> None:
+    """A fresh-eyes walk: serve on a port something else listens on printed a 35-line traceback."""
+    import socket
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        port = taken.getsockname()[1]
+        serve = spawn(EXAMPLE, env=example_env(tmp_path, port, "http://127.0.0.1:9", "http://127.0.0.1:9"))
+        assert await serve.wait() == 1
+        out = serve.output()
+        assert f"error: cannot listen on 127.0.0.1:{port}:" in out and "(server.host, server.port)" in out
+        assert "Traceback" not in out
+    finally:
+        taken.close()
+
+
 async def test_an_unreachable_database_at_start_exits_1_naming_it(spawn: Any, tmp_path: Path) -> None:
     env = example_env(tmp_path, free_port(), "http://127.0.0.1:9", "http://127.0.0.1:9",
                       f"postgresql://postgres@127.0.0.1:{free_port()}/nothing")
