@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from sync import config as config_module
 from sync import logs, people
 from sync.config import Config
-from sync.errors import ConfigError, SyncError
+from sync.errors import ConfigError, LedgerNotMigrated, SyncError
 from sync.iterable.api import EXPORT_TYPES
 from sync.model import EARLIEST, LATEST, Direction, Status, named_time
 
@@ -236,17 +236,27 @@ async def _serve(config: Config, args: argparse.Namespace) -> int:
     return await daemon.serve(config)
 
 
-def _engine(config: Config) -> AsyncEngine:
+def _engine(config: Config, *, create: bool = False) -> AsyncEngine:
+    """The ledger's engine. A SQLite ledger's folder is made when the command may ``create`` the ledger
+    (``migrate``, ``backfill``, as ``serve`` does); otherwise a missing file is refused naming it (opening it
+    would leave an empty database behind and report its schema missing)."""
+    from sync.app import sqlite_path
     from sync.ledger.store import create_engine
     from sync.ledger.timeouts import DatabaseTimeouts
 
+    path = sqlite_path(config.ledger.url)
+    if path is not None and not path.exists():
+        if not create:
+            raise LedgerNotMigrated(f"no ledger at {path} (ledger.url): run `python -m sync migrate --config FILE` "
+                                    "first (serve does it at start)")
+        path.parent.mkdir(parents=True, exist_ok=True)
     return create_engine(config.ledger.url, DatabaseTimeouts.of(config.ledger))
 
 
 async def _migrate(config: Config, args: argparse.Namespace) -> int:
     from sync.ledger import migrate as migrations
 
-    engine = _engine(config)
+    engine = _engine(config, create=True)
     try:
         await migrations.upgrade(engine, config)
         print(f"ledger migrated to {migrations.head_revision()}")
@@ -410,7 +420,7 @@ async def _backfill(config: Config, args: argparse.Namespace) -> int:
         print("error: --since must be before --until", file=sys.stderr)
         return 2
     kinds = args.types or config.reconcile.event_types
-    engine = _engine(config)
+    engine = _engine(config, create=True)
     task = asyncio.current_task()
     assert task is not None
     loop = asyncio.get_running_loop()

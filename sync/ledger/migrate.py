@@ -76,5 +76,6 @@ async def ensure_current(engine: AsyncEngine) -> None:
     except (sa.exc.DBAPIError, sa.exc.TimeoutError, OSError) as exc:
         raise LedgerUnavailable(f"ledger unreachable: {str(getattr(exc, 'orig', exc))[:300]}") from exc
     if current != head_revision():
-        raise LedgerNotMigrated(f"ledger schema is at {current or 'nothing'}, code needs {head_revision()}: "
+        raise LedgerNotMigrated(f"ledger schema is at {current or 'no revision (an empty database)'}, code needs "
+                                f"{head_revision()}: "
                                 "run `python -m sync migrate --config FILE` (serve does it at start)")

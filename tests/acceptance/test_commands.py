@@ -274,3 +274,18 @@ async def test_forget_by_email_upstream_deletes_the_person_not_a_user_named_by_t
                  if r.kind == "delete"]
     await engine.dispose()
     assert [(r.mapped or {}).get("endpoint") for r in deletions] == [endpoint]
+
+
+async def test_a_fresh_checkout_migrates_its_sqlite_ledger_and_a_missing_one_is_named(tmp_path: Path) -> None:
+    """A fresh-eyes walk: `migrate` with the default SQLite ledger in a folder not made yet failed ("unable to
+    open database file", no path); `ledger stats` on a missing file left an empty database behind and said the
+    schema "is at nothing"."""
+    ledger = tmp_path / "data" / "ledger.db"
+    config = write_config(tmp_path, f"sqlite:///{ledger}")
+    code, _, err = await cli("ledger", "stats", "--config", str(config))
+    assert code == 1 and f"no ledger at {ledger} (ledger.url)" in err and "migrate" in err
+    assert not ledger.exists() and not ledger.parent.exists()  # nothing left behind
+    code, out, err = await cli("migrate", "--config", str(config))
+    assert code == 0 and "ledger migrated to" in out, err
+    code, out, _ = await cli("ledger", "stats", "--config", str(config))
+    assert code == 0
