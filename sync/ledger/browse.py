@@ -104,8 +104,10 @@ async def tail(ledger: Ledger, *, direction: Direction | None = None, name: str 
 
 
 async def problems(ledger: Ledger, wanted: RowFilter, *, after: str | None = None, limit: int = 50) -> Page:
-    """A page of ``wanted`` rows, most recently changed first; ``after`` is the previous page's cursor."""
-    query = sa.select(events).where(*wanted.where())
+    """A page of ``wanted`` rows, most recently changed first; ``after`` is the previous page's cursor.
+    Forgotten people's tombstones are left out, as ``count_matching`` leaves them out (the page said "10 rows
+    match" above 13 rows); a forgotten person's search says they were forgotten."""
+    query = sa.select(events).where(*wanted.where(), NOT_FORGOTTEN)
     if after:
         moment, row_id = _cursor(after)
         query = query.where(sa.or_(events.c.updated_at < moment,
