@@ -188,7 +188,8 @@ def export_types(text: str) -> tuple[str, ...]:
     kinds = tuple(k.strip() for k in text.split(",") if k.strip())
     unknown = [k for k in kinds if k not in EXPORT_TYPES]
     if unknown or not kinds:
-        raise argparse.ArgumentTypeError(f"unknown export type(s): {', '.join(unknown) or text!r}")
+        raise argparse.ArgumentTypeError(f"unknown export type(s): {', '.join(unknown) or text!r} "
+                                         f"(Iterable's export types: {', '.join(sorted(EXPORT_TYPES))})")
     return kinds
 
 

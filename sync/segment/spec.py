@@ -85,7 +85,10 @@ def validate(event: Any) -> dict[str, Any]:
         raise InvalidEvent("event: expected a JSON object")
     kind = event.get("type")
     if kind not in TYPES:
-        raise InvalidEvent(f"type: must be one of {', '.join(TYPES)}, got {str(kind)[:40]!r}")
+        got = "nothing" if kind is None else repr(str(kind)[:40])
+        hint = " (an Iterable webhook? it goes to /iterable/webhook; `check-config --try` needs --direction inbound)" \
+            if kind is None and "eventName" in event else ""
+        raise InvalidEvent(f"type: must be one of {', '.join(TYPES)}, got {got}{hint}")
     for name in ("context", "integrations", "properties", "traits"):
         if name in event and event[name] is not None and not isinstance(event[name], dict):
             raise InvalidEvent(f"{name}: expected an object")

@@ -435,3 +435,14 @@ def test_a_rule_for_a_spec_event_holds_for_its_variants(name: str) -> None:
     result = call({"type": "track", "event": name, "userId": "u1", "properties": {"total": 5}},
                   Options(mapping=rules))
     assert result.endpoint == "events/track" and result.body["eventName"] == "Order Completed (legacy)"
+
+
+def test_a_missing_type_is_named_as_missing_and_a_webhook_is_pointed_to_its_route() -> None:
+    """A fresh-eyes walk: a missing type was reported as "got 'None'", and an Iterable webhook tried as a Segment
+    event gave no hint."""
+    with pytest.raises(InvalidEvent, match=r"got nothing \(an Iterable webhook\? .*--direction inbound\)$"):
+        validate({"email": "a@b.co", "eventName": "emailOpen", "dataFields": {}})
+    with pytest.raises(InvalidEvent, match=r"got nothing$"):
+        validate({"userId": "u"})
+    with pytest.raises(InvalidEvent, match=r"got 'Track'$"):
+        validate({"type": "Track", "userId": "u"})
