@@ -263,3 +263,14 @@ def spellings(identifiers: Iterable[str]) -> list[str]:
     """Every spelling of the values of ``sync.people`` identifiers that stored text may hold, longest first."""
     found = {form for ident in identifiers for form in people.forms(ident.partition(":")[2])}
     return sorted(found, key=lambda f: (-len(f), f))
+
+
+def up_to_each_deletion(rows: Sequence[NewEvent]) -> list[list[NewEvent]]:
+    """``rows`` in order, cut after each deletion: a deletion forgets what came before it, and what follows it
+    in the same batch is recorded after it, as a new person (SPEC section 11). One part when there is none."""
+    parts: list[list[NewEvent]] = [[]]
+    for row in rows:
+        parts[-1].append(row)
+        if row.forgets:
+            parts.append([])
+    return [part for part in parts if part]

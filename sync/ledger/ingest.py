@@ -35,25 +35,33 @@ class Ingest(SqlLedger):
             unique.setdefault((e.direction, e.key), e)
         if not unique:
             return set()
+        inserted: set[str] = set()
         async with self._tx() as conn:
             if decide is not None:
                 unique = {(e.direction, e.key): e for e in await links.decided(conn, list(unique.values()), decide)}
-            persons = await self._people(conn, [e.identities for e in unique.values() if e.identities])
-            insert = insert_unnested if self.is_postgres else insert_in_writer_thread
-            inserted = await insert(conn, list(unique.values()), now, persons)
-            await links.remember_consents(conn, [e for e in unique.values() if e.key in inserted], now)
-            for e in unique.values():
-                if e.replaces and e.key in inserted:
-                    await conn.execute(events.update().where(events.c.direction == e.direction,
-                                                             events.c.key.in_(list(e.replaces)),
-                                                             events.c.status == decisions.HOLD)
-                                       .values(**decisions.release_of(e, now)))
-                if e.forgets and e.key in inserted:  # whatever outbound.deletion is: "skip" skips only the call
-                    person = persons[e.identities[0]] if e.identities else e.user_key
-                    if person:
-                        keep = (e.direction, e.key) if e.status is Status.PENDING else None
-                        await forget.forget_person(conn, person, now, keep=keep, why="user deleted")
+            for part in decisions.up_to_each_deletion(list(unique.values())):
+                inserted |= await self._record_part(conn, part, now)
         return {key for (_, key) in unique} - inserted
+
+    async def _record_part(self, conn: AsyncConnection, part: list[NewEvent], now: datetime) -> set[str]:
+        """Insert rows of one batch, up to and including a deletion, then apply it: a deletion forgets what came
+        before it; the rows after it in the same batch are recorded after it, as a new person (SPEC section 11)."""
+        persons = await self._people(conn, [e.identities for e in part if e.identities])
+        insert = insert_unnested if self.is_postgres else insert_in_writer_thread
+        inserted = await insert(conn, part, now, persons)
+        await links.remember_consents(conn, [e for e in part if e.key in inserted], now)
+        for e in part:
+            if e.replaces and e.key in inserted:
+                await conn.execute(events.update().where(events.c.direction == e.direction,
+                                                         events.c.key.in_(list(e.replaces)),
+                                                         events.c.status == decisions.HOLD)
+                                   .values(**decisions.release_of(e, now)))
+            if e.forgets and e.key in inserted:  # whatever outbound.deletion is: "skip" skips only the call
+                person = persons[e.identities[0]] if e.identities else e.user_key
+                if person:
+                    keep = (e.direction, e.key) if e.status is Status.PENDING else None
+                    await forget.forget_person(conn, person, now, keep=keep, why="user deleted")
+        return inserted
 
     async def people_known(self, identifiers: Sequence[str], *, emails: bool = False) -> dict[str, links.Known]:
         """What the ledger knows of the people ``identifiers`` name (``sync.ledger.links``)."""
@@ -241,4 +249,3 @@ def _insert_values(e: NewEvent, now: datetime, persons: dict[str, str]) -> dict[
         "reason_class": history.reason_class(e.reason) if e.reason else None,
         "also_key": e.also,
     }
-

@@ -66,9 +66,15 @@ class MemoryLedger:
         unique = decisions.first_copies(batch)
         if decide is not None and (asked := decide.asked(unique)):
             unique = decisions.first_copies(decide(unique, await self.people_known(asked, emails=decide.emails)))
-        persons = self._people([e.identities for e in unique if e.identities])
+        recorded: set[str] = set()
+        for part in decisions.up_to_each_deletion(unique):
+            recorded |= self._record_part(part, now)
+        return {e.key for e in unique} - recorded
+
+    def _record_part(self, part: Sequence[NewEvent], now: datetime) -> set[str]:
+        persons = self._people([e.identities for e in part if e.identities])
         fresh = []
-        for e in unique:  # either idempotency key makes a duplicate (the first copy of an also-key wins too)
+        for e in part:  # either idempotency key makes a duplicate (the first copy of an also-key wins too)
             if (e.direction, e.key) in self.keys or e.also and (e.direction, e.also) in self.also_keys:
                 continue
             if e.also:
@@ -80,7 +86,7 @@ class MemoryLedger:
             self.consents[item["identifier"]] = (item["categories"], now)
         for e in fresh:
             self._after_insert(e, persons, now)
-        return {e.key for e in unique} - {e.key for e in fresh}
+        return {e.key for e in fresh}
 
     def _insert(self, e: NewEvent, user_key: str | None, now: datetime) -> None:
         row_id = next(self._ids)

@@ -252,6 +252,20 @@ async def test_a_lease_run_out_fails_its_holders_recheck_where_replicas_share_th
     assert mine is (not ledger_url.startswith("postgresql"))
 
 
+async def test_a_deletion_forgets_what_came_before_it_in_its_batch_not_what_follows(ledger: AnyLedger) -> None:
+    """A review with real batches: identify, delete, identify again for one userId in one batch left the second
+    identify skipped as "user deleted" (the deletion ran after the whole batch was inserted); sent as separate
+    requests the later identify was a new person, as SPEC section 11 says."""
+    who = ("u:u9",)
+    await ledger.record([event("before", user=None, identities=who),
+                         event("del", user=None, identities=who, kind="delete", forgets=True),
+                         event("after", user=None, identities=who)], T0)
+    before, deletion, after = [await row_of(ledger, key) for key in ("before", "del", "after")]
+    assert before.status is Status.SKIPPED and deletion.status is Status.PENDING
+    assert after.status is Status.PENDING and after.payload == {"key": "after", "n": [1, "x"]}
+    assert after.user_key == "u:u9"
+
+
 async def test_a_row_skipped_since_its_claim_is_no_longer_the_owners(ledger: AnyLedger) -> None:
     await ledger.record([event("a", user=None, identities=("u:cy",)), event("b", user="u2")], T0)
     a, b = await ledger.claim(claim(), T0)
