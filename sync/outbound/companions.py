@@ -12,12 +12,12 @@ from typing import Any
 
 from sync.mapping.rules import FieldRules, matches
 from sync.outbound.mapper import (
-    SUBSCRIPTION_FIELDS,
     UPDATE_SUBSCRIPTIONS,
     IterableCall,
     Options,
     naming,
     raw_ids,
+    subscription_lists,
 )
 from sync.segment.semantics import destination_settings
 from sync.segment.spec import as_dict
@@ -98,9 +98,8 @@ def _platform(device: dict[str, Any], system: dict[str, Any], event: dict[str, A
 
 def _subscriptions(event: dict[str, Any], options: Options, ids: dict[str, Any],
                    user_key: str | None) -> Derived | None:
-    traits = as_dict(event.get("traits"))
     rules = options.mapping.traits
-    changes = {k: traits[k] for k in SUBSCRIPTION_FIELDS if isinstance(traits.get(k), list) and _sent(k, rules)}
+    changes = {k: v for k, v in subscription_lists(as_dict(event.get("traits"))).items() if _sent(k, rules)}
     if not changes:
         return None
     call = IterableCall(endpoint=UPDATE_SUBSCRIPTIONS, body={**naming(ids, options), **changes},

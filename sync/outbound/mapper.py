@@ -382,12 +382,40 @@ SUBSCRIPTION_FIELDS = ("emailListIds", "unsubscribedChannelIds", "unsubscribedMe
                        "subscribedMessageTypeIds")
 
 
+def subscription_lists(traits: dict[str, Any]) -> dict[str, list[int]]:
+    """The subscription traits present (not null), each a list of Iterable ids (``array of int64`` in
+    ``users/updateSubscriptions``). Raises ``InvalidEvent`` naming ``traits.<field>`` (or its item) when one is
+    not a list of integers: it was dropped (a number or a text) or sent and dead-lettered with a misleading
+    reason (a text or a float in the list)."""
+    found: dict[str, list[int]] = {}
+    for name in SUBSCRIPTION_FIELDS:
+        value = traits.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, list):
+            raise InvalidEvent(f"traits.{name}: expected a list of Iterable ids (integers)")
+        for index, item in enumerate(value):
+            if isinstance(item, bool) or not isinstance(item, int) or not -(2**63) <= item < 2**63:
+                raise InvalidEvent(f"traits.{name}[{index}]: expected an Iterable id (an integer)")
+        found[name] = value
+    return found
+
+
+def _without_subscriptions(traits: dict[str, Any], options: Options) -> dict[str, Any]:
+    """Traits without the subscription fields when they go through ``users/updateSubscriptions``
+    (``[outbound] subscriptions = "update_subscriptions"``): written as profile fields they would change
+    subscriptions without Iterable's subscribe and unsubscribe events."""
+    if options.subscriptions != "update_subscriptions":
+        return traits
+    return {k: v for k, v in traits.items() if k not in SUBSCRIPTION_FIELDS}
+
+
 def _identify(event: dict[str, Any], who: Named, options: Options) -> IterableCall:
     ids = who.ids
     traits = as_dict(event.get("traits"))
     if options.subscriptions == "update_subscriptions":  # they go through users/updateSubscriptions instead
-        traits = {k: v for k, v in traits.items() if k not in SUBSCRIPTION_FIELDS}
-    body = _user(ids, traits, event, options)
+        subscription_lists(traits)  # refused here, naming the field, when Iterable could not take them
+    body = _user(ids, _without_subscriptions(traits, options), event, options)
     if "userId" in body and body.get("preferUserId") and "email" in ids:
         # userId and hybrid projects change (or set) a user's email through dataFields.email
         body["dataFields"] = {**body["dataFields"], "email": ids["email"]}
@@ -424,7 +452,8 @@ def _track_like(event: dict[str, Any], who: Named, options: Options) -> Iterable
         return _purchase(event, who, options, rule, fields, name)
     products = product_list(fields["products"]) if call == "cart" and fields.get("products") is not None else None
     if products is not None:  # a cart event with products (without: a plain event)
-        user = _user(ids, as_dict(as_dict(event.get("context")).get("traits")), event, options, rule)
+        user = _user(ids, _without_subscriptions(as_dict(as_dict(event.get("context")).get("traits")), options),
+                     event, options, rule)
         return IterableCall(endpoint=UPDATE_CART, body={"user": user, "items": items(products)}, user_key=key)
     body = {**naming(ids, options), "eventName": rule.name or name, "id": event["messageId"],
             "dataFields": iterable_dates(fields, "properties")}
@@ -480,7 +509,8 @@ def _purchase(event: dict[str, Any], who: Named, options: Options, rule: EventRu
     order_id = order_id or event["messageId"]  # still idempotent without one
     products = properties.get("products")
     rest = {k: v for k, v in properties.items() if k not in ("products", "total", "campaignId", "templateId")}
-    user = _user(who.ids, as_dict(as_dict(event.get("context")).get("traits")), event, options, rule)
+    user = _user(who.ids, _without_subscriptions(as_dict(as_dict(event.get("context")).get("traits")), options),
+                 event, options, rule)
     body = {"id": order_id, "user": user, "items": items(product_list(products)),
             "total": total, "dataFields": iterable_dates(rest, "properties")}
     body.update(_created_at(event))

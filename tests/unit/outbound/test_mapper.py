@@ -446,3 +446,23 @@ def test_a_missing_type_is_named_as_missing_and_a_webhook_is_pointed_to_its_rout
         validate({"userId": "u"})
     with pytest.raises(InvalidEvent, match=r"got 'Track'$"):
         validate({"type": "Track", "userId": "u"})
+
+
+@pytest.mark.parametrize(("traits", "field"), [
+    ({"emailListIds": 123}, "traits.emailListIds"), ({"unsubscribedChannelIds": "4,5"}, "traits.unsubscribedChannelIds"),
+    ({"emailListIds": ["123", "abc"]}, r"traits.emailListIds\[0\]"), ({"emailListIds": [1.5]}, r"traits.emailListIds\[0\]"),
+    ({"subscribedMessageTypeIds": [1, True]}, r"traits.subscribedMessageTypeIds\[1\]"),
+])
+def test_subscription_traits_iterable_cannot_take_are_refused_naming_them(traits: dict[str, Any], field: str) -> None:
+    """A review of subscriptions: a number or a text was dropped without a word (200, nothing sent); a list of
+    texts or floats went out and came back dead-lettered as "invalidUserIds". Iterable takes arrays of int64."""
+    with pytest.raises(InvalidEvent, match=f"^{field}: expected"):
+        mapped({"type": "identify", "userId": "s2", "traits": traits})
+
+
+def test_subscription_traits_stay_out_of_a_purchases_user_fields() -> None:
+    """Written as profile fields they change subscriptions without Iterable's subscribe events."""
+    body = call({"type": "track", "event": "Order Completed", "userId": "u1",
+                 "properties": {"total": 5, "products": []},
+                 "context": {"traits": {"emailListIds": [99], "plan": "x"}}}).body
+    assert body["user"]["dataFields"] == {"plan": "x"}
