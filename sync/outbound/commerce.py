@@ -11,7 +11,7 @@ from typing import Any
 
 from sync.errors import InvalidEvent
 from sync.segment.semantics import PRODUCT_ID, pick, read_count, read_number
-from sync.segment.spec import iterable_dates, text_id
+from sync.segment.spec import iterable_dates, js_number, text_id
 
 _ITEM_KEYS = {"product_id", "productId", "id", "sku", "name", "price", "quantity", "category", "url", "image_url",
               "description"}
@@ -70,12 +70,20 @@ def _item(product: Any, path: str) -> dict[str, Any]:
         "price": read_number(product["price"], f"{path}.price"),
         "quantity": 1 if quantity is None else read_count(quantity, f"{path}.quantity"),
     }
+    kept_out: set[str] = set()  # Segment fields Iterable has no place for in this shape: kept as dataFields
     for source, target in (("sku", "sku"), ("url", "url"), ("image_url", "imageUrl"), ("description", "description")):
-        if isinstance(product.get(source), str):
-            item[target] = product[source]
+        value = product.get(source)
+        if isinstance(value, str):
+            item[target] = value
+        elif source == "sku" and isinstance(value, int | float) and not isinstance(value, bool):
+            item[target] = js_number(value)  # a numeric sku is common: Iterable's sku is a string
+        elif value is not None:
+            kept_out.add(source)
     if product.get("category") is not None and (categories := _categories(product["category"], f"{path}.category")):
         item["categories"] = categories
-    extra = {k: v for k, v in product.items() if k not in _ITEM_KEYS}
+    if found[0] != "id" and product.get("id") is not None:  # an id beside product_id (a variant's, say)
+        kept_out.add("id")
+    extra = {k: v for k, v in product.items() if k not in _ITEM_KEYS or k in kept_out}
     if extra:
         item["dataFields"] = iterable_dates(extra, f"{path}")
     return item

@@ -378,6 +378,7 @@ def _user(ids: dict[str, Any], fields: dict[str, Any], event: dict[str, Any], op
     return user
 
 
+MAX_PURCHASE_ID_BYTES = 512  # TrackPurchaseRequest.id: "cannot be longer than 512 bytes"
 SUBSCRIPTION_FIELDS = ("emailListIds", "unsubscribedChannelIds", "unsubscribedMessageTypeIds",
                        "subscribedMessageTypeIds")
 
@@ -506,6 +507,9 @@ def _purchase(event: dict[str, Any], who: Named, options: Options, rule: EventRu
     total = semantic.read_number(total_reading[1], f"properties.{total_reading[0]}", currency=True)
     order = semantic.pick(properties, semantic.ORDER_ID)
     order_id = text_id(order[1]) if order else None
+    if order and order_id and len(order_id.encode(errors="surrogatepass")) > MAX_PURCHASE_ID_BYTES:
+        raise InvalidEvent(f"properties.{order[0]}: longer than the {MAX_PURCHASE_ID_BYTES} bytes Iterable takes for "
+                           "a purchase id")
     order_id = order_id or event["messageId"]  # still idempotent without one
     products = properties.get("products")
     rest = {k: v for k, v in properties.items() if k not in ("products", "total", "campaignId", "templateId")}

@@ -466,3 +466,22 @@ def test_subscription_traits_stay_out_of_a_purchases_user_fields() -> None:
                  "properties": {"total": 5, "products": []},
                  "context": {"traits": {"emailListIds": [99], "plan": "x"}}}).body
     assert body["user"]["dataFields"] == {"plan": "x"}
+
+
+def test_item_fields_that_are_not_text_are_kept_not_dropped() -> None:
+    """A review of commerce: a numeric sku, an id beside product_id, a numeric description and a list of image
+    URLs vanished from the item (neither the item's field nor its dataFields)."""
+    body = call({"type": "track", "event": "Order Completed", "userId": "u1", "properties": {"total": 5, "products": [
+        {"product_id": "p1", "id": "variant-9", "sku": 12345, "name": "Shoe", "price": 0, "quantity": 2,
+         "description": 5, "image_url": ["a", "b"]}]}}).body
+    [item] = body["items"]
+    assert item["id"] == "p1" and item["sku"] == "12345"
+    assert item["dataFields"] == {"id": "variant-9", "description": 5, "image_url": ["a", "b"]}
+
+
+def test_a_purchase_id_longer_than_iterable_takes_is_refused_naming_it() -> None:
+    with pytest.raises(InvalidEvent, match=r"^properties.order_id: longer than the 512 bytes"):
+        mapped({"type": "track", "event": "Order Completed", "userId": "u1",
+                "properties": {"total": 5, "order_id": "o" * 513}})
+    assert call({"type": "track", "event": "Order Completed", "userId": "u1",
+                 "properties": {"total": 5, "order_id": "o" * 512}}).body["id"] == "o" * 512
