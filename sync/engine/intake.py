@@ -394,7 +394,8 @@ class Intake:
 def _counts(row: NewEvent) -> list[tuple[str, ...]]:
     """The metrics a recorded row counts in, with their labels (in the metrics' label order)."""
     direction = row.direction.value
-    found: list[tuple[str, ...]] = [("received", direction, row.kind[:64])]
+    kind = row.kind if row.direction is Direction.OUTBOUND or row.kind in inbound.SEGMENT_NAMES else "other"
+    found: list[tuple[str, ...]] = [("received", direction, kind[:64])]  # an inbound eventName is open-ended
     if row.status is Status.SKIPPED:  # the label is the deciding rule or config key: bounded cardinality
         found.append(("skipped", direction, row.label or row.reason or ""))
     elif row.status is Status.REJECTED:
