@@ -206,7 +206,15 @@ def erase(row: Stored, identifiers: Sequence[str], digest: str, now: datetime, w
         "reason": why if waiting else scrub(row.reason, identifiers), "updated_at": now, **FREED}
     if waiting:
         values["status"] = Status.SKIPPED
+    if row.key.startswith(PER_PERSON_KEY_PREFIXES):  # its key names the person, not an event: free it
+        values["key"] = f"{row.key}{FORGOTTEN_KEY_SUFFIX}{row.id}"
     return values
+
+
+# keys a row gets from the person it names rather than from an event (one registration per person and push
+# token): after a forget the same registration is a new person's (the deletion took the device with the user)
+PER_PERSON_KEY_PREFIXES = ("token:",)
+FORGOTTEN_KEY_SUFFIX = ":forgotten-"
 
 
 def forgetting(row: Stored, identifiers: Sequence[str], digest: str, now: datetime, *,

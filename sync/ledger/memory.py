@@ -57,7 +57,11 @@ class MemoryLedger:
         return None
 
     def _change(self, row_id: int, values: Mapping[str, Any]) -> None:
-        self.table[row_id] = dataclasses.replace(self.table[row_id], **values)
+        row = self.table[row_id]
+        if "key" in values and values["key"] != row.key:  # the idempotency index follows a renamed key
+            del self.keys[(row.direction, row.key)]
+            self.keys[(row.direction, values["key"])] = row_id
+        self.table[row_id] = dataclasses.replace(row, **values)
 
     # -- ingest -----------------------------------------------------------------------------------------------
 

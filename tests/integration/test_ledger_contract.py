@@ -266,6 +266,21 @@ async def test_a_deletion_forgets_what_came_before_it_in_its_batch_not_what_foll
     assert after.user_key == "u:u9"
 
 
+async def test_a_push_token_registered_again_after_a_forget_is_a_new_registration(ledger: AnyLedger) -> None:
+    """A review of deletions: a token row's key names the person and the token (one registration per person),
+    not an event; after the person was deleted (Iterable deletes their devices too) the same registration was
+    taken for a duplicate and the re-created user never got the device back."""
+    who = ("u:u1",)
+    token = event("token:abc", user=None, identities=who, kind="device token")
+    assert await ledger.record([token], T0) == set()
+    await ledger.forget("u:u1", T0)
+    assert await ledger.record([event("token:abc", user=None, identities=who, kind="device token")], T0) == set()
+    again = await row_of(ledger, "token:abc")
+    assert again.status is Status.PENDING and again.user_key == "u:u1"
+    assert await ledger.record([event("token:abc", user=None, identities=who, kind="device token")], T0) == {
+        "token:abc"}  # and once recorded, a duplicate as before
+
+
 async def test_a_row_skipped_since_its_claim_is_no_longer_the_owners(ledger: AnyLedger) -> None:
     await ledger.record([event("a", user=None, identities=("u:cy",)), event("b", user="u2")], T0)
     a, b = await ledger.claim(claim(), T0)
