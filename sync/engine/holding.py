@@ -28,13 +28,16 @@ class HeldRows(Protocol):
 
 
 class Decide(Protocol):
-    def __call__(self, event: dict[str, Any]) -> NewEvent: ...
+    """A released event's rows: its own first, then the calls it brings along (tokens, subscriptions)."""
+
+    def __call__(self, event: dict[str, Any]) -> list[NewEvent]: ...
 
 
 @dataclass(slots=True, kw_only=True)
 class Holds:
     """Holds anonymous-only rows (while ``hold_hours`` > 0) and releases held rows after the first row that
-    identifies their visitor; ``decide`` maps a released event with its new identity (never raises)."""
+    identifies their visitor; ``decide`` maps a released event with its new identity, with the rows of the calls
+    it brings along (never raises)."""
 
     ledger: HeldRows
     options: outbound.Options
@@ -94,9 +97,11 @@ class Holds:
 
     def _released(self, identifying: NewEvent, held: list[tuple[str, dict[str, Any]]]) -> list[NewEvent]:
         ids = outbound.raw_ids(identifying.payload, self.options.mapping.identity)
-        return [replace(self.decide(anonymous.identity_of(payload, ids.get("userId"), ids.get("email"))),
-                        key=anonymous.released_key(key), replaces=(key,))
-                for key, payload in held]
+        out: list[NewEvent] = []
+        for key, payload in held:  # with the calls it brings along (a held event's push token, say)
+            first, *more = self.decide(anonymous.identity_of(payload, ids.get("userId"), ids.get("email")))
+            out += [replace(first, key=anonymous.released_key(key), replaces=(key,)), *more]
+        return out
 
 
 @dataclass(slots=True, kw_only=True)

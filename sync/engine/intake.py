@@ -301,6 +301,17 @@ class Holder(Recorder, HeldRows, Protocol):
     pass
 
 
+def _released_rows(event: dict[str, Any], options: outbound.Options, digest: str | None) -> list[NewEvent]:
+    """A released event's row and the rows of the calls it brings along (its push token, its subscriptions:
+    held, the event made none; released, it is sent as the identified person's, calls included)."""
+    row = _released_row(event, options, digest)
+    try:
+        return [row, *companions(event, options, row)]
+    except Exception:  # noqa: BLE001 - as in _released_row: the event's own row is recorded whatever happens
+        log.warning("a released event's companion calls could not be decided", exc_info=False)
+        return [row]
+
+
 def _released_row(event: dict[str, Any], options: outbound.Options, digest: str | None) -> NewEvent:
     """A released event's row: decided with its new identity, or rejected with the reason."""
     try:
@@ -349,7 +360,7 @@ class Intake:
         self.options, self.digest, self.hold_hours = options, digest, hold_hours
         self.inbound_consent, self.join_identities = tuple(inbound_consent), join_identities
         holds = None if options is None else Holds(ledger=ledger, options=options, hold_hours=hold_hours,
-                                                   decide=lambda event: _released_row(event, options, digest))
+                                                   decide=lambda event: _released_rows(event, options, digest))
         inbound = bool(inbound_consent or join_identities)
         emails = options is not None and options.project_type == "email"
         self.commits = GroupCommit(ledger, clock, decide=OnePerson(self, inbound=inbound, emails=emails)

@@ -86,3 +86,21 @@ async def test_an_alias_from_the_visitors_anonymous_id_releases_their_held_event
     released = [await daemon.ledger.get(Direction.OUTBOUND, f"{key}:released") for key in ("al-p", "al-t")]
     assert all(r is not None and r.status in (Status.PENDING, Status.DELIVERED) for r in released), released
     assert all(r is not None and r.user_key == "u:user-42" for r in released)
+
+
+async def test_a_released_event_brings_its_push_token_and_subscriptions_along(daemon: Daemon) -> None:
+    """A review of holds: a held event's device token and subscription traits made no call when it was
+    released (companion rows were built only at intake, where the event named nobody)."""
+    batch = [{"type": "track", "anonymousId": "anon-1", "event": "Opened App", "messageId": "rc-t",
+              "context": {"device": {"token": "t-anon-1", "type": "ios"}}},
+             {"type": "identify", "anonymousId": "anon-2", "messageId": "rc-i",
+              "traits": {"newsletter": True, "emailListIds": [77]}}]
+    assert (await post(daemon, "/v1/batch", {"batch": batch}))[0] == 200
+    assert await statuses(daemon, ["rc-t", "rc-i"]) == [Status.HELD, Status.HELD]
+    names = [{"type": "identify", "anonymousId": "anon-1", "userId": "u20", "messageId": "rc-n1"},
+             {"type": "track", "anonymousId": "anon-2", "userId": "u21", "event": "Signed In", "messageId": "rc-n2"}]
+    assert (await post(daemon, "/v1/batch", {"batch": names}))[0] == 200
+    kinds = {r.kind: r for r in await daemon.ledger.rows(direction=Direction.OUTBOUND, limit=100)}
+    assert "device token" in kinds and kinds["device token"].user_key == "u:u20"
+    assert "subscriptions" in kinds and kinds["subscriptions"].user_key == "u:u21"
+    assert kinds["subscriptions"].mapped is not None and kinds["subscriptions"].mapped["body"]["emailListIds"] == [77]
