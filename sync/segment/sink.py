@@ -51,7 +51,7 @@ class SegmentSink:
         messages = [m for m in (self._message(row, results) for row in rows) if m is not None]
         for batch in chunks(messages, max_items=MAX_BATCH_EVENTS, max_bytes=MAX_BATCH_BYTES,
                             size_of=lambda m: segment_size(m[1])):
-            if results.auth_error:
+            if _stop(results):  # the rest of the round goes back untried (not an attempt)
                 break
             await self._send(batch, results)
         return results
@@ -106,10 +106,10 @@ class SegmentSink:
         results.called([row.id for row, _ in batch], "v1/batch", status or None)
         if status in (401, 403):
             results.auth_error = error
-        elif status == 400 and len(batch) > 1:
+        elif status in (400, 413) and len(batch) > 1:  # refused as a whole (413: a proxy's size limit, say)
             middle = len(batch) // 2  # find the message Segment refuses: each half on its own
             await self._send(batch[:middle], results)
-            if not results.auth_error:
+            if not _stop(results):
                 await self._send(batch[middle:], results)
         else:
             retryable = status in RETRYABLE_STATUSES or (status >= 500 and status not in (501, 505))
@@ -118,3 +118,9 @@ class SegmentSink:
             retry_after = schedule.parse_retry_after(header, self.clock())
             results.failed.extend(Failure(row_id=row.id, error=error, retryable=retryable, retry_after=retry_after)
                                   for row, _ in batch)
+
+
+def _stop(results: Results) -> bool:
+    """Whether the round stops here: Segment refused the credentials, or asked to wait (``Retry-After``
+    speaks for its whole batch API: the round's other batches went out within milliseconds of a 429)."""
+    return bool(results.auth_error or results.retry_after)
