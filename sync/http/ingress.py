@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
@@ -93,6 +93,13 @@ LEDGER_RETRY_AFTER_SECONDS = 5  # a ledger outage (slow, locked or out of connec
 INGEST_FAILURE_SECONDS = 2 * LEDGER_RETRY_AFTER_SECONDS  # /readyz reports a failed ingest this long
 
 
+class ErrorPage(Protocol):
+    """The console's error page (``sync.http.console.views.error_page``): set when the console is on."""
+
+    def __call__(self, request: web.Request, status: int, reason: str) -> web.StreamResponse: ...
+
+
+ERROR_PAGE = web.AppKey("error_page", ErrorPage)
 INGEST_PREFIXES = ("/v1/", "/segment/", "/iterable/")  # the routes that record events
 
 
@@ -126,6 +133,9 @@ async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitab
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
+        page = request.app.get(ERROR_PAGE)
+        if page is not None and request.path.startswith("/console") and "HX-Request" not in request.headers:
+            return page(request, exc.status, exc.reason)  # an operator's browser gets a page, not JSON
         return _fail(exc.status, exc.reason)
     if ingest and response.status < 300:
         request.app[HEALTH].ingest_failing = None

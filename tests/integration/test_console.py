@@ -344,3 +344,21 @@ async def test_the_rows_page_counts_the_rows_it_lists(daemon: Daemon) -> None:
     said = re.search(r'<strong id="matching">(\d+)</strong>', page)
     assert said is not None and int(said.group(1)) == listed > 0
     assert "forgotten" not in page.split("<tbody>")[1]
+
+
+async def test_a_refused_console_action_is_a_page_with_the_reason_not_json(daemon: Daemon) -> None:
+    """A fresh-eyes walk in a browser: "Retry selected" with nothing ticked, a purged row's old link, or an
+    action from a tab whose session had ended showed a bare JSON error with no way on."""
+    http, csrf = await logged_in(daemon)
+    async with http:
+        rows_page = f"{base(daemon)}/console/rows?status=dead"
+        async with http.post(f"{base(daemon)}/console/retry", data={"csrf": csrf},
+                             headers={"Referer": rows_page}) as response:
+            page = await response.text()
+            assert response.status == 400 and response.content_type == "text/html"
+            assert "select rows to retry" in page and 'href="/console/rows?status=dead"' in page
+        async with http.get(f"{base(daemon)}/console/rows/999999") as response:
+            assert response.status == 404 and "no such row" in await response.text()
+    async with aiohttp.ClientSession() as stale, stale.post(f"{base(daemon)}/console/pause",
+                                                              data={"direction": "outbound"}) as response:
+        assert response.status == 401 and 'href="/console/login"' in await response.text()

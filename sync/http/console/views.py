@@ -27,6 +27,7 @@ from sync.config import Config, secrets
 from sync.engine.worker import Worker
 from sync.http.console import session
 from sync.http.console.budget import LoginBudget
+from sync.http.ingress import ERROR_PAGE
 from sync.ledger import browse, counters, history
 from sync.ledger.store import Ledger
 from sync.logs import Redactor
@@ -75,6 +76,15 @@ class Console:
 CONSOLE = web.AppKey("console", Console)
 
 
+def error_page(console: Console, request: web.Request, status: int, reason: str) -> web.StreamResponse:
+    """A refused console request as a page with the reason and a way on (it was a bare JSON error): a 401
+    leads to the login, anything else back to the page it came from (same site only) and the overview."""
+    referer = request.headers.get("Referer", "")
+    origin = f"{request.scheme}://{request.host}"
+    back = referer.removeprefix(origin) if referer.startswith(f"{origin}/console") else None
+    return console.render(request, "error.html", status=status, code=status, message=reason, back=back)
+
+
 def install(app: web.Application, config: Config, ledger: Ledger, workers: Sequence[Worker], digest: str, *,
             metrics: Metrics | None = None) -> None:
     """Add the console's routes to the daemon's app (``console.enabled``)."""
@@ -87,6 +97,7 @@ def install(app: web.Application, config: Config, ledger: Ledger, workers: Seque
                          redact=console.redactor.redact, rows=_rows, who=_who, seconds=_seconds,
                          when_rel=lambda moment: _when_rel(moment, console.clock()))
     app[CONSOLE] = console
+    app[ERROR_PAGE] = lambda request, status, reason: error_page(console, request, status, reason)
     app.router.add_get("/console/login", login_form)
     app.router.add_post("/console/login", login)
     app.router.add_static("/console/static", HERE / "static")
