@@ -362,3 +362,12 @@ async def test_a_refused_console_action_is_a_page_with_the_reason_not_json(daemo
     async with aiohttp.ClientSession() as stale, stale.post(f"{base(daemon)}/console/pause",
                                                               data={"direction": "outbound"}) as response:
         assert response.status == 401 and 'href="/console/login"' in await response.text()
+
+
+async def test_a_replay_this_process_does_not_know_does_not_say_running_for_ever(daemon: Daemon) -> None:
+    """A browser walk: after a restart (or on another replica) a replay's page said "Running..." for ever."""
+    http, _ = await logged_in(daemon)
+    async with http, http.get(f"{base(daemon)}/console/replay", params={"run": "replay-unknown1234"}) as response:
+        page = await response.text()
+    assert response.status == 200 and "Running" not in page and "not known to this process" in page
+    assert 'hx-trigger="every 1s"' not in page

@@ -96,9 +96,13 @@ async def page(request: web.Request) -> web.StreamResponse:
     run = request.query.get("run")
     wanted, problem = selection(request.query, console.clock())
     preview = await runs.replayer.preview(wanted) if wanted else None
+    ended = runs.ended.get(run or "")
+    if run and ended is None and run not in runs.progress:  # not this process's (a restart, another replica)
+        ended = ("not known to this process (it restarted, or another replica ran it): each row sent again "
+                 "shows the replay in its history")
     return console.render(request, "replay.html", query={k: request.query.get(k, "") for k in FIELDS},
                           problem=problem, preview=preview, run=run, progress=runs.progress.get(run or ""),
-                          ended=runs.ended.get(run or ""))
+                          ended=ended)
 
 
 async def start(request: web.Request) -> web.StreamResponse:
