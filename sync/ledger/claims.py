@@ -157,15 +157,16 @@ class Claims(SqlLedger):
             if settlement.released:
                 stmt = e.update().where(_ids_in(self.is_postgres, settlement.released), mine)
                 await conn.execute(stmt.values(**decisions.released(now)))
-            gone = await self._forgotten(conn, settlement.attempts)  # before this settlement's own tombstones
+            # the history before this settlement's own tombstones (a delivered deletion keeps its line)
+            failed = [t for t in settlement.attempts if t.outcome != "delivered"]  # delivered: history reads events
+            await history.record(conn, settlement.attempts, now, forgotten=await self._forgotten(conn, failed))
             if settlement.forgotten:
                 await self._forget_deletions(conn, settlement.forgotten)
-            await history.record(conn, settlement.attempts, now, forgotten=gone)
 
     async def _forgotten(self, conn: AsyncConnection, tried: Sequence[Attempt]) -> set[int]:
         """The rows of ``tried`` whose person was forgotten while the try ran: a forget deletes a person's
         history, and a try answered after it must not write the person's data (the call, Iterable's answer)
-        back (``history.record`` counts it and writes no line)."""
+        back (``history.record`` counts it and writes no line). No statement when nothing failed."""
         if not tried:
             return set()
         return set((await conn.execute(sa.select(events.c.id).where(

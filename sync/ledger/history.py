@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from sync.ledger.base import NOT_FORGOTTEN
 from sync.ledger.schema import UTCDateTime, attempts, counters, events
 from sync.model import _CLASSES as _CLASSES
 from sync.model import _EMAIL as _EMAIL
@@ -36,9 +37,10 @@ Counts = dict[tuple[str, str, str], float]  # (direction, metric, label) -> amou
 
 async def record(conn: AsyncConnection, tried: Sequence[Attempt], now: datetime,
                  forgotten: Collection[int] = ()) -> None:
-    """Append the history of one settlement and bump its counters (in the settlement's transaction). The rows
-    in ``forgotten`` (their person was forgotten while the try ran) get no line, only their counts: a line
-    would write the person's data (the call, Iterable's answer) back under the tombstone."""
+    """Append the history of one settlement and bump its counters (in the settlement's transaction). A row
+    whose person was forgotten while the try ran gets no line, only its count: a line would write the person's
+    data (the call, Iterable's answer) back under the tombstone. Delivered rows are read from ``events`` (their
+    lines are one ``INSERT ... SELECT`` that leaves tombstones out); the others' ids are in ``forgotten``."""
     counts = _tally(tried)
     tried = [a for a in tried if a.row_id not in forgotten] if forgotten else tried
     if not tried:
@@ -54,7 +56,7 @@ async def record(conn: AsyncConnection, tried: Sequence[Attempt], now: datetime,
                    sa.literal(scrub(detail)[:DETAIL_CHARS] if detail else None, sa.Text())]
         await conn.execute(attempts.insert().from_select(
             ["event_id", "at", "outcome", "endpoint", "http_status", "detail"],
-            sa.select(*columns).where(_ids(conn, ids))))
+            sa.select(*columns).where(_ids(conn, ids), NOT_FORGOTTEN)))
     others = [a for a in tried if a.outcome != "delivered"]
     if others:
         await conn.execute(attempts.insert(), [

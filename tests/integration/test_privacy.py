@@ -382,6 +382,17 @@ async def test_a_try_answered_after_its_person_was_forgotten_writes_no_history(l
         assert await history.of_row(conn, claimed.id) == []
         # still counted (a count names nobody): the console's and the metrics' totals stay the ledger's
         assert (await counters.trends(conn, now)).directions["outbound"].failed_day == 1
+    # the same for a try Iterable accepted (its line is read from the row, which is a tombstone now)
+    await ledger.record([NewEvent(direction=Direction.OUTBOUND, key="fl-2", kind="track", payload={"n": 2},
+                                  user_key="u:liam-14", identities=("u:liam-14",))], now)
+    [second] = await ledger.claim(Claim(direction=Direction.OUTBOUND, owner="w", limit=1, lease_seconds=30), now)
+    await ledger.forget("u:liam-14", now)
+    ok = Attempt(row_id=second.id, direction=Direction.OUTBOUND, outcome="delivered", endpoint="events/trackBulk",
+                 http_status=200, detail="accepted for userId liam-14", latency=0.5)
+    await ledger.settle(Settlement(delivered=(second.id,), attempts=(ok,)), now, owner="w")
+    async with ledger.engine.connect() as conn:
+        assert await history.of_row(conn, second.id) == []
+        assert (await counters.trends(conn, now)).directions["outbound"].delivered_day == 1
 
 
 async def test_a_delivered_deletion_is_counted_and_keeps_its_own_history(ledger: Any) -> None:
